@@ -1,0 +1,56 @@
+"""amulet_native: native building blocks for Python image web services."""
+
+from .errors import (
+    AmuletError,
+    AmuletWarning,
+    DecodeError,
+    ImageTooLargeError,
+    MemoryLimitError,
+    ModelError,
+    NetworkError,
+    ProcessingError,
+    SecurityError,
+    UnsupportedFormatError,
+    ValidationError,
+)
+from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
+from .image import (
+    ImageInfo,
+    Limits,
+    Mode,
+    decode,
+    decode_file,
+    decode_jpeg,
+    decode_png,
+    get_default_limits,
+    probe,
+    set_default_limits,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LIBJPEG_VERSION",
+    "LIBPNG_VERSION",
+    "AmuletError",
+    "AmuletWarning",
+    "DecodeError",
+    "ImageInfo",
+    "ImageTooLargeError",
+    "Limits",
+    "MemoryLimitError",
+    "Mode",
+    "ModelError",
+    "NetworkError",
+    "ProcessingError",
+    "SecurityError",
+    "UnsupportedFormatError",
+    "ValidationError",
+    "decode",
+    "decode_file",
+    "decode_jpeg",
+    "decode_png",
+    "get_default_limits",
+    "probe",
+    "set_default_limits",
+]

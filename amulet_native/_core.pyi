@@ -1,0 +1,27 @@
+"""Type stubs for the compiled amulet_native._core (see amulet_native.image)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+LIBJPEG_VERSION: str
+LIBPNG_VERSION: str
+
+def probe(data: Any, /) -> tuple[str, int, int, int, int, bool, int]: ...
+def decode(
+    data: Any,
+    mode: int,
+    depth16: bool,
+    scale_denom: int,
+    max_w: int,
+    max_h: int,
+    orient: bool,
+    strict: bool,
+    expect_format: int,
+    limits: tuple[int, int, int, int, int],
+    out: npt.NDArray[Any] | None,
+    /,
+) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
+def default_limits() -> tuple[int, int, int, int, int]: ...
+def error_table() -> list[tuple[str, str, str]]: ...

@@ -1,0 +1,154 @@
+/*
+ * errors.c - the one error table and the small utilities every file needs.
+ *
+ * The table is the contract with users: the string codes are stable API (they
+ * end up in logs, metrics and HTTP error bodies), and the class names bind each
+ * status to one exception in amulet_native.errors.  The binding builds its
+ * status -> class map from this table at import, so adding a status here is the
+ * only change needed to raise a new kind of error.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "an_internal.h"
+
+static const an_error_entry error_table[AN_STATUS_COUNT] = {
+    {AN_OK, "ok", "AmuletError", "no error"},
+    {AN_ERR_NOMEM, "memory.alloc", "MemoryLimitError", "out of memory"},
+    {AN_ERR_INVALID_ARG, "value.invalid", "ValidationError", "invalid argument"},
+    {AN_ERR_EMPTY, "input.empty", "ValidationError", "input is empty"},
+    {AN_ERR_UNKNOWN_FORMAT, "format.unsupported", "UnsupportedFormatError",
+     "not a JPEG or PNG image"},
+    {AN_ERR_UNSUPPORTED, "format.unsupported_variant", "UnsupportedFormatError",
+     "unsupported image variant"},
+    {AN_ERR_WRONG_FORMAT, "format.mismatch", "UnsupportedFormatError",
+     "image is not in the expected format"},
+    {AN_ERR_LIMIT_BYTES, "limits.bytes", "ImageTooLargeError", "input exceeds max_bytes"},
+    {AN_ERR_LIMIT_PIXELS, "limits.pixels", "ImageTooLargeError", "image exceeds max_pixels"},
+    {AN_ERR_LIMIT_WIDTH, "limits.width", "ImageTooLargeError", "image exceeds max_width"},
+    {AN_ERR_LIMIT_HEIGHT, "limits.height", "ImageTooLargeError", "image exceeds max_height"},
+    {AN_ERR_LIMIT_SCANS, "limits.jpeg_scans", "ImageTooLargeError",
+     "progressive JPEG exceeds max_jpeg_scans"},
+    {AN_ERR_HEADER, "decode.header", "DecodeError", "invalid image header"},
+    {AN_ERR_TRUNCATED, "decode.truncated", "DecodeError", "image data is truncated"},
+    {AN_ERR_CORRUPT, "decode.corrupt", "DecodeError", "image data is corrupt"},
+    {AN_ERR_MEMORY_LIMIT, "memory.limit", "MemoryLimitError", "memory limit exceeded"},
+    {AN_ERR_OUT_MISMATCH, "value.out", "ValidationError",
+     "out= array does not match the decoded image"},
+    {AN_ERR_INPUT_TYPE, "input.type", "ValidationError",
+     "input must be a contiguous bytes-like object"},
+};
+
+const an_error_entry *
+an_error_lookup(an_status status)
+{
+    if ((unsigned)status >= AN_STATUS_COUNT)
+        status = AN_ERR_CORRUPT;
+    return &error_table[status];
+}
+
+void
+an_error_set(an_error *err, an_status status, const char *fmt, ...)
+{
+    err->status = status;
+    if (fmt == NULL) {
+        err->detail[0] = '\0';
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+    va_end(ap);
+}
+
+void *
+an_malloc(const an_allocator *a, size_t size)
+{
+    if (size == 0)
+        size = 1;
+    if (a != NULL && a->malloc_fn != NULL)
+        return a->malloc_fn(a->ctx, size);
+    return malloc(size);
+}
+
+void *
+an_calloc(const an_allocator *a, size_t n, size_t size)
+{
+    size_t total;
+    if (!an_mul_size(n, size, &total))
+        return NULL;
+    void *p = an_malloc(a, total);
+    if (p != NULL)
+        memset(p, 0, total);
+    return p;
+}
+
+void
+an_free(const an_allocator *a, void *ptr)
+{
+    if (ptr == NULL)
+        return;
+    if (a != NULL && a->free_fn != NULL)
+        a->free_fn(a->ctx, ptr);
+    else
+        free(ptr);
+}
+
+int
+an_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a)
+        return 0;
+    *out = a * b;
+    return 1;
+}
+
+int
+an_mul4_size(size_t a, size_t b, size_t c, size_t d, size_t *out)
+{
+    size_t ab, abc;
+    return an_mul_size(a, b, &ab) && an_mul_size(ab, c, &abc) && an_mul_size(abc, d, out);
+}
+
+an_limits
+an_default_limits(void)
+{
+    an_limits lim = {64u << 20, 100000000u, 32768u, 32768u, 256u};
+    return lim;
+}
+
+an_status
+an_check_dims(const an_limits *lim, uint64_t w, uint64_t h, an_error *err)
+{
+    if (w == 0 || h == 0) {
+        an_error_set(err, AN_ERR_HEADER, "image has zero size (%llux%llu)",
+                     (unsigned long long)w, (unsigned long long)h);
+        return err->status;
+    }
+    if (lim->max_width && w > lim->max_width) {
+        err->actual = w;
+        err->limit = lim->max_width;
+        an_error_set(err, AN_ERR_LIMIT_WIDTH, "width %llu exceeds max_width %u",
+                     (unsigned long long)w, lim->max_width);
+        return err->status;
+    }
+    if (lim->max_height && h > lim->max_height) {
+        err->actual = h;
+        err->limit = lim->max_height;
+        an_error_set(err, AN_ERR_LIMIT_HEIGHT, "height %llu exceeds max_height %u",
+                     (unsigned long long)h, lim->max_height);
+        return err->status;
+    }
+    /* w and h are < 2^32 each, so the product fits in 64 bits. */
+    if (lim->max_pixels && w * h > lim->max_pixels) {
+        err->actual = w * h;
+        err->limit = lim->max_pixels;
+        an_error_set(err, AN_ERR_LIMIT_PIXELS, "%llux%llu = %llu pixels exceeds max_pixels %llu",
+                     (unsigned long long)w, (unsigned long long)h,
+                     (unsigned long long)(w * h), (unsigned long long)lim->max_pixels);
+        return err->status;
+    }
+    return AN_OK;
+}

@@ -1,0 +1,309 @@
+/*
+ * png.c - PNG decoding over libpng 1.6.
+ *
+ * libpng's own transforms do all the layout work (palette and tRNS expansion,
+ * low-bit-depth unpacking, 16->8 by taking the high byte as Pillow does,
+ * gray->RGB, filler alpha, BGR, byte swapping); only colour->grey is done by us
+ * (pixel.c) because libpng's rgb_to_gray uses other weights and may apply gamma.
+ * No gamma or background transform is ever requested, so samples come out as
+ * stored, as Pillow returns them.
+ *
+ * Like jpeg.c, all state that must survive libpng's longjmp lives in struct
+ * an_png and an_png_close() is the only cleanup path.  libpng allocates through
+ * the core allocator; warnings are recorded, never printed; ancillary chunks we
+ * do not use (text, ICC, ...) are skipped unread and all chunk sizes are capped.
+ */
+#include <setjmp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <png.h>
+
+#include "an_internal.h"
+
+struct an_png {
+    png_structp png;
+    png_infop info;
+    jmp_buf jmp;
+    const an_allocator *alloc;
+    const uint8_t *data;
+    size_t len, pos;
+    an_error *err;
+    int strict;
+    an_mode mode;
+    uint32_t w, h;
+    int bps;                /* bytes per output sample */
+    int interlaced;
+    int convert;            /* colour source, grey mode: convert from pixfmt */
+    an_pixfmt pixfmt;
+    size_t rowbytes;        /* libpng's transformed row size */
+    uint8_t *rowbuf;        /* owned */
+    uint8_t *image;         /* owned: interlaced + convert */
+    png_bytep *rowptrs;     /* owned: interlaced */
+    uint32_t rows_done;
+};
+
+/* Chunks whose content we never use; libpng skips them without decompressing. */
+static const png_byte skipped_chunks[] = {
+    'i', 'C', 'C', 'P', '\0', 't', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
+    'i', 'T', 'X', 't', '\0', 's', 'P', 'L', 'T', '\0', 'h', 'I', 'S', 'T', '\0',
+    'p', 'C', 'A', 'L', '\0', 's', 'C', 'A', 'L', '\0', 's', 'T', 'E', 'R', '\0',
+    't', 'I', 'M', 'E', '\0', 'p', 'H', 'Y', 's', '\0', 'o', 'F', 'F', 's', '\0',
+};
+
+static void
+on_error(png_structp png, png_const_charp msg)
+{
+    an_png *p = png_get_error_ptr(png);
+    if (p->err->status == AN_OK)
+        an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
+    longjmp(p->jmp, 1);
+}
+
+static void
+on_warning(png_structp png, png_const_charp msg)
+{
+    an_png *p = png_get_error_ptr(png);
+    if (!p->err->warned) {
+        p->err->warned = 1;
+        snprintf(p->err->detail, sizeof(p->err->detail), "%s", msg);
+    }
+}
+
+static png_voidp
+on_malloc(png_structp png, png_alloc_size_t size)
+{
+    an_png *p = png_get_mem_ptr(png);
+    return an_malloc(p->alloc, size);
+}
+
+static void
+on_free(png_structp png, png_voidp ptr)
+{
+    an_png *p = png_get_mem_ptr(png);
+    an_free(p->alloc, ptr);
+}
+
+static void
+on_read(png_structp png, png_bytep out, size_t n)
+{
+    an_png *p = png_get_io_ptr(png);
+    if (n > p->len - p->pos) {
+        if (p->err->status == AN_OK)
+            an_error_set(p->err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu", p->len);
+        png_error(png, "truncated");
+    }
+    memcpy(out, p->data + p->pos, n);
+    p->pos += n;
+}
+
+void
+an_png_close(an_png *p)
+{
+    if (p == NULL)
+        return;
+    if (p->png != NULL)
+        png_destroy_read_struct(&p->png, p->info ? &p->info : NULL, NULL);
+    an_free(p->alloc, p->rowbuf);
+    an_free(p->alloc, p->image);
+    an_free(p->alloc, p->rowptrs);
+    an_free(p->alloc, p);
+}
+
+/* Requests the libpng transforms for opts->mode; returns the channel count of
+ * the rows libpng will deliver. */
+static int
+configure(an_png *p, int depth16)
+{
+    png_structp png = p->png;
+    int ct = png_get_color_type(png, p->info);
+    int bd = png_get_bit_depth(png, p->info);
+    int trns = png_get_valid(png, p->info, PNG_INFO_tRNS) != 0;
+    int color = (ct & PNG_COLOR_MASK_COLOR) != 0;
+    int want_alpha = p->mode == AN_MODE_RGBA || p->mode == AN_MODE_LA;
+    int alpha = (ct & PNG_COLOR_MASK_ALPHA) != 0;
+
+    if (ct == PNG_COLOR_TYPE_PALETTE) {
+        png_set_palette_to_rgb(png); /* also expands tRNS to alpha */
+        alpha = alpha || trns;
+    } else if (bd < 8) {
+        png_set_expand_gray_1_2_4_to_8(png);
+    }
+    if (trns && ct != PNG_COLOR_TYPE_PALETTE && want_alpha) {
+        png_set_tRNS_to_alpha(png);
+        alpha = 1;
+    }
+    if (bd == 16 && !depth16)
+        png_set_strip_16(png); /* high byte, as Pillow does */
+    else if (bd < 16 && depth16)
+        png_set_expand_16(png);
+    if (alpha && !want_alpha)
+        png_set_strip_alpha(png);
+    if (!alpha && want_alpha)
+        png_set_add_alpha(png, 0xFFFF, PNG_FILLER_AFTER);
+    p->convert = color && (p->mode == AN_MODE_L || p->mode == AN_MODE_LA);
+    if (!color && p->mode != AN_MODE_L && p->mode != AN_MODE_LA)
+        png_set_gray_to_rgb(png);
+    if (p->mode == AN_MODE_BGR)
+        png_set_bgr(png);
+    if (depth16) {
+        const uint16_t one = 1;
+        if (*(const uint8_t *)&one == 1)
+            png_set_swap(png); /* PNG is big-endian; NumPy wants native order */
+    }
+    p->interlaced = png_set_interlace_handling(png) > 1;
+    if (p->convert) {
+        p->pixfmt = want_alpha ? AN_PIX_RGBA : AN_PIX_RGB;
+        return want_alpha ? 4 : 3;
+    }
+    return an_mode_channels(p->mode);
+}
+
+an_status
+an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts *opts,
+            const an_info *info, an_error *err)
+{
+    (void)info;
+    *out = NULL;
+    an_png *p = an_calloc(opts->alloc, 1, sizeof(*p));
+    if (p == NULL) {
+        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the PNG decoder");
+        return err->status;
+    }
+    p->alloc = opts->alloc;
+    p->data = data;
+    p->len = len;
+    p->err = err;
+    p->strict = opts->strict;
+    p->mode = opts->mode;
+    p->bps = opts->depth16 ? 2 : 1;
+    p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, p,
+                                      on_malloc, on_free);
+    if (p->png == NULL) {
+        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the libpng reader");
+        an_png_close(p);
+        return err->status;
+    }
+    if (setjmp(p->jmp)) {
+        an_png_close(p);
+        return err->status;
+    }
+    p->info = png_create_info_struct(p->png);
+    if (p->info == NULL) {
+        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the libpng info struct");
+        an_png_close(p);
+        return err->status;
+    }
+    png_set_read_fn(p->png, p, on_read);
+    png_set_user_limits(p->png, opts->limits.max_width ? opts->limits.max_width : 0x7FFFFFFF,
+                        opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
+    png_set_chunk_cache_max(p->png, 1000);
+    png_set_chunk_malloc_max(p->png, 8u << 20);
+    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
+    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
+                                (int)(sizeof(skipped_chunks) / 5));
+    png_read_info(p->png, p->info);
+    p->w = png_get_image_width(p->png, p->info);
+    p->h = png_get_image_height(p->png, p->info);
+    if (an_check_dims(&opts->limits, p->w, p->h, err) != AN_OK) {
+        an_png_close(p);
+        return err->status;
+    }
+    int ch = configure(p, opts->depth16);
+    png_read_update_info(p->png, p->info);
+    p->rowbytes = png_get_rowbytes(p->png, p->info);
+    if (png_get_channels(p->png, p->info) != ch ||
+        p->rowbytes != (size_t)p->w * (size_t)ch * (size_t)p->bps) {
+        an_error_set(err, AN_ERR_UNSUPPORTED, "unexpected libpng row layout");
+        an_png_close(p);
+        return err->status;
+    }
+    *out = p;
+    return AN_OK;
+}
+
+static void
+convert_row(const an_png *p, const uint8_t *s, uint8_t *d)
+{
+    if (p->bps == 1)
+        an_convert_row8(p->pixfmt, p->mode, s, d, p->w);
+    else
+        an_convert_row16(p->pixfmt, p->mode, (const uint16_t *)(const void *)s,
+                         (uint16_t *)(void *)d, p->w);
+}
+
+static void
+convert_rows(const an_png *p, const uint8_t *src, size_t sstride, uint8_t *out, size_t ostride)
+{
+    for (uint32_t y = 0; y < p->h; y++)
+        convert_row(p, src + (size_t)y * sstride, out + (size_t)y * ostride);
+}
+
+an_status
+an_png_run(an_png *p, uint8_t *out, an_error *err)
+{
+    const size_t ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
+    p->err = err;
+    if (setjmp(p->jmp)) {
+        if (p->strict || p->rows_done == 0)
+            return err->status;
+        /* Tolerant mode: keep what was decoded, zero the rest, report it.
+         * Interlaced targets were zeroed before the first pass. */
+        if (!p->interlaced)
+            memset(out + (size_t)p->rows_done * ostride, 0,
+                   (size_t)(p->h - p->rows_done) * ostride);
+        else if (p->convert)
+            convert_rows(p, p->image, p->rowbytes, out, ostride);
+        err->warned = 1;
+        err->status = AN_OK;
+        return AN_OK;
+    }
+    if (!p->interlaced) {
+        if (p->convert && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL) {
+            an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG row buffer");
+            return err->status;
+        }
+        for (uint32_t y = 0; y < p->h; y++) {
+            uint8_t *dst = out + (size_t)y * ostride;
+            png_read_row(p->png, p->convert ? p->rowbuf : dst, NULL);
+            if (p->convert)
+                convert_row(p, p->rowbuf, dst);
+            p->rows_done = y + 1;
+        }
+    } else {
+        uint8_t *target = out;
+        size_t tstride = ostride;
+        if (p->convert) {
+            size_t total;
+            if (!an_mul_size(p->rowbytes, p->h, &total) ||
+                (p->image = an_calloc(p->alloc, 1, total)) == NULL) {
+                an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG deinterlace buffer");
+                return err->status;
+            }
+            target = p->image;
+            tstride = p->rowbytes;
+        }
+        p->rowptrs = an_malloc(p->alloc, (size_t)p->h * sizeof(png_bytep));
+        if (p->rowptrs == NULL) {
+            an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG row pointers");
+            return err->status;
+        }
+        for (uint32_t y = 0; y < p->h; y++)
+            p->rowptrs[y] = target + (size_t)y * tstride;
+        /* Rows are complete only after the last pass: in tolerant mode a failure
+         * keeps whatever the passes reached. */
+        p->rows_done = 1;
+        png_read_image(p->png, p->rowptrs);
+        if (p->convert)
+            convert_rows(p, p->image, p->rowbytes, out, ostride);
+    }
+    if (p->strict)
+        png_read_end(p->png, NULL); /* to IEND: a damaged tail is an error */
+    return AN_OK;
+}
+
+const char *
+an_libpng_version(void)
+{
+    return png_get_libpng_ver(NULL);
+}

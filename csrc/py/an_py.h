@@ -1,0 +1,45 @@
+/*
+ * an_py.h - shared declarations of the CPython binding (csrc/py/).
+ *
+ * The binding is deliberately thin: parse arguments, check them, allocate
+ * results with the GIL held, run the core with the GIL released, and turn an
+ * an_error into exactly one Python exception.  Per-module state holds the
+ * exception classes (looked up by name from the core's error table at import),
+ * so there are no mutable C globals and the module can be loaded in several
+ * interpreters.
+ */
+#ifndef AN_PY_H
+#define AN_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* One place configures the NumPy C API for every binding file. */
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#define NPY_TARGET_VERSION NPY_1_24_API_VERSION
+#define PY_ARRAY_UNIQUE_SYMBOL amulet_native_ARRAY_API
+#ifndef AN_PY_MODULE_C
+#define NO_IMPORT_ARRAY
+#endif
+#include <numpy/arrayobject.h>
+
+#include "../core/an_core.h"
+
+typedef struct {
+    PyObject *exc[AN_STATUS_COUNT]; /* class raised for each status */
+    PyObject *warning;              /* AmuletWarning */
+} an_state;
+
+an_state *an_get_state(PyObject *module);
+
+/* Raise the exception for err (its class from the table, .code, .context).
+ * Always returns NULL. */
+PyObject *an_raise(an_state *st, const an_error *err);
+/* Raise for status with a formatted message and no extra context. */
+PyObject *an_raise_status(an_state *st, an_status status, const char *fmt, ...);
+
+/* image.c */
+PyObject *an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+#endif /* AN_PY_H */

@@ -1,0 +1,147 @@
+/*
+ * module.c - amulet_native._core: module definition and initialisation.
+ *
+ * Multi-phase initialisation (PEP 489): PyInit__core only returns the
+ * definition; the exec slot imports NumPy's C API and binds each status of the
+ * core's error table to its class in amulet_native.errors.  The module keeps no
+ * state outside its per-module state and touches no shared mutable data, so it
+ * declares that it does not need the GIL on free-threaded builds.
+ */
+#define AN_PY_MODULE_C
+#include "an_py.h"
+
+an_state *
+an_get_state(PyObject *module)
+{
+    return (an_state *)PyModule_GetState(module);
+}
+
+static PyObject *
+py_default_limits(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    an_limits l = an_default_limits();
+    return Py_BuildValue("(KKIII)", (unsigned long long)l.max_bytes,
+                         (unsigned long long)l.max_pixels, l.max_width, l.max_height,
+                         l.max_jpeg_scans);
+}
+
+static PyObject *
+py_error_table(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (int s = 1; s < AN_STATUS_COUNT; s++) {
+        const an_error_entry *e = an_error_lookup((an_status)s);
+        PyObject *row = Py_BuildValue("(sss)", e->code, e->exc_class, e->message);
+        if (row == NULL || PyList_Append(list, row) < 0) {
+            Py_XDECREF(row);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(row);
+    }
+    return list;
+}
+
+static PyMethodDef core_methods[] = {
+    {"probe", (PyCFunction)(void (*)(void))an_py_probe, METH_FASTCALL,
+     "probe(data) -> tuple: read the image header only."},
+    {"decode", (PyCFunction)(void (*)(void))an_py_decode, METH_FASTCALL,
+     "decode(data, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
+     "limits, out) -> ndarray"},
+    {"default_limits", py_default_limits, METH_NOARGS,
+     "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
+    {"error_table", py_error_table, METH_NOARGS,
+     "error_table() -> [(code, class_name, message)]: the core's error table."},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+core_exec(PyObject *module)
+{
+    an_state *st = an_get_state(module);
+    PyObject *errors = NULL;
+
+    if (PyArray_ImportNumPyAPI() < 0)
+        return -1;
+    errors = PyImport_ImportModule("amulet_native.errors");
+    if (errors == NULL)
+        return -1;
+    for (int s = 0; s < AN_STATUS_COUNT; s++) {
+        const an_error_entry *e = an_error_lookup((an_status)s);
+        st->exc[s] = PyObject_GetAttrString(errors, e->exc_class);
+        if (st->exc[s] == NULL)
+            goto error;
+    }
+    st->warning = PyObject_GetAttrString(errors, "AmuletWarning");
+    if (st->warning == NULL)
+        goto error;
+    Py_DECREF(errors);
+    if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
+        PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
+        return -1;
+    return 0;
+error:
+    Py_DECREF(errors);
+    return -1;
+}
+
+static int
+core_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    an_state *st = an_get_state(module);
+    for (int s = 0; s < AN_STATUS_COUNT; s++)
+        Py_VISIT(st->exc[s]);
+    Py_VISIT(st->warning);
+    return 0;
+}
+
+static int
+core_clear(PyObject *module)
+{
+    an_state *st = an_get_state(module);
+    for (int s = 0; s < AN_STATUS_COUNT; s++)
+        Py_CLEAR(st->exc[s]);
+    Py_CLEAR(st->warning);
+    return 0;
+}
+
+static void
+core_free(void *module)
+{
+    core_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+static struct PyModuleDef core_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "amulet_native._core",
+    .m_doc = "Native core of amulet_native (see amulet_native for the public API).",
+    .m_size = sizeof(an_state),
+    .m_methods = core_methods,
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    return PyModuleDef_Init(&core_def);
+}
