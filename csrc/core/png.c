@@ -19,7 +19,7 @@
 
 #include <png.h>
 
-#include "an_internal.h"
+#include "an_png_idat.h"
 
 struct an_png {
     png_structp png;
@@ -41,6 +41,10 @@ struct an_png {
     uint8_t *image;         /* owned: interlaced + convert */
     png_bytep *rowptrs;     /* owned: interlaced */
     uint32_t rows_done;
+    int nomem;              /* a libpng/zlib allocation failed: errors are NOMEM */
+    int fast;               /* image data goes through png_idat.c */
+    an_idat_job job;
+    uint8_t lut[256 * 4];   /* palette / grey lookup in the output layout */
 };
 
 /* Chunks whose content we never use; libpng skips them without decompressing. */
@@ -56,7 +60,7 @@ on_error(png_structp png, png_const_charp msg)
 {
     an_png *p = png_get_error_ptr(png);
     if (p->err->status == AN_OK)
-        an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
+        an_error_set(p->err, p->nomem ? AN_ERR_NOMEM : AN_ERR_CORRUPT, "%s", msg);
     longjmp(p->jmp, 1);
 }
 
@@ -74,7 +78,10 @@ static png_voidp
 on_malloc(png_structp png, png_alloc_size_t size)
 {
     an_png *p = png_get_mem_ptr(png);
-    return an_malloc(p->alloc, size);
+    void *ptr = an_malloc(p->alloc, size);
+    if (ptr == NULL)
+        p->nomem = 1; /* png_malloc() and zlib then fail with png_error() */
+    return ptr;
 }
 
 static void
@@ -135,8 +142,10 @@ configure(an_png *p, int depth16)
     }
     if (bd == 16 && !depth16)
         png_set_strip_16(png); /* high byte, as Pillow does */
-    else if (bd < 16 && depth16)
-        png_set_expand_16(png);
+    else if (bd < 16 && depth16) {
+        png_set_expand_16(png); /* implies png_set_expand(): tRNS becomes alpha */
+        alpha = alpha || trns;
+    }
     if (alpha && !want_alpha)
         png_set_strip_alpha(png);
     if (!alpha && want_alpha)
@@ -157,6 +166,92 @@ configure(an_png *p, int depth16)
         return want_alpha ? 4 : 3;
     }
     return an_mode_channels(p->mode);
+}
+
+static uint32_t
+be32(const uint8_t *b)
+{
+    return ((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) | b[3];
+}
+
+/* Builds the fast-path job when the image is 8-bit, not interlaced, and its rows
+ * map to the output by a copy, a conversion or a lookup table (palette, grey).
+ * Returns 0 to leave the image to libpng's transforms. */
+static int
+setup_fast(an_png *p)
+{
+    png_structp png = p->png;
+    png_infop info = p->info;
+    int ct = png_get_color_type(png, info);
+    int want_alpha = p->mode == AN_MODE_RGBA || p->mode == AN_MODE_LA;
+    int trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
+    an_idat_job *j = &p->job;
+
+    if (png_get_bit_depth(png, info) != 8 || p->bps != 1 ||
+        png_get_interlace_type(png, info) != PNG_INTERLACE_NONE)
+        return 0;
+    /* png_read_info() stops right after the header of the first IDAT. */
+    if (p->pos < 16 || memcmp(p->data + p->pos - 4, "IDAT", 4) != 0)
+        return 0;
+    j->src_channels = png_get_channels(png, info);
+    j->out_channels = an_mode_channels(p->mode);
+    j->mode = p->mode;
+    if (ct == PNG_COLOR_TYPE_PALETTE || ct == PNG_COLOR_TYPE_GRAY) {
+        uint8_t rgba[256 * 4], packed[256 * 4];
+        memset(rgba, 0, sizeof(rgba));
+        for (int i = 0; i < 256; i++)
+            rgba[4 * i + 3] = 255;
+        if (ct == PNG_COLOR_TYPE_PALETTE) {
+            png_colorp pal = NULL;
+            int npal = 0;
+            png_bytep alpha = NULL;
+            int nalpha = 0;
+            png_color_16p key = NULL;
+            png_get_PLTE(png, info, &pal, &npal);
+            if (trns && want_alpha)
+                png_get_tRNS(png, info, &alpha, &nalpha, &key);
+            for (int i = 0; i < npal && i < 256; i++) {
+                rgba[4 * i] = pal[i].red;
+                rgba[4 * i + 1] = pal[i].green;
+                rgba[4 * i + 2] = pal[i].blue;
+            }
+            for (int i = 0; alpha != NULL && i < nalpha && i < 256; i++)
+                rgba[4 * i + 3] = alpha[i];
+        } else {
+            png_color_16p key = NULL;
+            if (trns && want_alpha)
+                png_get_tRNS(png, info, NULL, NULL, &key);
+            for (int i = 0; i < 256; i++) {
+                rgba[4 * i] = rgba[4 * i + 1] = rgba[4 * i + 2] = (uint8_t)i;
+                if (key != NULL && key->gray == i)
+                    rgba[4 * i + 3] = 0;
+            }
+        }
+        an_convert_row8(AN_PIX_RGBA, p->mode, rgba, packed, 256);
+        for (int i = 0; i < 256; i++)
+            memcpy(p->lut + 4 * i, packed + i * j->out_channels, (size_t)j->out_channels);
+        j->lut = p->lut;
+        j->emit = (ct == PNG_COLOR_TYPE_GRAY && p->mode == AN_MODE_L) ? AN_IDAT_COPY : AN_IDAT_LUT;
+    } else {
+        if (trns && want_alpha)
+            return 0; /* RGB colour key: libpng's tRNS expansion */
+        j->pixfmt = ct == PNG_COLOR_TYPE_GRAY_ALPHA ? AN_PIX_GA
+                    : ct == PNG_COLOR_TYPE_RGB      ? AN_PIX_RGB
+                                                    : AN_PIX_RGBA;
+        int same = (j->pixfmt == AN_PIX_GA && p->mode == AN_MODE_LA) ||
+                   (j->pixfmt == AN_PIX_RGB && p->mode == AN_MODE_RGB) ||
+                   (j->pixfmt == AN_PIX_RGBA && p->mode == AN_MODE_RGBA);
+        j->emit = same ? AN_IDAT_COPY : AN_IDAT_CONVERT;
+    }
+    j->data = p->data;
+    j->len = p->len;
+    j->pos = p->pos;
+    j->first_len = be32(p->data + p->pos - 8);
+    j->width = p->w;
+    j->height = p->h;
+    j->strict = p->strict;
+    j->alloc = p->alloc;
+    return 1;
 }
 
 an_status
@@ -209,6 +304,10 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
         an_png_close(p);
         return err->status;
     }
+    if ((p->fast = setup_fast(p)) != 0) {
+        *out = p;
+        return AN_OK;
+    }
     int ch = configure(p, opts->depth16);
     png_read_update_info(p->png, p->info);
     p->rowbytes = png_get_rowbytes(p->png, p->info);
@@ -244,8 +343,18 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
 {
     const size_t ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->err = err;
+    if (p->fast) {
+        an_status st = an_png_idat_decode(&p->job, out, &p->rows_done, err);
+        if (st == AN_OK || p->strict || p->rows_done == 0)
+            return st;
+        memset(out + (size_t)p->rows_done * ostride, 0, (size_t)(p->h - p->rows_done) * ostride);
+        err->warned = 1;
+        err->status = AN_OK;
+        return AN_OK;
+    }
     if (setjmp(p->jmp)) {
-        if (p->strict || p->rows_done == 0)
+        /* Running out of memory is not damage: never a partial result. */
+        if (p->strict || p->rows_done == 0 || err->status == AN_ERR_NOMEM)
             return err->status;
         /* Tolerant mode: keep what was decoded, zero the rest, report it.
          * Interlaced targets were zeroed before the first pass. */
