@@ -1,5 +1,6 @@
 """amulet_native: native building blocks for Python image web services."""
 
+from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .errors import (
     AmuletError,
     AmuletWarning,
@@ -13,7 +14,6 @@ from .errors import (
     UnsupportedFormatError,
     ValidationError,
 )
-from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .image import (
     ImageInfo,
     Limits,

@@ -22,7 +22,8 @@ All of them pickle (``context`` travels with them) so they cross process pools.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "AmuletError",
@@ -92,7 +93,7 @@ class ValidationError(AmuletError, ValueError):
     """The caller's input or arguments are invalid (HTTP 4xx territory)."""
 
     default_code = "validation"
-    _context_fields = ("field",)
+    _context_fields: tuple[str, ...] = ("field",)
 
     @property
     def field(self) -> str | None:
@@ -104,7 +105,7 @@ class UnsupportedFormatError(ValidationError):
     """The data is not a supported image (detected by magic bytes, never by name)."""
 
     default_code = "format.unsupported"
-    _context_fields = ("format",)
+    _context_fields: tuple[str, ...] = ("format",)
 
     @property
     def format(self) -> str:
@@ -122,7 +123,7 @@ class ProcessingError(AmuletError):
     """Processing of otherwise valid input failed."""
 
     default_code = "processing"
-    _context_fields = ("stage",)
+    _context_fields: tuple[str, ...] = ("stage",)
 
     @property
     def stage(self) -> str | None:
@@ -146,7 +147,7 @@ class SecurityError(AmuletError):
     """Input refused because it could harm the service."""
 
     default_code = "security"
-    _context_fields = ("severity",)
+    _context_fields: tuple[str, ...] = ("severity",)
 
     @property
     def severity(self) -> str:
@@ -158,7 +159,7 @@ class ImageTooLargeError(SecurityError):
     """Input over a configured limit (bytes, pixels, width, height, JPEG scans)."""
 
     default_code = "limits"
-    _context_fields = ("limit_name", "actual", "limit")
+    _context_fields: tuple[str, ...] = ("limit_name", "actual", "limit")
 
     @property
     def limit_name(self) -> str | None:
@@ -177,7 +178,7 @@ class MemoryLimitError(AmuletError, MemoryError):
     """An allocation was refused by a memory budget (or failed outright)."""
 
     default_code = "memory.limit"
-    _context_fields = ("requested", "limit", "in_use")
+    _context_fields: tuple[str, ...] = ("requested", "limit", "in_use")
 
     @property
     def requested(self) -> int | None:

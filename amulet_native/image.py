@@ -14,10 +14,11 @@ GIL released.  Example::
 
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, fields, replace
 from fractions import Fraction
-from typing import IO, Any, Literal, NamedTuple, Union
+from typing import IO, Any, Literal, NamedTuple, TypeAlias, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -39,12 +40,15 @@ __all__ = [
 ]
 
 Mode = Literal["RGB", "BGR", "RGBA", "L", "LA"]
-BytesLike = Union[bytes, bytearray, memoryview, "npt.NDArray[np.uint8]", Any]
-Source = Union[BytesLike, IO[bytes]]
+#: Anything exposing a contiguous buffer is accepted at run time; these are the
+#: types the stubs name.
+BytesLike: TypeAlias = "bytes | bytearray | memoryview | mmap.mmap | npt.NDArray[np.uint8]"
+Source: TypeAlias = "BytesLike | IO[bytes]"
 
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "BGR": 5}
 _FORMAT_CODES = {None: 0, "jpeg": 1, "png": 2}
 _DTYPES = {np.dtype(np.uint8): False, np.dtype(np.uint16): True}
+_CORE_DEFAULTS = _core.default_limits()
 
 
 class ImageInfo(NamedTuple):
@@ -87,11 +91,11 @@ class Limits:
     ``AMULET_MAX_JPEG_SCANS``) read at import.
     """
 
-    max_bytes: int = _core.default_limits()[0]
-    max_pixels: int = _core.default_limits()[1]
-    max_width: int = _core.default_limits()[2]
-    max_height: int = _core.default_limits()[3]
-    max_jpeg_scans: int = _core.default_limits()[4]
+    max_bytes: int = _CORE_DEFAULTS[0]
+    max_pixels: int = _CORE_DEFAULTS[1]
+    max_width: int = _CORE_DEFAULTS[2]
+    max_height: int = _CORE_DEFAULTS[3]
+    max_jpeg_scans: int = _CORE_DEFAULTS[4]
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -145,8 +149,9 @@ def get_default_limits() -> Limits:
 
 def _read_source(data: Source, max_bytes: int) -> BytesLike:
     """Bytes-like objects pass through untouched (zero copy); file objects are
-    read, but never more than max_bytes + 1 bytes."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
+    read, but never more than max_bytes + 1 bytes.  mmap has read() too but is a
+    buffer: it passes through (no copy, its file position untouched)."""
+    if isinstance(data, (bytes, bytearray, memoryview, mmap.mmap)):
         return data
     read = getattr(data, "read", None)
     if read is not None:
@@ -172,7 +177,7 @@ def _read_source(data: Source, max_bytes: int) -> BytesLike:
             code="input.type",
             field="data",
         )
-    return data
+    return cast("BytesLike", data)  # any other buffer: the C layer checks it
 
 
 def _scale_denominator(scale: Any) -> int:
@@ -204,7 +209,7 @@ def _decode(
     lim = _default_limits if limits is None else limits
     if not isinstance(lim, Limits):
         raise ValidationError("limits must be an amulet_native.Limits", field="limits")
-    code = _MODES.get(mode)  # type: ignore[call-overload]
+    code = _MODES.get(mode)
     if code is None:
         raise ValidationError(
             f"mode must be one of {', '.join(_MODES)}, got {mode!r}", code="value.mode", field="mode"
