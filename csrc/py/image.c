@@ -218,7 +218,9 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return an_raise(st, &err);
     }
     if (err.warned) {
-        if (PyErr_WarnFormat(st->warning, 2, "%s image decoded with errors: %s",
+        /* stacklevel 3: past amulet_native.image._decode and its public caller,
+         * so the warning points at the user's line. */
+        if (PyErr_WarnFormat(st->warning, 3, "%s image decoded with errors: %s",
                              an_format_name((an_format)err.format),
                              err.detail[0] ? err.detail : "damaged data") < 0) {
             Py_DECREF(arr);
