@@ -37,21 +37,19 @@ U16 = npt.NDArray[np.uint16]
 def find_corpus() -> Path | None:
     """The conformance corpus folder, or None when this machine has none."""
     env = os.environ.get("AMULET_CORPUS")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "corpus")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return None
+    # An explicit AMULET_CORPUS wins, even when it points nowhere (then: skip).
+    path = Path(env) if env else REPO_ROOT.parent / "shared" / "corpus"
+    return path if path.is_dir() else None
 
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     path = find_corpus()
     if path is None:
+        where = os.environ.get("AMULET_CORPUS") or str(REPO_ROOT.parent / "shared" / "corpus")
         pytest.skip(
-            "conformance corpus not found: set AMULET_CORPUS or provide ../shared/corpus "
-            "next to the repository"
+            f"conformance corpus not found at {where} (set AMULET_CORPUS or provide "
+            "../shared/corpus next to the repository)"
         )
     return path
 
