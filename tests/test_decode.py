@@ -532,6 +532,17 @@ def test_out_receives_identical_pixels() -> None:
     out = np.zeros_like(ref)
     an.decode(data, scale=0.5, out=out)
     assert_same(out, ref)
+    # tolerant decoding into a dirty out: what was not decoded is zero, not stale
+    rgb = photo(200, 120, 3, seed=4)
+    png = png_bytes(rgb, 2, 8)
+    cut = png[: len(png) // 2]
+    with pytest.warns(an.AmuletWarning):
+        fresh = an.decode(cut, strict=False)
+    dirty = np.full(rgb.shape, 77, np.uint8)
+    with pytest.warns(an.AmuletWarning):
+        an.decode(cut, strict=False, out=dirty)
+    assert_same(dirty, fresh)
+    assert (dirty[-1] == 0).all()
 
 
 def test_out_validation() -> None:
