@@ -294,6 +294,11 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
                         opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
     png_set_chunk_cache_max(p->png, 1000);
     png_set_chunk_malloc_max(p->png, 8u << 20);
+    /* Strict: libpng's "benign" errors (a bad zlib checksum after the last row,
+     * an invalid tRNS, ...) are corrupt data like any other; tolerant mode keeps
+     * them as warnings. */
+    if (opts->strict)
+        png_set_benign_errors(p->png, 0);
     png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
     png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
                                 (int)(sizeof(skipped_chunks) / 5));
@@ -345,7 +350,8 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     p->err = err;
     if (p->fast) {
         an_status st = an_png_idat_decode(&p->job, out, &p->rows_done, err);
-        if (st == AN_OK || p->strict || p->rows_done == 0)
+        /* Tolerant mode keeps what damaged data yields, even no complete row. */
+        if (st == AN_OK || p->strict || (st != AN_ERR_TRUNCATED && st != AN_ERR_CORRUPT))
             return st;
         memset(out + (size_t)p->rows_done * ostride, 0, (size_t)(p->h - p->rows_done) * ostride);
         err->warned = 1;
@@ -354,7 +360,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     }
     if (setjmp(p->jmp)) {
         /* Running out of memory is not damage: never a partial result. */
-        if (p->strict || p->rows_done == 0 || err->status == AN_ERR_NOMEM)
+        if (p->strict || err->status == AN_ERR_NOMEM)
             return err->status;
         /* Tolerant mode: keep what was decoded, zero the rest, report it.
          * Interlaced targets were zeroed before the first pass. */

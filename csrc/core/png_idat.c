@@ -173,6 +173,31 @@ unfilter(int type, uint8_t *row, const uint8_t *prev, size_t rb, int bpp)
     }
 }
 
+/* Palette / grey expansion; constant-size copies so no memcpy call per pixel. */
+static void
+emit_lut(const uint8_t *lut, const uint8_t *s, uint8_t *o, uint32_t w, int oc)
+{
+    uint32_t x;
+    switch (oc) {
+    case 1:
+        for (x = 0; x < w; x++)
+            o[x] = lut[(size_t)s[x] * 4];
+        break;
+    case 2:
+        for (x = 0; x < w; x++, o += 2)
+            memcpy(o, lut + (size_t)s[x] * 4, 2);
+        break;
+    case 3:
+        for (x = 0; x < w; x++, o += 3)
+            memcpy(o, lut + (size_t)s[x] * 4, 3);
+        break;
+    default:
+        for (x = 0; x < w; x++, o += 4)
+            memcpy(o, lut + (size_t)s[x] * 4, 4);
+        break;
+    }
+}
+
 /* ---- chunk reader over the IDAT sequence ---- */
 
 typedef struct {
@@ -364,20 +389,24 @@ an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an
         zs.avail_out = (uInt)(n * fstride);
         while (zs.avail_out > 0) {
             if (zs.avail_in == 0 && (st = feed(&r, &zs, err)) != AN_OK)
-                goto done;
+                break;
             zret = inflate(&zs, Z_NO_FLUSH);
             if (zret == Z_STREAM_END && zs.avail_out > 0) {
                 an_error_set(err, AN_ERR_CORRUPT, "PNG image data ends early (not enough image data)");
                 st = err->status;
-                goto done;
+                break;
             }
             if (zret != Z_OK && zret != Z_STREAM_END && !(zret == Z_BUF_ERROR && zs.avail_in == 0)) {
                 an_error_set(err, zret == Z_MEM_ERROR ? AN_ERR_NOMEM : AN_ERR_CORRUPT,
                              "PNG zlib stream: %s", zs.msg ? zs.msg : "invalid data");
                 st = err->status;
-                goto done;
+                break;
             }
         }
+        /* On damage, still emit the complete rows of this batch (tolerant mode
+         * keeps them; strict mode discards the output anyway). */
+        if (st != AN_OK)
+            n = (size_t)(zs.next_out - buf) / fstride;
         const uint8_t *up = prev;
         for (size_t i = 0; i < n; i++, y++) {
             uint8_t *f = buf + i * fstride;
@@ -394,17 +423,15 @@ an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an
             case AN_IDAT_CONVERT:
                 an_convert_row8(job->pixfmt, job->mode, f + 1, o, job->width);
                 break;
-            case AN_IDAT_LUT: {
-                const int oc = job->out_channels;
-                const uint8_t *s = f + 1;
-                for (uint32_t x = 0; x < job->width; x++, o += oc)
-                    memcpy(o, job->lut + (size_t)s[x] * 4, (size_t)oc);
+            case AN_IDAT_LUT:
+                emit_lut(job->lut, f + 1, o, job->width, job->out_channels);
                 break;
-            }
             }
             up = f + 1;
             *rows_done = y + 1;
         }
+        if (st != AN_OK)
+            goto done;
         memcpy(prev, up, rb);
     }
     if (job->strict)
