@@ -784,3 +784,18 @@ def test_png_bad_zlib_checksum(name: str) -> None:
     with pytest.warns(AmuletWarning):
         arr = an.decode(data, strict=False)
     assert arr.shape[2] == 3 and arr.dtype == np.uint8
+
+
+def test_output_allocation_failure_is_typed() -> None:
+    """Regression: with every limit disabled, a header claiming 100000x100000
+    RGB made NumPy raise its own untyped MemoryError for the 28 GiB output.
+    It must be a MemoryLimitError (an AmuletError that is also a MemoryError).
+    2^31-1 x 2^20 RGB (6 PB) exceeds any address space, so the allocation fails
+    even where memory is overcommitted."""
+    unlimited = Limits(max_bytes=0, max_pixels=0, max_width=0, max_height=0,
+                       max_jpeg_scans=0)
+    for strict in (True, False):
+        with pytest.raises(an.MemoryLimitError) as exc:
+            an.decode(huge_png(2**31 - 1, 2**20), limits=unlimited, strict=strict)
+        assert isinstance(exc.value, MemoryError)
+        assert exc.value.code == "memory.alloc"
