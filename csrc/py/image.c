@@ -204,8 +204,15 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         /* Tolerant decoding may leave parts unwritten: start from zeros. */
         arr = (PyArrayObject *)(strict ? PyArray_SimpleNew(nd, dims, type)
                                        : PyArray_ZEROS(nd, dims, type, 0));
-        if (arr == NULL)
+        if (arr == NULL) {
+            /* NumPy's own MemoryError is untyped: report it from the table. */
+            if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+                PyErr_Clear();
+                an_raise_status(st, AN_ERR_NOMEM, "cannot allocate the %zu-byte output array",
+                                shape.nbytes);
+            }
             goto error;
+        }
     }
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_run(dec, (uint8_t *)PyArray_BYTES(arr), &err);
