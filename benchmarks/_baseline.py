@@ -68,6 +68,8 @@ class Baseline:
         lib.bl_png_decode.argtypes = [*argtypes_common, *out_ptrs]
         lib.bl_png_decode.restype = ctypes.c_int
         lib.bl_libpng_version.restype = ctypes.c_char_p
+        lib.bl_jpeg_stage.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+        lib.bl_jpeg_stage.restype = ctypes.c_int
         self._lib = lib
         self._w = ctypes.c_int()
         self._h = ctypes.c_int()
@@ -81,6 +83,10 @@ class Baseline:
     def png(self, data: bytes, bgr: bool = False) -> int:
         """Decode a PNG to 8-bit RGB; returns the status (0 = success)."""
         return int(self._lib.bl_png_decode(data, len(data), bgr, self._wp, self._hp))
+
+    def jpeg_stage(self, data: bytes, stage: int) -> int:
+        """Diagnostics: 0 = entropy decoding only; 1 = IFAST IDCT, plain upsampling."""
+        return int(self._lib.bl_jpeg_stage(data, len(data), stage))
 
     def size(self) -> tuple[int, int]:
         """(width, height) of the last successful decode."""

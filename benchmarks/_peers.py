@@ -31,6 +31,15 @@ import amulet_native as an
 Decoder = Callable[[bytes], Any]
 
 
+def reference_for(peer: str) -> str | None:
+    """The amulet_native variant a peer is paired with (None for the reference)."""
+    if peer == "amulet_native":
+        return None
+    if peer == "OpenCV (BGR)":
+        return "amulet_native BGR"
+    return "amulet_native"
+
+
 class Unavailable(Exception):
     """A peer that cannot run here; the message says why."""
 

@@ -94,6 +94,60 @@ bl_jpeg_decode(const uint8_t *data, size_t len, int bgr, int denom, int *w, int 
     return 0;
 }
 
+/* Diagnostics for the report, not a peer: where the time of a decode goes.
+ * stage 0: entropy (Huffman) decoding only, jpeg_read_coefficients();
+ * stage 1: full decode with JDCT_IFAST and plain (non-fancy) upsampling, to
+ * bound what the IDCT and upsampling settings are worth (different pixels). */
+int
+bl_jpeg_stage(const uint8_t *data, size_t len, int stage)
+{
+    struct jpeg_decompress_struct cinfo;
+    struct bl_jpeg_err err;
+    uint8_t *volatile out = NULL;
+    JSAMPROW rows[16];
+
+    cinfo.err = jpeg_std_error(&err.mgr);
+    err.mgr.error_exit = bl_jpeg_error_exit;
+    err.mgr.output_message = bl_jpeg_silent;
+    if (setjmp(err.jmp)) {
+        jpeg_destroy_decompress(&cinfo);
+        free(out);
+        return -1;
+    }
+    jpeg_create_decompress(&cinfo);
+    jpeg_mem_src(&cinfo, data, (unsigned long)len);
+    jpeg_read_header(&cinfo, TRUE);
+    if (stage == 0) {
+        (void)jpeg_read_coefficients(&cinfo);
+        jpeg_finish_decompress(&cinfo);
+        jpeg_destroy_decompress(&cinfo);
+        return 0;
+    }
+    cinfo.out_color_space = JCS_EXT_RGB;
+    cinfo.dct_method = JDCT_IFAST;
+    cinfo.do_fancy_upsampling = FALSE;
+    jpeg_start_decompress(&cinfo);
+    size_t stride = (size_t)cinfo.output_width * (size_t)cinfo.output_components;
+    out = malloc(stride * cinfo.output_height);
+    if (out == NULL) {
+        jpeg_destroy_decompress(&cinfo);
+        return -2;
+    }
+    while (cinfo.output_scanline < cinfo.output_height) {
+        JDIMENSION y = cinfo.output_scanline;
+        JDIMENSION n = cinfo.output_height - y;
+        if (n > 16)
+            n = 16;
+        for (JDIMENSION i = 0; i < n; i++)
+            rows[i] = out + (size_t)(y + i) * stride;
+        jpeg_read_scanlines(&cinfo, rows, n);
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+    free(out);
+    return 0;
+}
+
 /* ---- PNG ---- */
 
 struct bl_png_src {

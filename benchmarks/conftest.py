@@ -6,12 +6,18 @@ Timing: each benchmark is warmed up (3 calls, untimed), then run with
 (default 1.0 s) but never fewer than ``AMULET_BENCH_MIN_ROUNDS`` (default 25).
 Calls faster than 1 ms are batched into rounds of ~2 ms so the timer
 resolution does not matter.  The report uses the median of the rounds.
+Peers are paired with their amulet_native reference round by round (see
+``measure``), and the report's ratios are medians of those paired ratios.
 """
 
 from __future__ import annotations
 
 import math
 import os
+
+# NumPy's OpenBLAS otherwise keeps worker threads that spin on the second of
+# the two cores; no benchmark uses BLAS.  Must be set before numpy is imported.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,8 +54,15 @@ def measure(
     peer: str,
     kind: str,
     pixels: int = 0,
+    ref: Callable[[Any], Any] | None = None,
 ) -> Any:
-    """Warm up fn(arg), calibrate, and time it; returns fn(arg)'s last result."""
+    """Warm up fn(arg), calibrate, and time it; returns fn(arg)'s last result.
+
+    With ``ref`` (the like-for-like amulet_native call), every round first runs
+    ref(arg) untimed by pytest-benchmark but timed here, so the report can take
+    the ratio within each round: interleaved A/B pairs, robust to load bursts
+    from neighbours on this shared machine.
+    """
     result = fn(arg)
     for _ in range(2):
         fn(arg)
@@ -60,11 +73,26 @@ def measure(
         calls += 1
     per_call = (time.perf_counter() - t0) / calls
     iterations = max(1, math.ceil(ROUND_SECONDS / per_call)) if per_call < 0.001 else 1
-    rounds = int(BUDGET_SECONDS / (per_call * iterations))
-    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, rounds))
+    if ref is not None:
+        iterations = 1  # pairs need one call per round
+    round_cost = per_call * iterations * (2 if ref is not None else 1)
+    rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, int(BUDGET_SECONDS / round_cost)))
     benchmark.group = group
     benchmark.extra_info.update({"peer": peer, "kind": kind, "pixels": pixels})
-    benchmark.pedantic(fn, args=(arg,), rounds=rounds, iterations=iterations, warmup_rounds=1)
+    ref_times: list[float] = []
+
+    def time_ref() -> None:
+        assert ref is not None
+        t = time.perf_counter()
+        ref(arg)
+        ref_times.append(time.perf_counter() - t)
+
+    setup = time_ref if ref is not None else None
+    benchmark.pedantic(
+        fn, args=(arg,), setup=setup, rounds=rounds, iterations=iterations, warmup_rounds=1
+    )
+    if ref is not None:
+        benchmark.extra_info["ref_times"] = ref_times[-rounds:]
     return result
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _inputs import JPEG_GROUPS, PNG_GROUPS, InputSet
-from _peers import JPEG_PEERS, PNG_PEERS, jpeg_decoder, png_decoder
+from _peers import JPEG_PEERS, PNG_PEERS, jpeg_decoder, png_decoder, reference_for
 from conftest import make_peer, measure
 
 
@@ -28,6 +28,7 @@ def _check_shape(result: Any, width: int, height: int) -> None:
 def test_jpeg(benchmark: Any, inputs: InputSet, group: str, peer: str) -> None:
     item = inputs.jpeg[group]
     fn = make_peer(jpeg_decoder, peer)
+    ref_name = reference_for(peer)
     out = measure(
         benchmark,
         fn,
@@ -36,6 +37,7 @@ def test_jpeg(benchmark: Any, inputs: InputSet, group: str, peer: str) -> None:
         peer=peer,
         kind="jpeg",
         pixels=item.width * item.height,
+        ref=jpeg_decoder(ref_name) if ref_name else None,
     )
     _check_shape(out, item.width, item.height)
 
@@ -44,22 +46,26 @@ def test_jpeg(benchmark: Any, inputs: InputSet, group: str, peer: str) -> None:
 def test_jpeg_kodak24(benchmark: Any, inputs: InputSet, peer: str) -> None:
     """All 24 Kodak photos decoded in one call: the aggregate at 768x512."""
     fn = make_peer(jpeg_decoder, peer)
-    photos = inputs.kodak24_jpeg
+    ref_name = reference_for(peer)
 
-    def all24(batch: list[bytes]) -> Any:
-        last = None
-        for b in batch:
-            last = fn(b)
-        return last
+    def batch(decode: Any) -> Any:
+        def all24(photos: list[bytes]) -> Any:
+            last = None
+            for b in photos:
+                last = decode(b)
+            return last
+
+        return all24
 
     measure(
         benchmark,
-        all24,
-        photos,
+        batch(fn),
+        inputs.kodak24_jpeg,
         group="jpeg kodak24 (24 x 768x512)",
         peer=peer,
         kind="jpeg",
         pixels=24 * 768 * 512,
+        ref=batch(jpeg_decoder(ref_name)) if ref_name else None,
     )
 
 
@@ -68,6 +74,7 @@ def test_jpeg_kodak24(benchmark: Any, inputs: InputSet, peer: str) -> None:
 def test_png(benchmark: Any, inputs: InputSet, group: str, peer: str) -> None:
     item = inputs.png[group]
     fn = make_peer(png_decoder, peer)
+    ref_name = reference_for(peer)
     out = measure(
         benchmark,
         fn,
@@ -76,5 +83,6 @@ def test_png(benchmark: Any, inputs: InputSet, group: str, peer: str) -> None:
         peer=peer,
         kind="png",
         pixels=item.width * item.height,
+        ref=png_decoder(ref_name) if ref_name else None,
     )
     _check_shape(out, item.width, item.height)

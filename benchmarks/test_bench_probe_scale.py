@@ -32,6 +32,7 @@ def test_max_size(benchmark: Any, inputs: InputSet, peer: str) -> None:
         peer=peer,
         kind="max_size",
         pixels=MAX_SIZE[0] * MAX_SIZE[1],
+        ref=max_size_decoder("amulet_native") if peer != "amulet_native" else None,
     )
     if isinstance(out, np.ndarray):
         assert out.shape[:2] == (MAX_SIZE[1], MAX_SIZE[0])

@@ -1,0 +1,65 @@
+"""Where the time of a JPEG decode goes, measured through the raw C baseline.
+
+Interleaved rounds (shuffled order each round) on the same input:
+
+* full      - the baseline decode (ISLOW IDCT, fancy upsampling, RGB), = amulet_native
+* entropy   - Huffman decoding only (jpeg_read_coefficients)
+* scale 1/8 - full pipeline at 1/8 scale: all Huffman work, almost no IDCT/colour work
+* fast      - IFAST IDCT and plain upsampling (different pixels; an upper bound on
+              what relaxing the pixel-exact settings could buy)
+
+    .venv/bin/python benchmarks/breakdown.py [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _baseline import Baseline
+from _inputs import build_inputs
+
+import amulet_native as an
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=60)
+    args = ap.parse_args()
+    inputs = build_inputs()
+    bl = Baseline()
+    for name in ("jpeg kodim01 768x512", "jpeg mosaic 3072x2048"):
+        data = inputs.jpeg[name].data
+        fns: dict[str, Callable[[], object]] = {
+            "amulet_native": lambda d=data: an.decode(d),
+            "full": lambda d=data: bl.jpeg(d),
+            "entropy": lambda d=data: bl.jpeg_stage(d, 0),
+            "scale 1/8": lambda d=data: bl.jpeg(d, denom=8),
+            "fast": lambda d=data: bl.jpeg_stage(d, 1),
+        }
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        order = list(fns)
+        for fn in fns.values():
+            fn()
+        for _ in range(args.rounds):
+            random.shuffle(order)
+            for k in order:
+                t0 = time.perf_counter()
+                fns[k]()
+                times[k].append(time.perf_counter() - t0)
+        print(f"\n## {name} ({args.rounds} interleaved rounds)")
+        for k in fns:
+            share = statistics.median(a / b for a, b in zip(times[k], times["full"], strict=True))
+            print(f"{k:14s} {statistics.median(times[k]) * 1e3:8.3f} ms  {share:6.1%} of full")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
