@@ -87,6 +87,9 @@ typedef struct an_allocator {
 } an_allocator;
 
 void *an_malloc(const an_allocator *a, size_t size);
+/* The status to report when an allocation through a failed: its fail_status
+ * (e.g. AN_ERR_MEMORY_LIMIT for a budget) or AN_ERR_NOMEM. */
+an_status an_nomem(const an_allocator *a);
 void *an_calloc(const an_allocator *a, size_t n, size_t size);
 void an_free(const an_allocator *a, void *ptr);
 

@@ -22,6 +22,7 @@ struct an_decoder {
     an_shape shape;             /* what the caller gets */
     int orientation;            /* applied after decoding; 1 = none */
     int png_scale;              /* PNG: box-reduce by denom after decoding */
+    an_error header_warning;    /* problems tolerated while parsing the header */
 };
 
 void
@@ -114,7 +115,7 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
 
     an_decoder *dec = an_calloc(opts->alloc, 1, sizeof(*dec));
     if (dec == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the decoder");
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate the decoder");
         return err->status;
     }
     dec->opts = *opts;
@@ -158,6 +159,8 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
         an_decoder_close(dec);
         return err->status;
     }
+    if (err->warned)
+        dec->header_warning = *err;
     *out = dec;
     return AN_OK;
 }
@@ -171,7 +174,9 @@ an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err)
     size_t codec_bytes;
     an_status st;
 
-    memset(err, 0, sizeof(*err));
+    /* Start from the header phase's record so its warnings are not lost. */
+    *err = dec->header_warning;
+    err->status = AN_OK;
     err->format = dec->info.format;
     if (!an_mul_size((size_t)dec->codec_w * dec->codec_h, pix, &codec_bytes)) {
         an_error_set(err, AN_ERR_LIMIT_PIXELS, "image size overflows");
@@ -183,7 +188,7 @@ an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err)
     if (post) {
         stage = dec->opts.strict ? an_malloc(a, codec_bytes) : an_calloc(a, 1, codec_bytes);
         if (stage == NULL) {
-            an_error_set(err, AN_ERR_NOMEM, "cannot allocate %zu bytes", codec_bytes);
+            an_error_set(err, an_nomem(a), "cannot allocate %zu bytes", codec_bytes);
             return err->status;
         }
         target = stage;
@@ -202,7 +207,7 @@ an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err)
         if (dec->orientation != 1) {
             scaled = an_malloc(a, (size_t)sw * sh * pix);
             if (scaled == NULL) {
-                an_error_set(err, AN_ERR_NOMEM, "cannot allocate the scaled image");
+                an_error_set(err, an_nomem(a), "cannot allocate the scaled image");
                 st = err->status;
                 goto done;
             }
@@ -234,7 +239,7 @@ an_decode(const uint8_t *data, size_t len, const an_decode_opts *opts, uint8_t *
     uint8_t *buf = an_malloc(opts->alloc, shape->nbytes);
     if (buf == NULL) {
         an_decoder_close(dec);
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate %zu bytes", shape->nbytes);
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate %zu bytes", shape->nbytes);
         return err->status;
     }
     if (!opts->strict)

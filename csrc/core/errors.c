@@ -73,6 +73,12 @@ an_malloc(const an_allocator *a, size_t size)
     return malloc(size);
 }
 
+an_status
+an_nomem(const an_allocator *a)
+{
+    return (a != NULL && a->fail_status != AN_OK) ? a->fail_status : AN_ERR_NOMEM;
+}
+
 void *
 an_calloc(const an_allocator *a, size_t n, size_t size)
 {

@@ -214,7 +214,7 @@ an_jpeg_open(an_jpeg **out, const uint8_t *data, size_t len, const an_decode_opt
     *out = NULL;
     an_jpeg *j = an_calloc(opts->alloc, 1, sizeof(*j));
     if (j == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the JPEG decoder");
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate the JPEG decoder");
         return err->status;
     }
     j->alloc = opts->alloc;
@@ -305,7 +305,7 @@ an_jpeg_run(an_jpeg *j, uint8_t *out, an_error *err)
         rawstride = (size_t)j->out_w * (size_t)c->output_components;
         j->rowbuf = an_malloc(j->alloc, rawstride * ROWS_PER_CALL);
         if (j->rowbuf == NULL) {
-            an_error_set(err, AN_ERR_NOMEM, "cannot allocate JPEG row buffer");
+            an_error_set(err, an_nomem(j->alloc), "cannot allocate JPEG row buffer");
             return err->status;
         }
     }

@@ -60,7 +60,7 @@ on_error(png_structp png, png_const_charp msg)
 {
     an_png *p = png_get_error_ptr(png);
     if (p->err->status == AN_OK)
-        an_error_set(p->err, p->nomem ? AN_ERR_NOMEM : AN_ERR_CORRUPT, "%s", msg);
+        an_error_set(p->err, p->nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
     longjmp(p->jmp, 1);
 }
 
@@ -262,7 +262,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
     *out = NULL;
     an_png *p = an_calloc(opts->alloc, 1, sizeof(*p));
     if (p == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the PNG decoder");
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate the PNG decoder");
         return err->status;
     }
     p->alloc = opts->alloc;
@@ -275,7 +275,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
     p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, p,
                                       on_malloc, on_free);
     if (p->png == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the libpng reader");
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng reader");
         an_png_close(p);
         return err->status;
     }
@@ -285,7 +285,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
     }
     p->info = png_create_info_struct(p->png);
     if (p->info == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate the libpng info struct");
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng info struct");
         an_png_close(p);
         return err->status;
     }
@@ -360,7 +360,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     }
     if (setjmp(p->jmp)) {
         /* Running out of memory is not damage: never a partial result. */
-        if (p->strict || err->status == AN_ERR_NOMEM)
+        if (p->strict || err->status == an_nomem(p->alloc))
             return err->status;
         /* Tolerant mode: keep what was decoded, zero the rest, report it.
          * Interlaced targets were zeroed before the first pass. */
@@ -375,7 +375,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     }
     if (!p->interlaced) {
         if (p->convert && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL) {
-            an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG row buffer");
+            an_error_set(err, an_nomem(p->alloc), "cannot allocate PNG row buffer");
             return err->status;
         }
         for (uint32_t y = 0; y < p->h; y++) {
@@ -392,7 +392,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
             size_t total;
             if (!an_mul_size(p->rowbytes, p->h, &total) ||
                 (p->image = an_calloc(p->alloc, 1, total)) == NULL) {
-                an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG deinterlace buffer");
+                an_error_set(err, an_nomem(p->alloc), "cannot allocate PNG deinterlace buffer");
                 return err->status;
             }
             target = p->image;
@@ -400,7 +400,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
         }
         p->rowptrs = an_malloc(p->alloc, (size_t)p->h * sizeof(png_bytep));
         if (p->rowptrs == NULL) {
-            an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG row pointers");
+            an_error_set(err, an_nomem(p->alloc), "cannot allocate PNG row pointers");
             return err->status;
         }
         for (uint32_t y = 0; y < p->h; y++)

@@ -366,7 +366,7 @@ an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an
     if (!an_mul_size(batch, fstride, &bufsize) ||
         (buf = an_malloc(job->alloc, bufsize)) == NULL ||
         (prev = an_calloc(job->alloc, 1, rb)) == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, "cannot allocate PNG row buffers");
+        an_error_set(err, an_nomem(job->alloc), "cannot allocate PNG row buffers");
         st = err->status;
         goto done;
     }
@@ -375,7 +375,7 @@ an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an
     zs.zfree = z_free;
     zs.opaque = (voidpf)(uintptr_t)job->alloc;
     if (inflateInit2(&zs, 0) != Z_OK) { /* 0: the window the stream declares */
-        an_error_set(err, AN_ERR_NOMEM, "cannot initialise zlib");
+        an_error_set(err, an_nomem(job->alloc), "cannot initialise zlib");
         st = err->status;
         goto done;
     }
@@ -397,7 +397,7 @@ an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an
                 break;
             }
             if (zret != Z_OK && zret != Z_STREAM_END && !(zret == Z_BUF_ERROR && zs.avail_in == 0)) {
-                an_error_set(err, zret == Z_MEM_ERROR ? AN_ERR_NOMEM : AN_ERR_CORRUPT,
+                an_error_set(err, zret == Z_MEM_ERROR ? an_nomem(job->alloc) : AN_ERR_CORRUPT,
                              "PNG zlib stream: %s", zs.msg ? zs.msg : "invalid data");
                 st = err->status;
                 break;
