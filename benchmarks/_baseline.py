@@ -13,6 +13,7 @@ import ctypes
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "baseline.c"
@@ -61,8 +62,8 @@ class Baseline:
 
     def __init__(self, path: Path | None = None) -> None:
         lib = ctypes.CDLL(str(path or build()))
-        argtypes_common = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
-        out_ptrs = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+        argtypes_common: list[Any] = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+        out_ptrs: list[Any] = [ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
         lib.bl_jpeg_decode.argtypes = [*argtypes_common, ctypes.c_int, *out_ptrs]
         lib.bl_jpeg_decode.restype = ctypes.c_int
         lib.bl_png_decode.argtypes = [*argtypes_common, *out_ptrs]

@@ -141,6 +141,8 @@ def group_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
             rtxt = f"{r:.2f} (vs RGB; reference for BGR peers)"
         else:
             rtxt = f"{r:.2f}" + (" (vs amulet BGR)" if bench.peer in BGR_PEERS else "")
+            if not bench.paired:
+                rtxt += " (not paired: ratio of medians)"
         name_txt = f"**{bench.peer}**" if bench.peer.startswith(AMULET) else bench.peer
         rm = ratio_of_medians(group, bench.peer)
         rmtxt = f"{rm:.2f}" if rm is not None and bench.peer != AMULET else "–"

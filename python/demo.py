@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import PIL
 from PIL import Image
 
 import amulet_native as an
 
+cv2: Any
 try:
     import cv2
 except ImportError:  # OpenCV is optional: its column is left out
@@ -136,7 +138,7 @@ def versions() -> str:
             f"libpng {an.LIBPNG_VERSION})"
         ),
         f"NumPy {np.__version__}",
-        f"Pillow {Image.__version__}",
+        f"Pillow {PIL.__version__}",
     ]
     if cv2 is not None:
         parts.append(f"OpenCV {cv2.__version__}")
