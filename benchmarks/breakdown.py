@@ -36,29 +36,32 @@ def main() -> int:
     inputs = build_inputs()
     bl = Baseline()
     for name in ("jpeg kodim01 768x512", "jpeg mosaic 3072x2048"):
-        data = inputs.jpeg[name].data
-        fns: dict[str, Callable[[], object]] = {
-            "amulet_native": lambda d=data: an.decode(d),
-            "full": lambda d=data: bl.jpeg(d),
-            "entropy": lambda d=data: bl.jpeg_stage(d, 0),
-            "scale 1/8": lambda d=data: bl.jpeg(d, denom=8),
-            "fast": lambda d=data: bl.jpeg_stage(d, 1),
-        }
-        times: dict[str, list[float]] = {k: [] for k in fns}
-        order = list(fns)
-        for fn in fns.values():
-            fn()
-        for _ in range(args.rounds):
-            random.shuffle(order)
-            for k in order:
-                t0 = time.perf_counter()
-                fns[k]()
-                times[k].append(time.perf_counter() - t0)
-        print(f"\n## {name} ({args.rounds} interleaved rounds)")
-        for k in fns:
-            share = statistics.median(a / b for a, b in zip(times[k], times["full"], strict=True))
-            print(f"{k:14s} {statistics.median(times[k]) * 1e3:8.3f} ms  {share:6.1%} of full")
+        run_one(name, inputs.jpeg[name].data, bl, args.rounds)
     return 0
+
+
+def run_one(name: str, data: bytes, bl: Baseline, rounds: int) -> None:
+    fns: dict[str, Callable[[], object]] = {
+        "amulet_native": lambda: an.decode(data),
+        "full": lambda: bl.jpeg(data),
+        "entropy": lambda: bl.jpeg_stage(data, 0),
+        "scale 1/8": lambda: bl.jpeg(data, denom=8),
+        "fast": lambda: bl.jpeg_stage(data, 1),
+    }
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns)
+    for fn in fns.values():
+        fn()
+    for _ in range(rounds):
+        random.shuffle(order)
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+    print(f"\n## {name} ({rounds} interleaved rounds)")
+    for k in fns:
+        share = statistics.median(a / b for a, b in zip(times[k], times["full"], strict=True))
+        print(f"{k:14s} {statistics.median(times[k]) * 1e3:8.3f} ms  {share:6.1%} of full")
 
 
 if __name__ == "__main__":
