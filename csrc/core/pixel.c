@@ -39,7 +39,13 @@ muldiv255(unsigned a, unsigned b)
     return ((t >> 8) + t) >> 8;
 }
 
-static void
+#if defined(__GNUC__)
+#define AN_INLINE static inline __attribute__((always_inline))
+#else
+#define AN_INLINE static inline
+#endif
+
+AN_INLINE void
 write_px8(an_mode dst, uint8_t *d, unsigned r, unsigned g, unsigned b, unsigned a)
 {
     switch (dst) {
@@ -53,8 +59,10 @@ write_px8(an_mode dst, uint8_t *d, unsigned r, unsigned g, unsigned b, unsigned 
     }
 }
 
-void
-an_convert_row8(an_pixfmt src, an_mode dst, const uint8_t *s, uint8_t *d, size_t n)
+/* Inlined once per output mode (see an_convert_row8), so that dst and dc are
+ * constants and write_px8's switch disappears from the pixel loops. */
+AN_INLINE void
+convert8(an_pixfmt src, an_mode dst, const uint8_t *s, uint8_t *d, size_t n)
 {
     const int dc = an_mode_channels(dst);
     size_t i;
@@ -98,6 +106,18 @@ an_convert_row8(an_pixfmt src, an_mode dst, const uint8_t *s, uint8_t *d, size_t
         }
         return;
     }
+    }
+}
+
+void
+an_convert_row8(an_pixfmt src, an_mode dst, const uint8_t *s, uint8_t *d, size_t n)
+{
+    switch (dst) {
+    case AN_MODE_L: convert8(src, AN_MODE_L, s, d, n); break;
+    case AN_MODE_LA: convert8(src, AN_MODE_LA, s, d, n); break;
+    case AN_MODE_RGB: convert8(src, AN_MODE_RGB, s, d, n); break;
+    case AN_MODE_BGR: convert8(src, AN_MODE_BGR, s, d, n); break;
+    case AN_MODE_RGBA: convert8(src, AN_MODE_RGBA, s, d, n); break;
     }
 }
 
