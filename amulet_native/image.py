@@ -147,6 +147,13 @@ def get_default_limits() -> Limits:
     return _default_limits
 
 
+def _too_many_bytes(message: str, actual: int, limit: int) -> ImageTooLargeError:
+    """The error the C core raises for max_bytes, for checks made in Python."""
+    return ImageTooLargeError(
+        message, code="limits.bytes", limit_name="max_bytes", actual=actual, limit=limit
+    )
+
+
 def _read_source(data: Source, max_bytes: int) -> BytesLike:
     """Bytes-like objects pass through untouched (zero copy); file objects are
     read, but never more than max_bytes + 1 bytes.  mmap has read() too but is a
@@ -163,13 +170,7 @@ def _read_source(data: Source, max_bytes: int) -> BytesLike:
                 field="data",
             )
         if max_bytes and len(chunk) > max_bytes:
-            raise ImageTooLargeError(
-                f"input exceeds max_bytes {max_bytes}",
-                code="limits.bytes",
-                limit_name="max_bytes",
-                actual=len(chunk),
-                limit=max_bytes,
-            )
+            raise _too_many_bytes(f"input exceeds max_bytes {max_bytes}", len(chunk), max_bytes)
         return chunk
     if isinstance(data, (str, os.PathLike)):
         raise ValidationError(
@@ -327,12 +328,8 @@ def decode_file(
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if isinstance(lim, Limits) and lim.max_bytes and size > lim.max_bytes:
-            raise ImageTooLargeError(
-                f"file of {size} bytes exceeds max_bytes {lim.max_bytes}",
-                code="limits.bytes",
-                limit_name="max_bytes",
-                actual=size,
-                limit=lim.max_bytes,
+            raise _too_many_bytes(
+                f"file of {size} bytes exceeds max_bytes {lim.max_bytes}", size, lim.max_bytes
             )
         data = f.read()
     return _decode(data, mode, scale, max_size, orient, limits, out, strict, dtype, None)
