@@ -45,6 +45,10 @@ typedef enum an_status {
     AN_ERR_MEMORY_LIMIT,    /* an allocation was refused by a memory budget */
     AN_ERR_OUT_MISMATCH,    /* out= array has the wrong shape/dtype/layout */
     AN_ERR_INPUT_TYPE,      /* input is not a contiguous byte buffer */
+    AN_ERR_BASE64,          /* malformed base64; err->actual is the offset */
+    AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
+    AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
+    AN_ERR_THREADS,         /* worker threads could not be started */
     AN_STATUS_COUNT
 } an_status;
 

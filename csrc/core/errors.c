@@ -39,6 +39,11 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "out= array does not match the decoded image"},
     {AN_ERR_INPUT_TYPE, "input.type", "ValidationError",
      "input must be a contiguous bytes-like object"},
+    {AN_ERR_BASE64, "input.base64", "ValidationError", "malformed base64 data"},
+    {AN_ERR_ENCODE, "encode.failed", "ProcessingError", "image encoding failed"},
+    {AN_ERR_ARRAY, "value.array", "ValidationError",
+     "array has an unsupported shape, dtype or layout"},
+    {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
 };
 
 const an_error_entry *

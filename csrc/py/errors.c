@@ -64,6 +64,15 @@ fill_context(PyObject *ctx, const an_error *err)
     if (s == AN_ERR_OUT_MISMATCH)
         if (set_str(ctx, "field", "out") < 0)
             return -1;
+    if (s == AN_ERR_BASE64)
+        if (set_str(ctx, "field", "data") < 0 || set_u64(ctx, "offset", err->actual) < 0)
+            return -1;
+    if (s == AN_ERR_ENCODE)
+        if (set_str(ctx, "stage", "encode") < 0)
+            return -1;
+    if (s == AN_ERR_ARRAY)
+        if (set_str(ctx, "field", "arr") < 0)
+            return -1;
     return 0;
 }
 
