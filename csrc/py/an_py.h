@@ -41,5 +41,16 @@ PyObject *an_raise_status(an_state *st, an_status status, const char *fmt, ...);
 /* image.c */
 PyObject *an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* Shared decode plumbing (image.c), for every binding that decodes images:
+ * export obj as a contiguous byte buffer or raise ValidationError(input.type); */
+int an_get_input(an_state *st, PyObject *obj, Py_buffer *view);
+/* parse the 9 decode options (mode, depth16, scale_denom, max_w, max_h,
+ * orient, strict, expect_format, limits) starting at args[0]; */
+int an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts);
+/* allocate the output array for shape (zeroed unless strict), raising
+ * MemoryLimitError when NumPy cannot; */
+PyArrayObject *an_new_output(an_state *st, const an_shape *shape, int strict);
+/* emit the AmuletWarning of a tolerant decode, if err says there was damage. */
+int an_warn_decoded(an_state *st, const an_error *err, int stacklevel);
 
 #endif /* AN_PY_H */

@@ -15,8 +15,8 @@
  */
 #include "an_py.h"
 
-static int
-get_input(an_state *st, PyObject *obj, Py_buffer *view)
+int
+an_get_input(an_state *st, PyObject *obj, Py_buffer *view)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) == 0)
         return 0;
@@ -37,7 +37,7 @@ an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_buffer view;
-    if (get_input(st, args[0], &view) < 0)
+    if (an_get_input(st, args[0], &view) < 0)
         return NULL;
     an_info info;
     an_error err;
@@ -147,6 +147,58 @@ check_out(an_state *st, PyObject *out, const an_shape *shape, const Py_buffer *i
     return a;
 }
 
+int
+an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts)
+{
+    int mode, depth16, denom, orient, strict, expect;
+    an_decode_opts_init(opts);
+    if (as_int(args[0], &mode) < 0 || (depth16 = PyObject_IsTrue(args[1])) < 0 ||
+        as_int(args[2], &denom) < 0 || as_u32(args[3], &opts->max_w) < 0 ||
+        as_u32(args[4], &opts->max_h) < 0 || (orient = PyObject_IsTrue(args[5])) < 0 ||
+        (strict = PyObject_IsTrue(args[6])) < 0 || as_int(args[7], &expect) < 0 ||
+        parse_limits(args[8], &opts->limits) < 0)
+        return -1;
+    if (expect < 0 || expect >= AN_FMT_COUNT) {
+        PyErr_SetString(PyExc_ValueError, "invalid expected format");
+        return -1;
+    }
+    opts->mode = (an_mode)mode;
+    opts->depth16 = depth16;
+    opts->scale_denom = denom;
+    opts->orient = orient;
+    opts->strict = strict;
+    opts->expect = (an_format)expect;
+    return 0;
+}
+
+PyArrayObject *
+an_new_output(an_state *st, const an_shape *shape, int strict)
+{
+    npy_intp dims[3] = {(npy_intp)shape->height, (npy_intp)shape->width, shape->channels};
+    int type = shape->bytes_per_sample == 2 ? NPY_UINT16 : NPY_UINT8;
+    int nd = shape->channels == 1 ? 2 : 3;
+    /* Tolerant decoding may leave parts unwritten: start from zeros. */
+    PyArrayObject *arr = (PyArrayObject *)(strict ? PyArray_SimpleNew(nd, dims, type)
+                                                  : PyArray_ZEROS(nd, dims, type, 0));
+    if (arr == NULL && PyErr_ExceptionMatches(PyExc_MemoryError)) {
+        /* NumPy's own MemoryError is untyped: report it from the table. */
+        PyErr_Clear();
+        an_raise_status(st, AN_ERR_NOMEM, "cannot allocate the %zu-byte output array",
+                        shape->nbytes);
+    }
+    return arr;
+}
+
+int
+an_warn_decoded(an_state *st, const an_error *err, int stacklevel)
+{
+    if (!err->warned)
+        return 0;
+    return PyErr_WarnFormat(st->warning, stacklevel, "%s image decoded with errors: %s",
+                            an_format_name((an_format)err->format),
+                            err->detail[0] ? err->detail : "damaged data");
+}
+
 PyObject *
 an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -157,32 +209,16 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     an_shape shape;
     PyArrayObject *arr = NULL;
     Py_buffer view;
-    int mode, depth16, denom, orient, strict, expect;
     an_status s;
 
     if (nargs != 11) {
         PyErr_SetString(PyExc_TypeError, "decode() takes 11 positional arguments");
         return NULL;
     }
-    an_decode_opts_init(&opts);
-    if (as_int(args[1], &mode) < 0 || (depth16 = PyObject_IsTrue(args[2])) < 0 ||
-        as_int(args[3], &denom) < 0 || as_u32(args[4], &opts.max_w) < 0 ||
-        as_u32(args[5], &opts.max_h) < 0 || (orient = PyObject_IsTrue(args[6])) < 0 ||
-        (strict = PyObject_IsTrue(args[7])) < 0 || as_int(args[8], &expect) < 0 ||
-        parse_limits(args[9], &opts.limits) < 0)
+    if (an_parse_decode_opts(args + 1, &opts) < 0)
         return NULL;
-    if (expect < 0 || expect >= AN_FMT_COUNT) {
-        PyErr_SetString(PyExc_ValueError, "invalid expected format");
-        return NULL;
-    }
-    opts.mode = (an_mode)mode;
-    opts.depth16 = depth16;
-    opts.scale_denom = denom;
-    opts.orient = orient;
-    opts.strict = strict;
-    opts.expect = (an_format)expect;
-
-    if (get_input(st, args[0], &view) < 0)
+    const int strict = opts.strict;
+    if (an_get_input(st, args[0], &view) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_open(&dec, view.buf, (size_t)view.len, &opts, &err);
@@ -197,22 +233,8 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto error;
         if (!strict)
             memset(PyArray_BYTES(arr), 0, shape.nbytes);
-    } else {
-        npy_intp dims[3] = {(npy_intp)shape.height, (npy_intp)shape.width, shape.channels};
-        int type = shape.bytes_per_sample == 2 ? NPY_UINT16 : NPY_UINT8;
-        int nd = shape.channels == 1 ? 2 : 3;
-        /* Tolerant decoding may leave parts unwritten: start from zeros. */
-        arr = (PyArrayObject *)(strict ? PyArray_SimpleNew(nd, dims, type)
-                                       : PyArray_ZEROS(nd, dims, type, 0));
-        if (arr == NULL) {
-            /* NumPy's own MemoryError is untyped: report it from the table. */
-            if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
-                PyErr_Clear();
-                an_raise_status(st, AN_ERR_NOMEM, "cannot allocate the %zu-byte output array",
-                                shape.nbytes);
-            }
-            goto error;
-        }
+    } else if ((arr = an_new_output(st, &shape, strict)) == NULL) {
+        goto error;
     }
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_run(dec, (uint8_t *)PyArray_BYTES(arr), &err);
@@ -224,15 +246,11 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(arr);
         return an_raise(st, &err);
     }
-    if (err.warned) {
-        /* stacklevel 3: past amulet_native.image._decode and its public caller,
-         * so the warning points at the user's line. */
-        if (PyErr_WarnFormat(st->warning, 3, "%s image decoded with errors: %s",
-                             an_format_name((an_format)err.format),
-                             err.detail[0] ? err.detail : "damaged data") < 0) {
-            Py_DECREF(arr);
-            return NULL;
-        }
+    /* stacklevel 3: past amulet_native.image._decode and its public caller,
+     * so the warning points at the user's line. */
+    if (an_warn_decoded(st, &err, 3) < 0) {
+        Py_DECREF(arr);
+        return NULL;
     }
     return (PyObject *)arr;
 
