@@ -1,6 +1,7 @@
 """amulet_native: native building blocks for Python image web services."""
 
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
+from .batch import available_cpus, decode_many
 from .errors import (
     AmuletError,
     AmuletWarning,
@@ -30,6 +31,8 @@ from .image import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "available_cpus",
+    "decode_many",
     "LIBJPEG_VERSION",
     "LIBPNG_VERSION",
     "AmuletError",

@@ -25,3 +25,19 @@ def decode(
 ) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
 def default_limits() -> tuple[int, int, int, int, int]: ...
 def error_table() -> list[tuple[str, str, str]]: ...
+def decode_many(
+    items: list[Any],
+    mode: int,
+    depth16: bool,
+    scale_denom: int,
+    max_w: int,
+    max_h: int,
+    orient: bool,
+    strict: bool,
+    expect_format: int,
+    limits: tuple[int, int, int, int, int],
+    threads: int,
+    return_errors: bool,
+    /,
+) -> list[Any]: ...
+def available_cpus() -> int: ...

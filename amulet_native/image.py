@@ -195,18 +195,22 @@ def _scale_denominator(scale: Any) -> int:
     return frac.denominator
 
 
-def _decode(
-    data: Source,
+#: The nine option arguments of ``_core.decode``/``decode_many`` after the input.
+CoreOptions = tuple[int, bool, int, int, int, bool, bool, int, tuple[int, int, int, int, int]]
+
+
+def _core_options(
     mode: str,
     scale: Any,
     max_size: tuple[int, int] | None,
     orient: bool,
     limits: Limits | None,
-    out: npt.NDArray[Any] | None,
     strict: bool,
     dtype: Any,
     expect: str | None,
-) -> npt.NDArray[Any]:
+) -> tuple[CoreOptions, Limits]:
+    """Validates the decode keyword arguments; returns the core's option tuple
+    and the effective limits."""
     lim = _default_limits if limits is None else limits
     if not isinstance(lim, Limits):
         raise ValidationError("limits must be an amulet_native.Limits", field="limits")
@@ -238,11 +242,27 @@ def _decode(
         denom = 0
     else:
         denom = _scale_denominator(scale)
-    buf = _read_source(data, lim.max_bytes)
-    return _core.decode(
-        buf, code, depth16, denom, max_w, max_h, orient, strict, _FORMAT_CODES[expect],
-        lim.as_tuple(), out,
+    options: CoreOptions = (
+        code, depth16, denom, max_w, max_h, bool(orient), bool(strict), _FORMAT_CODES[expect],
+        lim.as_tuple(),
     )
+    return options, lim
+
+
+def _decode(
+    data: Source,
+    mode: str,
+    scale: Any,
+    max_size: tuple[int, int] | None,
+    orient: bool,
+    limits: Limits | None,
+    out: npt.NDArray[Any] | None,
+    strict: bool,
+    dtype: Any,
+    expect: str | None,
+) -> npt.NDArray[Any]:
+    options, lim = _core_options(mode, scale, max_size, orient, limits, strict, dtype, expect)
+    return _core.decode(_read_source(data, lim.max_bytes), *options, out)
 
 
 def decode(

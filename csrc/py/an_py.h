@@ -25,9 +25,16 @@
 
 #include "../core/an_core.h"
 
+#include <pthread.h>
+
+#include "../core/an_pool.h"
+
 typedef struct {
     PyObject *exc[AN_STATUS_COUNT]; /* class raised for each status */
     PyObject *warning;              /* AmuletWarning */
+    an_pool *pool;                  /* decode_many workers, created on first use */
+    pthread_mutex_t pool_lock;      /* guards pool creation and growth */
+    int pool_lock_ready;
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -37,6 +44,11 @@ an_state *an_get_state(PyObject *module);
 PyObject *an_raise(an_state *st, const an_error *err);
 /* Raise for status with a formatted message and no extra context. */
 PyObject *an_raise_status(an_state *st, an_status status, const char *fmt, ...);
+
+/* batch.c */
+PyObject *an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_available_cpus(PyObject *module, PyObject *unused);
+void an_batch_free(an_state *st);
 
 /* image.c */
 PyObject *an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -54,6 +54,11 @@ static PyMethodDef core_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))an_py_decode, METH_FASTCALL,
      "decode(data, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
      "limits, out) -> ndarray"},
+    {"decode_many", (PyCFunction)(void (*)(void))an_py_decode_many, METH_FASTCALL,
+     "decode_many(items, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
+     "limits, threads, return_errors) -> list"},
+    {"available_cpus", an_py_available_cpus, METH_NOARGS,
+     "available_cpus() -> int: CPUs allowed by affinity and cgroup quota."},
     {"default_limits", py_default_limits, METH_NOARGS,
      "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
     {"error_table", py_error_table, METH_NOARGS,
@@ -82,6 +87,11 @@ core_exec(PyObject *module)
     if (st->warning == NULL)
         goto error;
     Py_DECREF(errors);
+    if (pthread_mutex_init(&st->pool_lock, NULL) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot initialise the decoder pool lock");
+        return -1;
+    }
+    st->pool_lock_ready = 1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
@@ -114,6 +124,9 @@ core_clear(PyObject *module)
 static void
 core_free(void *module)
 {
+    an_state *st = an_get_state((PyObject *)module);
+    if (st != NULL)
+        an_batch_free(st); /* joins the workers after any batch in flight */
     core_clear((PyObject *)module);
 }
 
