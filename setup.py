@@ -95,7 +95,7 @@ class BuildExt(build_ext):
         for ext in self.extensions:
             ext.include_dirs += [numpy.get_include(), *inc]
             ext.library_dirs += libdirs
-            ext.libraries += libs
+            ext.libraries += [*libs, "m"]
 
 
 def extension() -> Extension:
