@@ -2,6 +2,7 @@
 
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .batch import available_cpus, decode_many
+from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
@@ -53,6 +54,8 @@ __all__ = [
     "decode_file",
     "decode_jpeg",
     "decode_png",
+    "encode_jpeg",
+    "encode_png",
     "get_default_limits",
     "probe",
     "set_default_limits",

@@ -41,3 +41,14 @@ def decode_many(
     /,
 ) -> list[Any]: ...
 def available_cpus() -> int: ...
+def encode_jpeg(
+    arr: npt.NDArray[Any],
+    quality: int,
+    subsampling: int,
+    progressive: bool,
+    optimize: bool,
+    bgr: bool,
+    drop_alpha: bool,
+    /,
+) -> bytes: ...
+def encode_png(arr: npt.NDArray[Any], compression: int, bgr: bool, /) -> bytes: ...

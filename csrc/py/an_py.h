@@ -50,6 +50,10 @@ PyObject *an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t 
 PyObject *an_py_available_cpus(PyObject *module, PyObject *unused);
 void an_batch_free(an_state *st);
 
+/* encode.c */
+PyObject *an_py_encode_jpeg(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_encode_png(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* image.c */
 PyObject *an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
