@@ -1,6 +1,7 @@
 """amulet_native: native building blocks for Python image web services."""
 
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
+from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
 from .encode import encode_jpeg, encode_png
 from .errors import (
@@ -32,8 +33,6 @@ from .image import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "available_cpus",
-    "decode_many",
     "LIBJPEG_VERSION",
     "LIBPNG_VERSION",
     "AmuletError",
@@ -50,10 +49,16 @@ __all__ = [
     "SecurityError",
     "UnsupportedFormatError",
     "ValidationError",
+    "available_cpus",
+    "b64decode",
+    "b64encode",
     "decode",
+    "decode_base64",
     "decode_file",
     "decode_jpeg",
+    "decode_many",
     "decode_png",
+    "encode_base64",
     "encode_jpeg",
     "encode_png",
     "get_default_limits",

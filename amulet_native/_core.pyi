@@ -41,6 +41,22 @@ def decode_many(
     /,
 ) -> list[Any]: ...
 def available_cpus() -> int: ...
+def decode_base64(
+    data: Any,
+    mode: int,
+    depth16: bool,
+    scale_denom: int,
+    max_w: int,
+    max_h: int,
+    orient: bool,
+    strict: bool,
+    expect_format: int,
+    limits: tuple[int, int, int, int, int],
+    out: npt.NDArray[Any] | None,
+    /,
+) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
+def b64decode(data: Any, /) -> bytes: ...
+def b64encode(data: Any, urlsafe: bool, pad: bool, prefix: str | None, /) -> str: ...
 def encode_jpeg(
     arr: npt.NDArray[Any],
     quality: int,

@@ -68,5 +68,17 @@ int an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts);
 PyArrayObject *an_new_output(an_state *st, const an_shape *shape, int strict);
 /* emit the AmuletWarning of a tolerant decode, if err says there was damage. */
 int an_warn_decoded(an_state *st, const an_error *err, int stacklevel);
+/* Second phase of a decode on an opened decoder: the output array (out=
+ * checked against the shape and, unless in is NULL, against overlapping in; or
+ * a new array) allocated with the GIL held, an_decoder_run with the GIL
+ * released, then the tolerant-decode warning.  Always closes dec.  Returns a
+ * new reference, or NULL with an exception set. */
+PyObject *an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buffer *in,
+                               int strict, int stacklevel);
+
+/* b64.c */
+PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* AN_PY_H */

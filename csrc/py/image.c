@@ -138,8 +138,8 @@ check_out(an_state *st, PyObject *out, const an_shape *shape, const Py_buffer *i
                         "out must be C-contiguous, aligned and writeable");
         return NULL;
     }
-    const char *ob = PyArray_BYTES(a), *ib = in->buf;
-    if (ob < ib + in->len && ib < ob + shape->nbytes) {
+    const char *ob = PyArray_BYTES(a), *ib = in != NULL ? in->buf : NULL;
+    if (ib != NULL && ob < ib + in->len && ib < ob + shape->nbytes) {
         an_raise_status(st, AN_ERR_OUT_MISMATCH, "out must not overlap the input data");
         return NULL;
     }
@@ -206,8 +206,7 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     an_decode_opts opts;
     an_error err;
     an_decoder *dec = NULL;
-    an_shape shape;
-    PyArrayObject *arr = NULL;
+    PyObject *res;
     Py_buffer view;
     an_status s;
 
@@ -217,19 +216,34 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (an_parse_decode_opts(args + 1, &opts) < 0)
         return NULL;
-    const int strict = opts.strict;
     if (an_get_input(st, args[0], &view) < 0)
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_open(&dec, view.buf, (size_t)view.len, &opts, &err);
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
-        an_raise(st, &err);
-        goto error;
+        PyBuffer_Release(&view);
+        return an_raise(st, &err);
     }
+    /* stacklevel 3: past amulet_native.image._decode and its public caller,
+     * so the warning points at the user's line. */
+    res = an_decode_into_array(st, dec, args[10], &view, opts.strict, 3);
+    PyBuffer_Release(&view);
+    return res;
+}
+
+PyObject *
+an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buffer *in,
+                     int strict, int stacklevel)
+{
+    an_error err;
+    an_shape shape;
+    PyArrayObject *arr = NULL;
+    an_status s;
+
     an_decoder_shape(dec, &shape);
-    if (args[10] != Py_None) {
-        if ((arr = check_out(st, args[10], &shape, &view)) == NULL)
+    if (out != Py_None) {
+        if ((arr = check_out(st, out, &shape, in)) == NULL)
             goto error;
         if (!strict)
             memset(PyArray_BYTES(arr), 0, shape.nbytes);
@@ -240,15 +254,11 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     s = an_decoder_run(dec, (uint8_t *)PyArray_BYTES(arr), &err);
     an_decoder_close(dec);
     Py_END_ALLOW_THREADS
-    dec = NULL;
-    PyBuffer_Release(&view);
     if (s != AN_OK) {
         Py_DECREF(arr);
         return an_raise(st, &err);
     }
-    /* stacklevel 3: past amulet_native.image._decode and its public caller,
-     * so the warning points at the user's line. */
-    if (an_warn_decoded(st, &err, 3) < 0) {
+    if (an_warn_decoded(st, &err, stacklevel) < 0) {
         Py_DECREF(arr);
         return NULL;
     }
@@ -256,7 +266,5 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 
 error:
     an_decoder_close(dec);
-    PyBuffer_Release(&view);
-    Py_XDECREF(arr);
     return NULL;
 }

@@ -54,6 +54,13 @@ static PyMethodDef core_methods[] = {
     {"decode", (PyCFunction)(void (*)(void))an_py_decode, METH_FASTCALL,
      "decode(data, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
      "limits, out) -> ndarray"},
+    {"decode_base64", (PyCFunction)(void (*)(void))an_py_decode_base64, METH_FASTCALL,
+     "decode_base64(data, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
+     "limits, out) -> ndarray"},
+    {"b64decode", (PyCFunction)(void (*)(void))an_py_b64decode, METH_FASTCALL,
+     "b64decode(data) -> bytes"},
+    {"b64encode", (PyCFunction)(void (*)(void))an_py_b64encode, METH_FASTCALL,
+     "b64encode(data, urlsafe, pad, prefix) -> str"},
     {"decode_many", (PyCFunction)(void (*)(void))an_py_decode_many, METH_FASTCALL,
      "decode_many(items, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
      "limits, threads, return_errors) -> list"},
