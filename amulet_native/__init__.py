@@ -29,6 +29,7 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
 
@@ -63,5 +64,7 @@ __all__ = [
     "encode_png",
     "get_default_limits",
     "probe",
+    "resize",
     "set_default_limits",
+    "thumbnail",
 ]

@@ -19,7 +19,6 @@ import math
 import operator
 from typing import Any, Literal
 
-import numpy as np
 import numpy.typing as npt
 
 from . import _core
@@ -38,10 +37,12 @@ _MAX_SIDE = 2**31 - 1
 def _check_size(size: Any, field: str) -> tuple[int, int]:
     """(width, height) as two ints in [1, 2**31 - 1], or ValidationError."""
     try:
-        w, h = size
-        w, h = operator.index(w), operator.index(h)
-        if isinstance(size, (str, bytes)) or isinstance(w, bool) or isinstance(h, bool):
+        if isinstance(size, (str, bytes)):
             raise TypeError
+        w, h = size
+        if isinstance(w, bool) or isinstance(h, bool):
+            raise TypeError
+        w, h = operator.index(w), operator.index(h)
     except (TypeError, ValueError):
         raise ValidationError(
             f"{field} must be a (width, height) pair of integers, got {size!r}",

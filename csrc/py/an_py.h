@@ -54,6 +54,9 @@ void an_batch_free(an_state *st);
 PyObject *an_py_encode_jpeg(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_encode_png(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* resize.c */
+PyObject *an_py_resize(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* image.c */
 PyObject *an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -70,6 +70,8 @@ static PyMethodDef core_methods[] = {
      "encode_jpeg(arr, quality, subsampling, progressive, optimize, bgr, drop_alpha) -> bytes"},
     {"encode_png", (PyCFunction)(void (*)(void))an_py_encode_png, METH_FASTCALL,
      "encode_png(arr, compression, bgr) -> bytes"},
+    {"resize", (PyCFunction)(void (*)(void))an_py_resize, METH_FASTCALL,
+     "resize(arr, width, height, method) -> ndarray (method 1 = area, 2 = bilinear)"},
     {"default_limits", py_default_limits, METH_NOARGS,
      "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
     {"error_table", py_error_table, METH_NOARGS,
