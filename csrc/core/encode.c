@@ -145,28 +145,36 @@ view_rows_packed(const an_image_view *v)
            (v->channels == 1 || v->sample_stride == bps);
 }
 
+/* Gathers n pixels of CH one-byte samples; CH is a constant at each use, so
+ * the inner loop unrolls (a strided view costs little more than a packed one). */
+#define GATHER8(CH)                                                                      \
+    for (uint32_t x = 0; x < n; x++, s += ps, d += (CH))                                 \
+        for (int c = 0; c < (CH); c++)                                                   \
+            d[c] = s[c * cs]
+
 /* Copies row y into dst as packed samples (same channel order and bytes). */
 static void
 gather_row(const an_image_view *v, uint32_t y, uint8_t *dst)
 {
     const uint8_t *s = view_row(v, y);
-    const int ch = v->channels;
+    uint8_t *d = dst;
+    const uint32_t n = v->width;
     const ptrdiff_t ps = v->pixel_stride, cs = v->sample_stride;
     if (v->bytes_per_sample == 1) {
-        if (ch == 1) {
-            for (uint32_t x = 0; x < v->width; x++)
-                dst[x] = s[(ptrdiff_t)x * ps];
-            return;
+        switch (v->channels) {
+        case 1: GATHER8(1); break;
+        case 2: GATHER8(2); break;
+        case 3: GATHER8(3); break;
+        default: GATHER8(4); break;
         }
-        for (uint32_t x = 0; x < v->width; x++, s += ps)
-            for (int c = 0; c < ch; c++)
-                *dst++ = s[c * cs];
         return;
     }
-    for (uint32_t x = 0; x < v->width; x++, s += ps)
-        for (int c = 0; c < ch; c++, dst += 2)
-            memcpy(dst, s + c * cs, 2);
+    for (uint32_t x = 0; x < n; x++, s += ps)
+        for (int c = 0; c < v->channels; c++, d += 2)
+            memcpy(d, s + c * cs, 2);
 }
+
+#undef GATHER8
 
 /* ---- JPEG ---- */
 
