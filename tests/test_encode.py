@@ -166,6 +166,7 @@ VIEWS: dict[str, Callable[[], npt.NDArray[Any]]] = {
     "channel-subset": lambda: BASE_RGBA[..., :3],
     "grey-column-stride": lambda: BASE_RGB[..., 1],
     "grey-transposed": lambda: BASE_RGB[..., 0].T,
+    "grey-hw1": lambda: BASE_RGB[..., 1:2],
     "rgba-window": lambda: BASE_RGBA[5:30, 7:50],
     "broadcast": lambda: np.broadcast_to(BASE_RGB[:1], (20, 61, 3)),
     "u16-step": lambda: BASE_16[::2, 1::2],
