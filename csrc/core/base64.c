@@ -48,7 +48,9 @@ enum { B_INVALID = 0x80, B_SPACE = 0x81, B_PAD = 0x82, B_STD = 0x83, B_URL = 0x8
      : (c) == '='                     ? B_PAD                                             \
      : B64_SPACE(c)                   ? B_SPACE                                           \
                                       : B_INVALID)
-#define B64_R4(n, t) B64_V(n, t), B64_V((n) + 1, t), B64_V((n) + 2, t), B64_V((n) + 3, t)
+/* The cast keeps clang quiet about the arms not taken (e.g. 255 - '0' + 52). */
+#define B64_E(c, t) (uint8_t)(B64_V(c, t))
+#define B64_R4(n, t) B64_E(n, t), B64_E((n) + 1, t), B64_E((n) + 2, t), B64_E((n) + 3, t)
 #define B64_R16(n, t) B64_R4(n, t), B64_R4((n) + 4, t), B64_R4((n) + 8, t), B64_R4((n) + 12, t)
 #define B64_R64(n, t)                                                                     \
     B64_R16(n, t), B64_R16((n) + 16, t), B64_R16((n) + 32, t), B64_R16((n) + 48, t)
