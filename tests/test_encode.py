@@ -599,6 +599,7 @@ LEAK_WORKER = textwrap.dedent(r'''
 ''')
 
 
+@pytest.mark.slow  # RSS under ASan's quarantine is not a leak signal: excluded from `make sanitize`
 def test_memory_flat_over_encodes() -> None:
     """3,000 iterations x 12 calls (6 encodes, 6 refusals) after 300 warm-up
     ones; a leak grows memory in both halves (see test_leaks.py for the
