@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy.typing as npt
 
 from . import _core
-from .errors import ValidationError
+from .errors import ImageTooLargeError, ValidationError
 from .image import Limits, Mode, Source, _read_source, decode, get_default_limits, probe
 
 __all__ = ["Fit", "ResizeMethod", "contain_size", "resize", "thumbnail"]
@@ -58,8 +58,31 @@ def _check_size(size: Any, field: str) -> tuple[int, int]:
     return w, h
 
 
+def _check_output_limits(w: int, h: int, lim: Limits) -> None:
+    """The decoder's bounds, applied to an output size the caller asked for."""
+    if not isinstance(lim, Limits):
+        raise ValidationError("limits must be an amulet_native.Limits", field="limits")
+    for name, actual, bound in (
+        ("max_width", w, lim.max_width),
+        ("max_height", h, lim.max_height),
+        ("max_pixels", w * h, lim.max_pixels),
+    ):
+        if bound and actual > bound:
+            raise ImageTooLargeError(
+                f"output size {w}x{h} exceeds {name} {bound}",
+                code=f"limits.{name[4:]}",
+                limit_name=name,
+                actual=actual,
+                limit=bound,
+            )
+
+
 def resize(
-    arr: npt.NDArray[Any], size: tuple[int, int], *, method: ResizeMethod = "area"
+    arr: npt.NDArray[Any],
+    size: tuple[int, int],
+    *,
+    method: ResizeMethod = "area",
+    limits: Limits | None = None,
 ) -> npt.NDArray[Any]:
     """Resample ``arr`` to ``size=(width, height)``; returns a new C-contiguous
     array of the same dtype and number of dimensions.
@@ -81,14 +104,19 @@ def resize(
       grows with the downscale factor (antialiased); bit-identical to
       ``Image.resize(size, Image.BILINEAR)`` for uint8 single-band images.
 
-    The same size returns an exact copy.  Raises :class:`ValidationError`
-    (code ``"value.array"``, field ``"arr"``) for an unsupported dtype, shape or
-    byte order, and (code ``"value.invalid"``) for a bad ``size`` or ``method``.
+    The same size returns an exact copy.  The output size is held to
+    ``limits`` (default: the process default :class:`Limits`): a size over
+    ``max_width``/``max_height``/``max_pixels`` raises
+    :class:`ImageTooLargeError` before anything is allocated.  Raises
+    :class:`ValidationError` (code ``"value.array"``, field ``"arr"``) for an
+    unsupported dtype, shape or byte order, and (code ``"value.invalid"``) for a
+    bad ``size`` or ``method``.
 
     >>> resize(np.zeros((480, 640, 3), np.uint8), (320, 240)).shape
     (240, 320, 3)
     """
     w, h = _check_size(size, "size")
+    _check_output_limits(w, h, get_default_limits() if limits is None else limits)
     code = _METHODS.get(method) if isinstance(method, str) else None
     if code is None:
         raise ValidationError(
@@ -180,7 +208,9 @@ def thumbnail(
             f"fit must be 'contain' or 'cover', got {fit!r}", code="value.invalid", field="fit"
         )
     lim = get_default_limits() if limits is None else limits
-    if not isinstance(lim, Limits):
+    if fit == "cover":
+        _check_output_limits(bw, bh, lim)  # cover may enlarge to the whole box
+    elif not isinstance(lim, Limits):
         raise ValidationError("limits must be an amulet_native.Limits", field="limits")
     buf = _read_source(data, lim.max_bytes)
     info = probe(buf)

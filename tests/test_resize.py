@@ -372,7 +372,8 @@ def test_core_rejects_bad_arguments_too() -> None:
 )
 def test_impossible_output_is_a_memory_error() -> None:
     with pytest.raises(an.MemoryLimitError) as info:
-        an.resize(np.zeros((2, 2, 4), np.uint16), (2**31 - 1, 2**22))  # 64 PiB
+        an.resize(np.zeros((2, 2, 4), np.uint16), (2**31 - 1, 2**22),  # 64 PiB
+                  limits=an.Limits(max_pixels=0, max_width=0, max_height=0))  # bounds off
     assert info.value.code == "memory.alloc"
 
 
@@ -557,3 +558,17 @@ def test_thumbnail_peak_memory_far_below_full_decode(tmp_path: Path) -> None:
     assert peaks["full"] >= full_size
     assert peaks["contain"] * 10 <= full_size, peaks
     assert peaks["cover"] * 10 <= full_size, peaks
+
+
+def test_resize_output_is_held_to_limits() -> None:
+    arr = np.zeros((4, 4, 3), np.uint8)
+    with pytest.raises(an.ImageTooLargeError) as info:
+        an.resize(arr, (40000, 40000))  # 1.6 gigapixels > default max_pixels / max sides
+    assert info.value.code.startswith("limits.")
+    with pytest.raises(an.ImageTooLargeError) as info:
+        an.resize(arr, (100, 100), limits=an.Limits(max_pixels=5000))
+    assert info.value.limit_name == "max_pixels" and info.value.actual == 10000
+    assert an.resize(arr, (50, 100), limits=an.Limits(max_pixels=5000)).shape == (100, 50, 3)
+    with pytest.raises(an.ImageTooLargeError):
+        an.thumbnail(jpeg_bytes(photo(8, 8, 3)), (100, 100), fit="cover",
+                     limits=an.Limits(max_width=64))
