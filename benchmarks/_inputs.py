@@ -7,10 +7,16 @@ gradients, texture noise, hard edges), so the suite still runs.
 
 JPEG: Pillow ``quality=90``, 4:2:0 chroma subsampling, baseline, not optimised.
 PNG: Pillow defaults (zlib level 6, adaptive filters).
+
+Pipeline inputs: 64 distinct 768x512 JPEGs for the batch decode (the 24 photos,
+then the 24 turned by 180 degrees, then the first 16 mirrored), the decoded
+pixels of one photo and of the mosaic for the encoders (RGB and BGR copies,
+both C-contiguous), and 1 MiB of seeded random bytes for the base64 codec.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 from dataclasses import dataclass
@@ -22,6 +28,9 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 KODAK_SINGLES = ("kodim01", "kodim05", "kodim23")
+ENCODE_PHOTO = "kodim01"
+BATCH_SIZE = 64
+BASE64_BYTES = 1 << 20
 SMALL_SOURCE = "kodim23"  # center crop 640x480
 MOSAIC_JPEG = "jpeg mosaic 3072x2048"
 JPEG_GROUPS = (*(f"jpeg {n} 768x512" for n in KODAK_SINGLES), "jpeg 640x480", MOSAIC_JPEG)
@@ -107,6 +116,38 @@ def small_image(photos: dict[str, npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint
     return np.ascontiguousarray(src[y0 : y0 + 480, x0 : x0 + 640])
 
 
+def batch_photos(photos: dict[str, npt.NDArray[np.uint8]], n: int) -> list[npt.NDArray[np.uint8]]:
+    """n distinct 768x512 pictures: the 24 photos as they are, then turned by
+    180 degrees, then mirrored left-right, and so on (distinct bytes, so no
+    decoder can profit from a repeated input; same size and content class)."""
+    variants = (
+        lambda a: a,
+        lambda a: a[::-1, ::-1],
+        lambda a: a[:, ::-1],
+    )
+    names = sorted(photos)
+    return [
+        np.ascontiguousarray(
+            variants[(i // len(names)) % len(variants)](photos[names[i % len(names)]])
+        )
+        for i in range(n)
+    ]
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """One picture for the encoders, in both channel orders (C-contiguous)."""
+
+    name: str  # group key part, e.g. "kodim01 768x512"
+    rgb: npt.NDArray[np.uint8]
+    bgr: npt.NDArray[np.uint8]
+
+
+def pixels(name: str, rgb: npt.NDArray[np.uint8]) -> Pixels:
+    rgb = np.ascontiguousarray(rgb)
+    return Pixels(name, rgb, np.ascontiguousarray(rgb[..., ::-1]))
+
+
 @dataclass(frozen=True)
 class InputSet:
     from_corpus: bool
@@ -114,7 +155,12 @@ class InputSet:
     png: dict[str, Input]
     kodak24_jpeg: list[bytes]  # all 24 photos, for the batch benchmark
     probe_jpeg: bytes  # small JPEG for the probe rate
-    mosaic_jpeg: bytes  # for the max_size benchmark
+    mosaic_jpeg: bytes  # for the max_size and thumbnail benchmarks
+    batch_jpeg: list[bytes]  # BATCH_SIZE distinct 768x512 JPEGs, for decode_many
+    encode: dict[str, Pixels]  # encoder inputs keyed "kodim01 768x512", "mosaic 3072x2048"
+    random_bytes: bytes  # BASE64_BYTES of seeded random data
+    random_base64: bytes  # the same, base64-encoded (standard alphabet, padded)
+    photo_base64: str  # base64 text of the ENCODE_PHOTO JPEG (q90), for decode_base64
 
 
 def build_inputs() -> InputSet:
@@ -133,6 +179,7 @@ def build_inputs() -> InputSet:
     png["png 640x480"] = Input("png 640x480", "png", encode_png(small), 640, 480)
     png["png mosaic 3072x2048"] = Input("png mosaic 3072x2048", "png", encode_png(big), 3072, 2048)
     kodak24 = [encode_jpeg(photos[f"kodim{i:02d}"]) for i in range(1, 25)]
+    random = np.random.default_rng(20261122).bytes(BASE64_BYTES)
     return InputSet(
         from_corpus=from_corpus,
         jpeg=jpeg,
@@ -140,4 +187,15 @@ def build_inputs() -> InputSet:
         kodak24_jpeg=kodak24,
         probe_jpeg=jpeg["jpeg 640x480"].data,
         mosaic_jpeg=jpeg["jpeg mosaic 3072x2048"].data,
+        batch_jpeg=[encode_jpeg(a) for a in batch_photos(photos, BATCH_SIZE)],
+        encode={
+            p.name: p
+            for p in (
+                pixels(f"{ENCODE_PHOTO} 768x512", photos[ENCODE_PHOTO]),
+                pixels("mosaic 3072x2048", big),
+            )
+        },
+        random_bytes=random,
+        random_base64=base64.b64encode(random),
+        photo_base64=base64.b64encode(jpeg[f"jpeg {ENCODE_PHOTO} 768x512"].data).decode("ascii"),
     )

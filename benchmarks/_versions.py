@@ -102,6 +102,15 @@ def _turbojpeg_lib() -> str | None:
     return os.path.realpath(m.group(1)) if m else None
 
 
+def _pybase64() -> str | None:
+    """pybase64's version and the SIMD path it picked at run time."""
+    try:
+        pb: Any = importlib.import_module("pybase64")
+    except ImportError:
+        return None
+    return str(pb.get_version())
+
+
 def collect() -> dict[str, Any]:
     """Everything RESULTS.md states about the machine and the libraries."""
     import amulet_native as an
@@ -122,6 +131,7 @@ def collect() -> dict[str, Any]:
         "PyTurboJPEG libturbojpeg": _turbojpeg_lib(),
         "pyspng": _dist("pyspng"),
         "pyspng zlib": _embedded("pyspng", rb"\x00(1\.[23]\.[0-9]+)\x00"),
+        "pybase64": _pybase64(),
         "pytest-benchmark": _dist("pytest-benchmark"),
     }
     return {

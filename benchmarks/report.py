@@ -9,7 +9,11 @@ of its per-run medians; the spread column shows the lowest and highest
 per-run median.  Ratios are peer time / amulet_native time, so > 1 means
 amulet_native is faster.  OpenCV (BGR output) is compared with amulet_native
 mode="BGR"; every other peer with amulet_native mode="RGB".  The compact
-README table is printed to stdout.
+README tables (decode, then pipeline) are printed to stdout.
+
+Peak-memory groups (benchmarks of kind "memory", measured in subprocesses by
+``_memory.py``) are shown as memory tables; their pytest-benchmark times are
+those of the subprocesses and are not reported.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from typing import Any
 
 AMULET = "amulet_native"
 AMULET_BGR = "amulet_native BGR"
-BGR_PEERS = {"OpenCV (BGR)"}
 TIE = 0.03  # |ratio - 1| below this is within run-to-run noise (see RESULTS.md)
 
 GROUP_ORDER = (
@@ -38,6 +41,94 @@ GROUP_ORDER = (
     "max_size jpeg mosaic -> 384x256",
     "probe jpeg 640x480",
 )
+# The pipeline groups, named as in test_bench_pipeline.py.
+BATCH = "decode_many 64 x jpeg 768x512"
+THUMB = "thumbnail jpeg mosaic -> 256x256 box"
+MEMORY = "peak memory: thumbnail jpeg mosaic -> 256x256 box"
+B64ENC = "base64 encode 1 MiB"
+B64DEC = "base64 decode 1 MiB"
+PIPELINE_ORDER = (
+    BATCH,
+    THUMB,
+    MEMORY,
+    "encode_jpeg kodim01 768x512 (q85 4:2:0)",
+    "encode_jpeg mosaic 3072x2048 (q85 4:2:0)",
+    "encode_png kodim01 768x512 (level 6)",
+    "encode_png mosaic 3072x2048 (level 6)",
+    B64ENC,
+    B64DEC,
+    "decode_base64 jpeg kodim01 768x512",
+    "encode_base64 kodim01 768x512 (jpeg q85)",
+)
+# Peers shown in the pipeline summary table, per group prefix: (label, peer).
+PIPELINE_SUMMARY = (
+    (
+        "decode_many",
+        (
+            ("threads=1", "amulet_native threads=1"),
+            ("Pillow in threads", "Pillow ThreadPoolExecutor"),
+            ("OpenCV in threads", "OpenCV ThreadPoolExecutor (BGR)"),
+            ("OpenCV setNumThreads", "OpenCV setNumThreads (BGR)"),
+        ),
+    ),
+    (
+        "thumbnail",
+        (
+            ("Pillow", "Pillow draft + thumbnail"),
+            ("OpenCV", "OpenCV (BGR)"),
+            ("simplejpeg", "simplejpeg + cv2.resize"),
+            ("PyTurboJPEG", "PyTurboJPEG + cv2.resize"),
+        ),
+    ),
+    (
+        "encode_base64",
+        (
+            ("encode_jpeg + binascii", "amulet_native.encode_jpeg + binascii"),
+            ("Pillow + base64", "Pillow + base64"),
+        ),
+    ),
+    (
+        "encode_",
+        (
+            ("Pillow", "Pillow"),
+            ("OpenCV", "OpenCV (BGR)"),
+            ("simplejpeg", "simplejpeg"),
+            ("PyTurboJPEG", "PyTurboJPEG"),
+        ),
+    ),
+    (
+        "base64 encode",
+        (
+            ("binascii", "binascii.b2a_base64"),
+            ("base64", "base64.b64encode"),
+            ("pybase64", "pybase64.b64encode"),
+        ),
+    ),
+    (
+        "base64 decode",
+        (
+            ("binascii", "binascii.a2b_base64"),
+            ("base64", "base64.b64decode"),
+            ("pybase64", "pybase64.b64decode validate"),
+        ),
+    ),
+    (
+        "decode_base64",
+        (
+            ("binascii + decode", "binascii + amulet_native.decode"),
+            ("pybase64 + decode", "pybase64 + amulet_native.decode"),
+            ("base64 + Pillow", "base64 + Pillow"),
+        ),
+    ),
+)
+THUMB_PEERS = (
+    "Pillow draft + thumbnail",
+    "OpenCV (BGR)",
+    "simplejpeg + cv2.resize",
+    "PyTurboJPEG + cv2.resize",
+)
+FULL_DECODE_OP = "amulet_native decode + resize"
+THUMBNAIL_OP = "amulet_native thumbnail"
 COMPACT_PEERS = (
     ("raw C", ("raw C libjpeg", "raw C libpng")),
     ("Pillow", ("Pillow",)),
@@ -56,10 +147,25 @@ class Bench:
     medians: list[float] = field(default_factory=list)  # seconds, one per run
     rounds: list[int] = field(default_factory=list)
     paired: list[float] = field(default_factory=list)  # per run: median of round ratios
+    extra: list[dict[str, Any]] = field(default_factory=list)  # extra_info, one per run
 
     @property
     def median(self) -> float:
         return statistics.median(self.medians)
+
+    def info(self, key: str) -> Any:
+        """Median over runs of a numeric extra_info field (None if absent)."""
+        values = [e[key] for e in self.extra if isinstance(e.get(key), (int, float))]
+        return statistics.median(values) if values else None
+
+
+def is_bgr(peer: str) -> bool:
+    """Peers whose output is BGR, compared with amulet_native mode="BGR"."""
+    return peer.endswith("(BGR)")
+
+
+def is_memory(group: dict[str, Bench]) -> bool:
+    return any(b.kind == "memory" for b in group.values())
 
 
 def load(paths: list[Path]) -> tuple[dict[str, dict[str, Bench]], dict[str, Any], list[str]]:
@@ -75,10 +181,12 @@ def load(paths: list[Path]) -> tuple[dict[str, dict[str, Bench]], dict[str, Any]
         for b in doc["benchmarks"]:
             info = b.get("extra_info", {})
             peer = info.get("peer", b["name"])
-            g = groups.setdefault(b["group"], {})
-            bench = g.setdefault(peer, Bench(b["group"], peer, info.get("kind", "")))
+            gname = b["group"] or b["name"]
+            g = groups.setdefault(gname, {})
+            bench = g.setdefault(peer, Bench(gname, peer, info.get("kind", "")))
             bench.medians.append(b["stats"]["median"])
             bench.rounds.append(b["stats"]["rounds"])
+            bench.extra.append({k: v for k, v in info.items() if k != "ref_times"})
             ref_times = info.get("ref_times")
             data = b["stats"].get("data")
             if ref_times and data and len(ref_times) == len(data):
@@ -89,7 +197,7 @@ def load(paths: list[Path]) -> tuple[dict[str, dict[str, Bench]], dict[str, Any]
 
 
 def reference(group: dict[str, Bench], peer: str) -> Bench | None:
-    if peer in BGR_PEERS and AMULET_BGR in group:
+    if is_bgr(peer) and AMULET_BGR in group:
         return group[AMULET_BGR]
     return group.get(AMULET)
 
@@ -119,14 +227,31 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    known = [g for g in GROUP_ORDER if g in groups]
-    return known + sorted(g for g in groups if g not in GROUP_ORDER)
+    order = GROUP_ORDER + PIPELINE_ORDER
+    known = [g for g in order if g in groups]
+    return known + sorted(g for g in groups if g not in order)
+
+
+def fmt_size(n: float) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.2f} MiB"
+    return f"{n / 1024:.0f} KiB"
 
 
 def group_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
+    if is_memory(group):
+        return memory_table(name, group, runs)
     lines = [f"### {name}", ""]
-    head = "| decoder | median | ops/s | peer / amulet_native (paired) | ratio of medians |"
+    items = next((b.info("items") for b in group.values() if b.info("items")), None)
+    sizes = any(b.info("out_bytes") for b in group.values())
+    head = "| peer | median | ops/s | peer / amulet_native (paired) | ratio of medians |"
     rule = "|---|---:|---:|---:|---:|"
+    if items:
+        head += " images/s |"
+        rule += "---:|"
+    if sizes:
+        head += " output |"
+        rule += "---:|"
     if runs > 1:
         head += " per-run medians (min – max) |"
         rule += "---:|"
@@ -140,7 +265,7 @@ def group_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
         elif bench.peer == AMULET_BGR:
             rtxt = f"{r:.2f} (vs RGB; reference for BGR peers)"
         else:
-            rtxt = f"{r:.2f}" + (" (vs amulet BGR)" if bench.peer in BGR_PEERS else "")
+            rtxt = f"{r:.2f}" + (" (vs amulet BGR)" if is_bgr(bench.peer) else "")
             if not bench.paired:
                 rtxt += " (not paired: ratio of medians)"
         name_txt = f"**{bench.peer}**" if bench.peer.startswith(AMULET) else bench.peer
@@ -150,10 +275,56 @@ def group_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
             f"| {name_txt} | {fmt_time(bench.median)} | {1 / bench.median:,.0f} | {rtxt} "
             f"| {rmtxt} |"
         )
+        if items:
+            row += f" {items / bench.median:,.0f} |"
+        if sizes:
+            out = bench.info("out_bytes")
+            row += f" {out:,.0f} B |" if out else " – |"
         if runs > 1:
             row += f" {fmt_time(min(bench.medians))} – {fmt_time(max(bench.medians))} |"
         lines.append(row)
     return lines + [""]
+
+
+def memory_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
+    """Peak memory per operation: medians over runs of the per-run medians."""
+    ref = group.get(FULL_DECODE_OP)
+    ref_rss = ref.info("rss_peak_kib") if ref else None
+    lines = [
+        f"### {name}",
+        "",
+        (
+            "| operation | peak RSS rise | full decode + resize / this (RSS) "
+            "| tracemalloc peak | RSS rise per process (all runs) |"
+        ),
+        "|---|---:|---:|---:|---:|",
+    ]
+    for bench in sorted(group.values(), key=lambda b: b.info("rss_peak_kib") or 0):
+        rss = bench.info("rss_peak_kib")
+        traced = bench.info("tracemalloc_peak_bytes")
+        samples = [s for e in bench.extra for s in e.get("rss_peak_kib_samples", [])]
+        rel = f"{ref_rss / rss:.1f}×" if ref_rss and rss and bench is not ref else "–"
+        name_txt = f"**{bench.peer}**" if bench.peer.startswith(AMULET) else bench.peer
+        lines.append(
+            f"| {name_txt} | {fmt_size(rss * 1024) if rss else '–'} | {rel} "
+            f"| {fmt_size(traced) if traced else '–'} "
+            f"| {', '.join(f'{s:,}' for s in samples)} KiB |"
+        )
+    method = next((e.get("method") for b in group.values() for e in b.extra), None)
+    per_run = max(
+        (len(e.get("rss_peak_kib_samples", [])) for b in group.values() for e in b.extra),
+        default=0,
+    )
+    return lines + [
+        "",
+        (
+            f"RSS rise: {method}; {per_run} fresh processes per operation in each of the "
+            f"{runs} run(s), median (see `benchmarks/_memory.py`). tracemalloc sees Python "
+            "and NumPy allocations only, not what a C library mallocs itself (Pillow's "
+            "image memory, libjpeg's work buffers)."
+        ),
+        "",
+    ]
 
 
 def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
@@ -168,7 +339,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
     ]
     for gname in ordered_groups(groups):
         g = groups[gname]
-        if AMULET not in g or gname.startswith("probe"):
+        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER:
             continue
         cells = []
         for label, names in COMPACT_PEERS:
@@ -178,6 +349,44 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
             r = ratio(g, peer) if peer else None
             cells.append(f"{r:.2f}×" if r is not None else "–")
         lines.append(f"| {gname} | {g[AMULET].median * 1e3:.2f} ms | " + " | ".join(cells) + " |")
+    return lines
+
+
+def pipeline_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """One row per pipeline group: amulet_native's median time and each named
+    peer's paired ratio (peer time / amulet_native time)."""
+    lines = [
+        "| benchmark | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in ordered_groups(groups):
+        g = groups[gname]
+        if gname not in PIPELINE_ORDER:
+            continue
+        if is_memory(g):
+            thumb, full = g.get(THUMBNAIL_OP), g.get(FULL_DECODE_OP)
+            t = thumb.info("rss_peak_kib") if thumb else None
+            f = full.info("rss_peak_kib") if full else None
+            if t and f:
+                others = [
+                    f"{b.peer} {fmt_size(b.info('rss_peak_kib') * 1024)}"
+                    for b in g.values()
+                    if b not in (thumb, full) and b.info("rss_peak_kib")
+                ]
+                lines.append(
+                    f"| {gname} (RSS rise) | {fmt_size(t * 1024)} | amulet_native decode + "
+                    f"resize {fmt_size(f * 1024)} ({f / t:.0f}× more); " + ", ".join(others) + " |"
+                )
+            continue
+        if AMULET not in g:
+            continue
+        shown = next((peers for prefix, peers in PIPELINE_SUMMARY if gname.startswith(prefix)), ())
+        cells = []
+        for label, peer in shown:
+            r = ratio(g, peer) if peer in g else None
+            if r is not None:
+                cells.append(f"{label} {r:.2f}×")
+        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
     return lines
 
 
@@ -263,11 +472,53 @@ def targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
     ]
 
 
+def pipeline_targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
+    batch = groups.get(BATCH, {})
+    thumb = groups.get(THUMB, {})
+    memory = groups.get(MEMORY, {})
+    enc, dec = groups.get(B64ENC, {}), groups.get(B64DEC, {})
+
+    def peer_ratio(g: dict[str, Bench], peer: str) -> float | None:
+        return ratio(g, peer) if peer in g else None
+
+    def less_memory(key: str) -> float | None:
+        t, f = memory.get(THUMBNAIL_OP), memory.get(FULL_DECODE_OP)
+        tv, fv = (t.info(key) if t else None), (f.info(key) if f else None)
+        return fv / tv if tv and fv else None
+
+    cpus = next((e["cpus"] for b in batch.values() for e in b.extra if e.get("cpus")), None)
+    return [
+        Target(
+            f"decode_many: threads=available_cpus() ({cpus or '?'}) ≥ 1.8× the throughput "
+            "of threads=1",
+            [("threads=1 / threads=N", peer_ratio(batch, "amulet_native threads=1"), 1.8)],
+        ),
+        Target(
+            "thumbnail ≥ 2× faster than the fastest peer (each peer / amulet ≥ 2)",
+            [(p, peer_ratio(thumb, p), 2.0) for p in THUMB_PEERS],
+        ),
+        Target(
+            "thumbnail ≥ 10× less peak memory than full decode + resize",
+            [
+                ("RSS rise", less_memory("rss_peak_kib"), 10.0),
+                ("tracemalloc peak", less_memory("tracemalloc_peak_bytes"), 10.0),
+            ],
+        ),
+        Target(
+            "base64 codec at least as fast as binascii on 1 MiB (binascii / amulet ≥ 1)",
+            [
+                ("encode: b2a_base64", peer_ratio(enc, "binascii.b2a_base64"), 1.0),
+                ("decode: a2b_base64", peer_ratio(dec, "binascii.a2b_base64"), 1.0),
+            ],
+        ),
+    ]
+
+
 def render(paths: list[Path]) -> tuple[str, str]:
     groups, machine, stamps = load(paths)
     runs = len(paths)
     v = machine.get("versions", {})
-    out: list[str] = ["# amulet_native decode benchmarks", ""]
+    out: list[str] = ["# amulet_native benchmarks", ""]
     out += [
         (
             "Generated by `benchmarks/report.py` from pytest-benchmark JSON "
@@ -294,7 +545,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
         "- Each benchmark: 3 untimed warm-up calls, then `benchmark.pedantic` with as many "
         "rounds as fit in ~1 s (at least 25); sub-millisecond calls are batched "
         "~2 ms per round. Times below are medians"
-        + (f"; with {runs} runs, the median of the per-run medians." if runs > 1 else "."),
+        + (f"; with {runs} runs, the median of the per-run medians." if runs > 1 else ".")
+        + " Slow pipeline calls take fewer rounds: at least 15 for decode_many and the "
+        "encoders, 3 for PNG-encoding the mosaic (~2 s per call, one warm-up call).",
         (
             "- Ratio = peer time / amulet_native time (> 1: amulet_native is faster). OpenCV "
             'returns BGR, so it is compared with `amulet_native` `mode="BGR"` (its time '
@@ -309,32 +562,70 @@ def render(paths: list[Path]) -> tuple[str, str]:
             "(shown too). The targets are judged on the paired ratios."
         ),
         (
-            "- All decoders are single-threaded (`cv2.setNumThreads(1)`; imdecode does not "
-            "thread JPEG/PNG decoding anyway). JPEG: accurate integer IDCT and fancy "
-            "upsampling everywhere (the libjpeg defaults; identical pixels)."
+            "- Decode groups: all decoders are single-threaded (`cv2.setNumThreads(1)`; "
+            "imdecode does not thread JPEG/PNG decoding anyway). JPEG: accurate integer IDCT "
+            "and fancy upsampling everywhere (the libjpeg defaults; identical pixels)."
+        ),
+        (
+            "- decode_many: the reference is `decode_many(items, threads=available_cpus())` "
+            "on the native pool; the `threads=1` row is the same call on one thread, so its "
+            "ratio is the parallel speed-up. Pillow and OpenCV get the same number of "
+            "threads through a `ThreadPoolExecutor` created outside the timing. "
+            "`OpenCV setNumThreads` is `cv2.setNumThreads(cpus)` plus imdecode in a loop, "
+            "literally OpenCV's own threads: imdecode does not use them for JPEG, so it "
+            "runs serially (shown for that reason; the executor row is the fair one)."
+        ),
+        (
+            "- Thumbnail: every peer decodes at the DCT scale that still covers the result "
+            "(1/8 of 3072×2048 = 384×256 for a 256×171 thumbnail) and then resamples: "
+            "Pillow `draft` + `thumbnail` (BICUBIC, reducing_gap 2), OpenCV "
+            "`IMREAD_REDUCED_COLOR_8` + `resize(INTER_AREA)`, simplejpeg / PyTurboJPEG "
+            "scaled decode + `cv2.resize(INTER_AREA)`. Peak memory is measured in fresh "
+            "processes (`_memory.py`): the rise of VmHWM over VmRSS after resetting the "
+            "high-water mark (`/proc/self/clear_refs`), with glibc's mmap threshold pinned "
+            "at 128 KiB so large blocks are always fresh pages, and tracemalloc's peak "
+            "(Python and NumPy allocations only) in a second call."
+        ),
+        (
+            "- Encoders: JPEG quality 85, 4:2:0, baseline, unoptimised Huffman tables, "
+            "accurate DCT everywhere; PNG zlib level 6 (OpenCV told explicitly) with each "
+            "library's own filter choice, so output sizes are shown next to the times. "
+            "base64: 1 MiB of random bytes; amulet_native returns `str`, the stdlib and "
+            "pybase64.b64encode `bytes` (str-returning variants are shown too); "
+            "`binascii.a2b_base64` skips invalid characters while amulet_native rejects "
+            "them (`strict_mode=True` is the like-for-like row)."
         ),
         (
             f'- A target is reported "missed (within noise)" when it misses by less than '
             f"{TIE:.0%}, the run-to-run spread of medians on this machine."
         ),
         "",
-        "## Results",
+        "## Results: decode",
         "",
     ]
+    pipeline = [g for g in ordered_groups(groups) if g in PIPELINE_ORDER]
     for gname in ordered_groups(groups):
-        out += group_table(gname, groups[gname], runs)
+        if gname not in pipeline:
+            out += group_table(gname, groups[gname], runs)
+    if pipeline:
+        out += ["## Results: pipeline", ""]
+        for gname in pipeline:
+            out += group_table(gname, groups[gname], runs)
     out += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
-    for t in targets(groups):
+    for t in targets(groups) + (pipeline_targets(groups) if pipeline else []):
         out.append(f"| {t.text} | {t.status()} | {t.detail()} |")
     compact = compact_table(groups)
     out += [
         "",
-        "## Summary table (for the README)",
+        "## Summary tables (for the README)",
         "",
         "amulet_native median time; other columns are peer time / amulet_native time.",
         "",
     ]
     out += compact
+    if pipeline:
+        compact += ["", *pipeline_table(groups)]
+        out += ["", *pipeline_table(groups)]
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 
