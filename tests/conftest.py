@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import textwrap
 import warnings
 import zlib
 from pathlib import Path
@@ -29,6 +30,32 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 U8 = npt.NDArray[np.uint8]
 U16 = npt.NDArray[np.uint16]
+
+
+# ---- leak tests ---------------------------------------------------------------
+
+#: Prelude of the leak-test subprocesses: ``heap()`` is glibc's count of bytes in
+#: use (``mallinfo2``: arena + mmapped blocks), ``rss()`` the resident set size.
+MEMORY_PROBES = textwrap.dedent('''
+    import ctypes, os
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def heap():
+        m = libc.mallinfo2()
+        return m.uordblks + m.hblkhd
+
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE
+''')
 
 
 # ---- corpus -------------------------------------------------------------------

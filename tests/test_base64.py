@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, noise, photo, png_bytes
+from conftest import MEMORY_PROBES, jpeg_bytes, noise, photo, png_bytes
 
 import amulet_native as an
 
@@ -473,28 +473,11 @@ def test_nothing_on_stderr(capfd: pytest.CaptureFixture[str], images: dict[str, 
     assert out == "" and err == ""
 
 
-LEAK_WORKER = textwrap.dedent(r'''
+LEAK_WORKER = MEMORY_PROBES + textwrap.dedent(r'''
     import base64, ctypes, io, json, os, sys
     import numpy as np
     from PIL import Image
     import amulet_native as an
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    PAGE = os.sysconf("SC_PAGE_SIZE")
-
-    def heap():
-        m = libc.mallinfo2()
-        return m.uordblks + m.hblkhd
-
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * PAGE
 
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)

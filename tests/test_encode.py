@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pytest
+from conftest import MEMORY_PROBES
 from PIL import Image
 
 import amulet_native as an
@@ -537,27 +538,10 @@ def test_threads_give_serial_bytes() -> None:
 
 # ---- leaks ------------------------------------------------------------------------
 
-LEAK_WORKER = textwrap.dedent(r'''
+LEAK_WORKER = MEMORY_PROBES + textwrap.dedent(r'''
     import ctypes, json, os, sys
     import numpy as np
     import amulet_native as an
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    PAGE = os.sysconf("SC_PAGE_SIZE")
-
-    def heap():
-        m = libc.mallinfo2()
-        return m.uordblks + m.hblkhd
-
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * PAGE
 
     rng = np.random.default_rng(0)
     RGB = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)

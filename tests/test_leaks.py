@@ -31,34 +31,18 @@ import textwrap
 from typing import Any
 
 import pytest
+from conftest import MEMORY_PROBES
 
 ITERATIONS = 10_000
 WARMUP = 1_000
 HEAP_BOUND = 64 * 1024
 RSS_BOUND = 2 * 1024 * 1024
 
-WORKER = textwrap.dedent(r'''
+WORKER = MEMORY_PROBES + textwrap.dedent(r'''
     import ctypes, io, json, os, struct, sys, warnings, zlib
     import numpy as np
     from PIL import Image
     import amulet_native as an
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    PAGE = os.sysconf("SC_PAGE_SIZE")
-
-    def heap():
-        m = libc.mallinfo2()
-        return m.uordblks + m.hblkhd
-
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * PAGE
 
     def pattern(h, w, c, seed=0):
         rng = np.random.default_rng(seed)

@@ -63,6 +63,8 @@ PyObject *an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs
 /* Shared decode plumbing (image.c), for every binding that decodes images:
  * export obj as a contiguous byte buffer or raise ValidationError(input.type); */
 int an_get_input(an_state *st, PyObject *obj, Py_buffer *view);
+/* an int argument within int32 range (OverflowError otherwise); */
+int an_as_int(PyObject *o, int *out);
 /* parse the 9 decode options (mode, depth16, scale_denom, max_w, max_h,
  * orient, strict, expect_format, limits) starting at args[0]; */
 int an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts);

@@ -72,20 +72,6 @@ array_view(an_state *st, PyObject *obj, int allow16, int bgr, an_image_view *v)
     return 0;
 }
 
-static int
-as_int(PyObject *o, int *out)
-{
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    if (v < INT32_MIN || v > INT32_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "integer option out of range");
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 /* Moves the encoded stream into a new bytes object and frees the chunks. */
 static PyObject *
 take_bytes(an_state *st, an_outbuf *out)
@@ -120,7 +106,7 @@ an_py_encode_jpeg(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     an_jpeg_enc_opts_init(&opts);
-    if (as_int(args[1], &opts.quality) < 0 || as_int(args[2], &sub) < 0 ||
+    if (an_as_int(args[1], &opts.quality) < 0 || an_as_int(args[2], &sub) < 0 ||
         (opts.progressive = PyObject_IsTrue(args[3])) < 0 ||
         (opts.optimize = PyObject_IsTrue(args[4])) < 0 || (bgr = PyObject_IsTrue(args[5])) < 0 ||
         (opts.drop_alpha = PyObject_IsTrue(args[6])) < 0)
@@ -160,7 +146,7 @@ an_py_encode_png(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     an_png_enc_opts_init(&opts);
-    if (as_int(args[1], &opts.compression) < 0 || (bgr = PyObject_IsTrue(args[2])) < 0)
+    if (an_as_int(args[1], &opts.compression) < 0 || (bgr = PyObject_IsTrue(args[2])) < 0)
         return NULL;
     if (array_view(st, args[0], 1, bgr, &view) < 0)
         return NULL;

@@ -91,8 +91,8 @@ parse_limits(PyObject *t, an_limits *lim)
                : 0;
 }
 
-static int
-as_int(PyObject *o, int *out)
+int
+an_as_int(PyObject *o, int *out)
 {
     long v = PyLong_AsLong(o);
     if (v == -1 && PyErr_Occurred())
@@ -152,10 +152,10 @@ an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts)
 {
     int mode, depth16, denom, orient, strict, expect;
     an_decode_opts_init(opts);
-    if (as_int(args[0], &mode) < 0 || (depth16 = PyObject_IsTrue(args[1])) < 0 ||
-        as_int(args[2], &denom) < 0 || as_u32(args[3], &opts->max_w) < 0 ||
+    if (an_as_int(args[0], &mode) < 0 || (depth16 = PyObject_IsTrue(args[1])) < 0 ||
+        an_as_int(args[2], &denom) < 0 || as_u32(args[3], &opts->max_w) < 0 ||
         as_u32(args[4], &opts->max_h) < 0 || (orient = PyObject_IsTrue(args[5])) < 0 ||
-        (strict = PyObject_IsTrue(args[6])) < 0 || as_int(args[7], &expect) < 0 ||
+        (strict = PyObject_IsTrue(args[6])) < 0 || an_as_int(args[7], &expect) < 0 ||
         parse_limits(args[8], &opts->limits) < 0)
         return -1;
     if (expect < 0 || expect >= AN_FMT_COUNT) {

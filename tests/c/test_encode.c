@@ -19,33 +19,8 @@
 #include <string.h>
 
 #include "an_core.h"
+#include "check.h"
 #include "an_encode.h"
-
-static int n_pass, n_fail;
-static const char *current;
-
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (cond)                                                                        \
-            n_pass++;                                                                    \
-        else {                                                                           \
-            n_fail++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d [%s]: %s\n", __FILE__, __LINE__, current, #cond); \
-        }                                                                                \
-    } while (0)
-
-#define CHECK_ST(expr, want)                                                             \
-    do {                                                                                 \
-        an_status got_ = (expr);                                                         \
-        if (got_ == (want))                                                              \
-            n_pass++;                                                                    \
-        else {                                                                           \
-            n_fail++;                                                                    \
-            fprintf(stderr, "FAIL %s:%d [%s]: %s -> %s, want %s\n", __FILE__, __LINE__,  \
-                    current, #expr, an_error_lookup(got_)->code,                         \
-                    an_error_lookup(want)->code);                                        \
-        }                                                                                \
-    } while (0)
 
 /* A w x h x ch image: smooth ramps (never wrapping) plus a little texture. */
 static uint8_t *
