@@ -14,6 +14,12 @@ whole process, per call) are printed; if N threads cost more CPU seconds
 than one, the work itself got slower when run in parallel (shared caches,
 memory bandwidth, page faults, frequency), not the scheduling.
 
+Last, the same serial decode loop runs in 1 process, then in N processes at
+once (forked, nothing shared), alternating: the per-call slow-down is what the
+machine charges for keeping all its CPUs busy, with no thread pool, lock or
+shared address space involved, so N / slow-down is the ceiling of any
+N-thread speed-up on this machine.
+
     .venv/bin/python benchmarks/scaling.py [--rounds N]
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import multiprocessing as mp
 import os
 import random
 import resource
@@ -41,6 +48,33 @@ import amulet_native as an
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def _decode_loop(args: tuple[list[bytes], int]) -> float:
+    """Median seconds of a serial decode of the batch, over `loops` calls."""
+    batch, loops = args
+    times = []
+    for _ in range(loops):
+        t0 = time.perf_counter()
+        for b in batch:
+            an.decode(b)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def process_slowdown(batch: list[bytes], n: int, rounds: int = 10) -> tuple[float, float, float]:
+    """Per-call seconds of the serial decode alone and with n processes at once
+    (medians), and the median of the per-round ratios: alternating rounds, so
+    a drift of the machine's speed hits both sides."""
+    ctx = mp.get_context("fork")
+    alone: list[float] = []
+    together: list[float] = []
+    with ctx.Pool(1) as one, ctx.Pool(n) as many:
+        for _ in range(rounds):
+            alone.append(one.map(_decode_loop, [(batch, 3)])[0])
+            together.append(statistics.median(many.map(_decode_loop, [(batch, 3)] * n)))
+    ratio = statistics.median(t / a for t, a in zip(together, alone, strict=True))
+    return statistics.median(alone), statistics.median(together), ratio
 
 
 def main() -> int:
@@ -90,6 +124,13 @@ def main() -> int:
     print(
         f"speed-up sha256 {n} threads vs 1 (paired median): "
         f"{speedup('sha256 1 thread', f'sha256 {n} threads'):.2f}x"
+    )
+    pool.shutdown()
+    alone, together, slowdown = process_slowdown(batch, n)
+    print(
+        f"serial decode in 1 process: {alone * 1e3:.2f} ms; in {n} processes at once: "
+        f"{together * 1e3:.2f} ms each (paired slow-down {slowdown:.2f}x, so the ceiling "
+        f"of a {n}-way speed-up here is {n / slowdown:.2f}x)"
     )
     return 0
 
