@@ -589,7 +589,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
         (
             "- Encoders: JPEG quality 85, 4:2:0, baseline, unoptimised Huffman tables, "
             "accurate DCT everywhere; PNG zlib level 6 (OpenCV told explicitly) with each "
-            "library's own filter choice, so output sizes are shown next to the times. "
+            "library's own filter and zlib strategy (OpenCV: `Z_DEFAULT_STRATEGY`; libpng's "
+            "default, which amulet_native keeps: `Z_FILTERED`), so output sizes are shown "
+            "next to the times. "
             "base64: 1 MiB of random bytes; amulet_native returns `str`, the stdlib and "
             "pybase64.b64encode `bytes` (str-returning variants are shown too); "
             "`binascii.a2b_base64` skips invalid characters while amulet_native rejects "
