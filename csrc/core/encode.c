@@ -21,6 +21,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 #include <png.h>
+#include <zlib.h>
 
 #include "an_encode.h"
 
@@ -598,6 +599,10 @@ an_encode_png(const an_image_view *img, const an_png_enc_opts *opts, an_outbuf *
     /* libpng's default user limit (1,000,000 px a side) guards readers. */
     png_set_user_limits(p->png, AN_PNG_MAX_DIM, AN_PNG_MAX_DIM);
     png_set_compression_level(p->png, opts->compression);
+    /* libpng defaults to Z_FILTERED for filtered rows; zlib's default strategy
+     * is ~18% faster and ~4% smaller on photos (benchmarks/png_strategy.py),
+     * and is what Pillow and OpenCV use. */
+    png_set_compression_strategy(p->png, Z_DEFAULT_STRATEGY);
     if (opts->compression == 0)
         png_set_filter(p->png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE); /* nothing to gain */
     png_set_IHDR(p->png, p->info, v->width, v->height, v->bytes_per_sample * 8,
