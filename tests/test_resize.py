@@ -69,6 +69,14 @@ def _load_photos() -> list[npt.NDArray[np.uint8]]:
 
 
 PHOTOS = _load_photos()
+#: The generated fallback has more fine texture than the Kodak photos, so
+#: comparisons across different resampling pipelines (DCT scaling vs Pillow's
+#: filters) score lower on it; floors that depend on content come in pairs.
+KODAK = PHOTOS[0].shape == (512, 768, 3) and find_corpus() is not None
+
+
+def floor(kodak: float, generated: float) -> float:
+    return kodak if KODAK else generated
 
 
 def with_channels(rgb: npt.NDArray[np.uint8], channels: int) -> npt.NDArray[np.uint8]:
@@ -445,10 +453,11 @@ def test_thumbnail_cover_matches_pillow_fit(box: tuple[int, int]) -> None:
     t = an.thumbnail(data, box, fit="cover")
     assert t.shape == (box[1], box[0], 3)
     ref = np.asarray(ImageOps.fit(Image.open(io.BytesIO(data)).convert("RGB"), box, Image.Resampling.BOX))
-    # measured: 47.9, 42.4, 39.3 (integer vs fractional crop, DCT-scaled
-    # decode) and 34.2 for the (1000, 900) enlargement (pixel mixing vs
-    # Pillow's nearest-like BOX)
-    assert psnr(t, ref) >= 31, box
+    # measured on Kodak: 47.9, 42.4, 39.3 (integer vs fractional crop,
+    # DCT-scaled decode) and 34.2 for the (1000, 900) enlargement (pixel mixing
+    # vs Pillow's nearest-like BOX); on the generated fallback 41.1, 37.1, 34.4
+    # and 26.1
+    assert psnr(t, ref) >= floor(31, 24), box
 
 
 @pytest.mark.parametrize("orientation", [1, 3, 6, 8])
@@ -459,7 +468,7 @@ def test_thumbnail_respects_exif_orientation(orientation: int) -> None:
     w, h = upright.size
     assert t.shape[:2] == contain_size((w, h), (128, 128))[::-1]
     ref = np.asarray(upright.resize((t.shape[1], t.shape[0]), Image.Resampling.BOX))
-    assert psnr(t, ref) >= 37  # measured: 40.7 for all four
+    assert psnr(t, ref) >= floor(37, 31)  # measured: 40.7 (Kodak), 33.8 (generated)
     raw = an.thumbnail(data, (128, 128), orient=False)
     assert raw.shape == (85, 128, 3)
     cover = an.thumbnail(data, (100, 40), fit="cover")
