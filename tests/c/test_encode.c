@@ -266,32 +266,6 @@ test_refusals(void)
 
 /* ---- fault injection ---- */
 
-typedef struct fault_ctx {
-    long fail_at;   /* 1-based index of the allocation to fail; 0 = never */
-    long count;     /* allocations attempted */
-    long live;      /* blocks handed out and not yet freed */
-} fault_ctx;
-
-static void *
-fault_malloc(void *ctx, size_t size)
-{
-    fault_ctx *f = ctx;
-    if (++f->count == f->fail_at)
-        return NULL;
-    void *p = malloc(size);
-    if (p != NULL)
-        f->live++;
-    return p;
-}
-
-static void
-fault_free(void *ctx, void *ptr)
-{
-    fault_ctx *f = ctx;
-    f->live--;
-    free(ptr);
-}
-
 static void
 fault_inject(const char *name, int jpeg, const an_image_view *v, const void *opts_in)
 {
