@@ -188,7 +188,7 @@ def _pack_rows(samples: npt.NDArray[Any], bit_depth: int) -> npt.NDArray[np.uint
     return out.astype(np.uint8)
 
 
-def _filter_rows(raw: npt.NDArray[np.uint8], bpp: int) -> bytes:
+def png_filter_rows(raw: npt.NDArray[np.uint8], bpp: int) -> bytes:
     """Cycle filter types None, Sub, Up, Average, Paeth over the rows."""
     out = bytearray()
     prev = np.zeros(raw.shape[1], np.int32)
@@ -241,9 +241,9 @@ def png_bytes(
             sub = arr[y0::dy, x0::dx]
             if sub.shape[0] == 0 or sub.shape[1] == 0:
                 continue
-            data += _filter_rows(_pack_rows(sub.reshape(sub.shape[0], -1), bit_depth), bpp)
+            data += png_filter_rows(_pack_rows(sub.reshape(sub.shape[0], -1), bit_depth), bpp)
     else:
-        data = _filter_rows(_pack_rows(arr.reshape(h, w * c), bit_depth), bpp)
+        data = png_filter_rows(_pack_rows(arr.reshape(h, w * c), bit_depth), bpp)
     out = PNG_SIG + png_ihdr(w, h, bit_depth, color_type, int(interlace))
     if exif is not None and not exif_after_idat:
         out += png_chunk(b"eXIf", exif)

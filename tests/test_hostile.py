@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import png_filter_rows
 from PIL import Image
 
 import amulet_native as an
@@ -94,33 +95,6 @@ ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
          (0, 1, 1, 2)]
 
 
-def _filter(rows: np.ndarray, bpp: int) -> bytes:
-    """Filters each row with type row % 5 (None, Sub, Up, Average, Paeth)."""
-    out = bytearray()
-    prev = np.zeros(rows.shape[1], np.int32)
-    for i, row in enumerate(rows.astype(np.int32)):
-        left = np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]])
-        upleft = np.concatenate([np.zeros(bpp, np.int32), prev[:-bpp]])
-        ft = i % 5
-        if ft == 0:
-            f = row
-        elif ft == 1:
-            f = row - left
-        elif ft == 2:
-            f = row - prev
-        elif ft == 3:
-            f = row - (left + prev) // 2
-        else:
-            p = left + prev - upleft
-            pa, pb, pc = abs(p - left), abs(p - prev), abs(p - upleft)
-            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
-            f = row - pred
-        out.append(ft)
-        out += (f & 0xFF).astype(np.uint8).tobytes()
-        prev = row
-    return bytes(out)
-
-
 def make_png(
     arr: np.ndarray, *, interlace: bool = False, palette: bytes | None = None,
     trns: bytes | None = None, before_idat: bytes = b"", idat_chunks: int = 1,
@@ -139,9 +113,9 @@ def make_png(
         for x0, y0, dx, dy in ADAM7:
             sub = raw_bytes.reshape(h, w, bpp)[y0::dy, x0::dx]
             if sub.size:
-                data += _filter(sub.reshape(sub.shape[0], -1), bpp)
+                data += png_filter_rows(sub.reshape(sub.shape[0], -1), bpp)
     else:
-        data = _filter(raw_bytes, bpp)
+        data = png_filter_rows(raw_bytes, bpp)
     z = zlib.compress(data, 6)
     step = max(1, math.ceil(len(z) / idat_chunks))
     idats = b"".join(png_chunk(b"IDAT", z[i:i + step]) for i in range(0, len(z), step))
