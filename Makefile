@@ -73,6 +73,8 @@ sanitize: build
 	    --ignore=tests/test_leaks.py  # RSS/heap readings mean nothing under ASan's allocator
 
 fuzz: system
+	@command -v clang >/dev/null || { echo "make: installing clang (libFuzzer)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang >/dev/null; }
 	$(MAKE) -C tests/fuzz run SECONDS=$(FUZZ_SECONDS)
 
 lint: build
