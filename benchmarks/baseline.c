@@ -44,6 +44,32 @@ bl_jpeg_silent(j_common_ptr cinfo)
     (void)cinfo;
 }
 
+/* Decodes every scanline into a buffer malloc'd per call (stored in *out so
+ * the caller's longjmp path frees it), 16 rows per libjpeg call, as
+ * amulet_native does.  Returns -1 when the buffer cannot be allocated. */
+static int
+read_image(struct jpeg_decompress_struct *cinfo, uint8_t *volatile *out)
+{
+    JSAMPROW rows[16];
+    jpeg_start_decompress(cinfo);
+    size_t stride = (size_t)cinfo->output_width * (size_t)cinfo->output_components;
+    uint8_t *buf = malloc(stride * cinfo->output_height);
+    *out = buf;
+    if (buf == NULL)
+        return -1;
+    while (cinfo->output_scanline < cinfo->output_height) {
+        JDIMENSION y = cinfo->output_scanline;
+        JDIMENSION n = cinfo->output_height - y;
+        if (n > 16)
+            n = 16;
+        for (JDIMENSION i = 0; i < n; i++)
+            rows[i] = buf + (size_t)(y + i) * stride;
+        jpeg_read_scanlines(cinfo, rows, n);
+    }
+    jpeg_finish_decompress(cinfo);
+    return 0;
+}
+
 /* bgr selects JCS_EXT_BGR instead of JCS_EXT_RGB; denom is the DCT scale
  * denominator (1, 2, 4 or 8). */
 int
@@ -52,7 +78,6 @@ bl_jpeg_decode(const uint8_t *data, size_t len, int bgr, int denom, int *w, int 
     struct jpeg_decompress_struct cinfo;
     struct bl_jpeg_err err;
     uint8_t *volatile out = NULL;
-    JSAMPROW rows[16];
 
     cinfo.err = jpeg_std_error(&err.mgr);
     err.mgr.error_exit = bl_jpeg_error_exit;
@@ -70,23 +95,10 @@ bl_jpeg_decode(const uint8_t *data, size_t len, int bgr, int denom, int *w, int 
     cinfo.do_fancy_upsampling = TRUE;
     cinfo.scale_num = 1;
     cinfo.scale_denom = (unsigned)denom;
-    jpeg_start_decompress(&cinfo);
-    size_t stride = (size_t)cinfo.output_width * (size_t)cinfo.output_components;
-    out = malloc(stride * cinfo.output_height);
-    if (out == NULL) {
+    if (read_image(&cinfo, &out) != 0) {
         jpeg_destroy_decompress(&cinfo);
         return -2;
     }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JDIMENSION y = cinfo.output_scanline;
-        JDIMENSION n = cinfo.output_height - y;
-        if (n > 16)
-            n = 16;
-        for (JDIMENSION i = 0; i < n; i++)
-            rows[i] = out + (size_t)(y + i) * stride;
-        jpeg_read_scanlines(&cinfo, rows, n);
-    }
-    jpeg_finish_decompress(&cinfo);
     *w = (int)cinfo.output_width;
     *h = (int)cinfo.output_height;
     jpeg_destroy_decompress(&cinfo);
@@ -104,7 +116,6 @@ bl_jpeg_stage(const uint8_t *data, size_t len, int stage)
     struct jpeg_decompress_struct cinfo;
     struct bl_jpeg_err err;
     uint8_t *volatile out = NULL;
-    JSAMPROW rows[16];
 
     cinfo.err = jpeg_std_error(&err.mgr);
     err.mgr.error_exit = bl_jpeg_error_exit;
@@ -126,23 +137,10 @@ bl_jpeg_stage(const uint8_t *data, size_t len, int stage)
     cinfo.out_color_space = JCS_EXT_RGB;
     cinfo.dct_method = JDCT_IFAST;
     cinfo.do_fancy_upsampling = FALSE;
-    jpeg_start_decompress(&cinfo);
-    size_t stride = (size_t)cinfo.output_width * (size_t)cinfo.output_components;
-    out = malloc(stride * cinfo.output_height);
-    if (out == NULL) {
+    if (read_image(&cinfo, &out) != 0) {
         jpeg_destroy_decompress(&cinfo);
         return -2;
     }
-    while (cinfo.output_scanline < cinfo.output_height) {
-        JDIMENSION y = cinfo.output_scanline;
-        JDIMENSION n = cinfo.output_height - y;
-        if (n > 16)
-            n = 16;
-        for (JDIMENSION i = 0; i < n; i++)
-            rows[i] = out + (size_t)(y + i) * stride;
-        jpeg_read_scanlines(&cinfo, rows, n);
-    }
-    jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     free(out);
     return 0;

@@ -14,10 +14,8 @@ Interleaved rounds (shuffled order each round) on the same input:
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _baseline import Baseline
 from _inputs import build_inputs
+from _interleave import interleaved
 
 import amulet_native as an
 
@@ -48,16 +47,7 @@ def run_one(name: str, data: bytes, bl: Baseline, rounds: int) -> None:
         "scale 1/8": lambda: bl.jpeg(data, denom=8),
         "fast": lambda: bl.jpeg_stage(data, 1),
     }
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    for fn in fns.values():
-        fn()
-    for _ in range(rounds):
-        random.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved(fns, rounds)
     print(f"\n## {name} ({rounds} interleaved rounds)")
     for k in fns:
         share = statistics.median(a / b for a, b in zip(times[k], times["full"], strict=True))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import statistics
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from _inputs import load_photos
+from _interleave import interleaved
 
 import amulet_native as an
 
@@ -51,14 +51,7 @@ def main() -> int:
         "OpenCV, Z_FILTERED": lambda: cv2.imencode(".png", bgr, level + filtered)[1],
     }
     sizes = {k: len(bytes(fn())) for k, fn in fns.items()}
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    for _ in range(args.rounds):
-        random.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved(fns, args.rounds)
     ref = times["amulet_native"]
     print(f"## PNG level 6, {args.photo} ({args.rounds} interleaved rounds)")
     for k in fns:

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import random
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _baseline import Baseline
 from _inputs import build_inputs
+from _interleave import interleaved
 
 import amulet_native as an
 
@@ -64,16 +63,7 @@ def main() -> int:
         ),
         "full decode": lambda: an.decode(data),
     }
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()
-    order = list(fns)
-    for _ in range(args.rounds):
-        random.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
+    times = interleaved(fns, args.rounds)
     print(f"## thumbnail of the 3072x2048 mosaic ({args.rounds} interleaved rounds)")
     print(f"{'stage':14s} {'median':>10s}  {'/ thumbnail':>11s}")
     for k in fns:
