@@ -2,7 +2,7 @@
  * an_core.h - the Python-free core of amulet_native.
  *
  * Everything in csrc/core/ is plain C99 over libjpeg-turbo and libpng.  It never
- * includes the CPython headers so that the C tests, the sanitizer builds and the fuzzers can
+ * includes the interpreter's headers so that the C tests, the sanitizer builds and the fuzzers can
  * drive exactly the code the extension runs.  Every fallible call returns an
  * an_status and fills an an_error; the binding maps the status to one Python
  * exception class through the single table in errors.c.
