@@ -29,6 +29,19 @@
 
 #include "../core/an_pool.h"
 
+/* Per-object critical sections.  On free-threaded builds (3.13t+) this is
+ * CPython's per-object lock; with the GIL it compiles to a plain block, and the
+ * GIL is what serialises.  Either way the section is suspended whenever the
+ * thread blocks or calls back into Python code that releases the GIL, so it
+ * protects C-level invariants only: never rely on it to serialise a user call. */
+#if defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030D0000
+#define AN_BEGIN_CRITICAL_SECTION(op) Py_BEGIN_CRITICAL_SECTION(op)
+#define AN_END_CRITICAL_SECTION() Py_END_CRITICAL_SECTION()
+#else
+#define AN_BEGIN_CRITICAL_SECTION(op) {
+#define AN_END_CRITICAL_SECTION() }
+#endif
+
 typedef struct {
     PyObject *exc[AN_STATUS_COUNT]; /* class raised for each status */
     PyObject *warning;              /* AmuletWarning */
