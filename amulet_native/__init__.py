@@ -14,6 +14,7 @@ from .errors import (
     NetworkError,
     ProcessingError,
     SecurityError,
+    SerializationError,
     UnsupportedFormatError,
     ValidationError,
 )
@@ -29,6 +30,7 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .tiered import AsyncTieredCache, TieredCache
 from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
@@ -38,6 +40,7 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "AsyncTieredCache",
     "DecodeError",
     "ImageInfo",
     "ImageTooLargeError",
@@ -48,6 +51,8 @@ __all__ = [
     "NetworkError",
     "ProcessingError",
     "SecurityError",
+    "SerializationError",
+    "TieredCache",
     "UnsupportedFormatError",
     "ValidationError",
     "available_cpus",

@@ -16,6 +16,8 @@ table, listed by ``amulet_native._core.error_table()``.
     ├── SecurityError                      .severity
     │   └── ImageTooLargeError             .limit_name, .actual, .limit
     └── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    ValidationError
+    └── SerializationError (also TypeError) .type_name
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "NetworkError",
     "ProcessingError",
     "SecurityError",
+    "SerializationError",
     "UnsupportedFormatError",
     "ValidationError",
 ]
@@ -191,6 +194,20 @@ class MemoryLimitError(AmuletError, MemoryError):
     @property
     def in_use(self) -> int | None:
         return self.context.get("in_use")
+
+
+class SerializationError(ValidationError, TypeError):
+    """A cache key or value of a type that cannot be stored without an explicit
+    serializer (codes ``"serialize.key_type"``, ``"serialize.value_type"``,
+    ``"serialize.dtype"``, ``"serialize.ndim"``, ``"serialize.key_depth"``)."""
+
+    default_code = "serialize.value_type"
+    _context_fields: tuple[str, ...] = ("type_name",)
+
+    @property
+    def type_name(self) -> str | None:
+        """Name of the refused type (or dtype)."""
+        return self.context.get("type_name")
 
 
 class AmuletWarning(UserWarning):
