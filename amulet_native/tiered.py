@@ -228,8 +228,9 @@ def encode_key(key: Any, *, key_serializer: KeySerializer | None = None) -> byte
 #             f float (IEEE double), a ndarray, o serializer output
 #   6   2  header length H: the payload starts at offset H
 #   8   8  expiry, Unix time in ms (0: none); lets a reader fill L1 with the rest
-#  16   4  CRC-32 of bytes [0, 16) and [20, H)
-#  20      kind-specific header; for "a": dtype kind char (b i u f c), byte order char
+#  16   8  payload length (the value is exactly H + this long: catches truncation)
+#  24   4  CRC-32 of bytes [0, 24) and [28, H)
+#  28      kind-specific header; for "a": dtype kind char (b i u f c), byte order char
 #             (< > |), itemsize, ndim (<= 32), then ndim u64 dimensions, zero padding
 #             to a multiple of 16 so the data is aligned for every dtype
 #   H      payload; for "a": the elements in C order, exactly prod(shape) * itemsize bytes
@@ -237,10 +238,10 @@ def encode_key(key: Any, *, key_serializer: KeySerializer | None = None) -> byte
 MAGIC: Final = b"\x89AN\n"
 VERSION: Final = 1
 MAX_NDIM: Final = 32
-_ENV = struct.Struct("<4sBBHQ")
+_ENV = struct.Struct("<4sBBHQQ")
 _CRC = struct.Struct("<I")
 _ARR = struct.Struct("<ccBB")
-_BASE = _ENV.size + _CRC.size  # 20
+_BASE = _ENV.size + _CRC.size  # 28
 _ALLOWED_SIZES: Final = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8),
                          "c": (8, 16)}
 _INT_RE = re.compile(rb"-?(0|[1-9][0-9]*)")
@@ -252,15 +253,21 @@ class CorruptValue(Exception):
     """Internal: a value read from Redis failed validation (counted as a miss)."""
 
 
-def _header(kind: bytes, expires_ms: int, extra: bytes = b"", align: int = 1) -> bytearray:
+def _header(
+    kind: bytes, expires_ms: int, payload_len: int, extra: bytes = b"", align: int = 1
+) -> bytearray:
     size = _BASE + len(extra)
     size += -size % align
     head = bytearray(size)
-    _ENV.pack_into(head, 0, MAGIC, VERSION, kind[0], size, expires_ms)
+    _ENV.pack_into(head, 0, MAGIC, VERSION, kind[0], size, expires_ms, payload_len)
     head[_BASE : _BASE + len(extra)] = extra
     crc = zlib.crc32(memoryview(head)[_BASE:], zlib.crc32(memoryview(head)[: _ENV.size]))
     _CRC.pack_into(head, _ENV.size, crc)
     return head
+
+
+def _pack(kind: bytes, expires_ms: int, payload: bytes | bytearray) -> bytearray:
+    return _header(kind, expires_ms, len(payload)) + payload
 
 
 def _array_dtype_str(arr: npt.NDArray[Any]) -> str:
@@ -300,7 +307,7 @@ def encode_value(
             )
         extra = _ARR.pack(dstr[1].encode(), dstr[0].encode(), value.itemsize, value.ndim)
         extra += struct.pack(f"<{value.ndim}Q", *value.shape)
-        head = _header(b"a", expires_ms, extra, align=16)
+        head = _header(b"a", expires_ms, value.nbytes, extra, align=16)
         buf = bytearray(len(head) + value.nbytes)
         buf[: len(head)] = head
         view = np.frombuffer(buf, dtype=dstr, count=value.size, offset=len(head))
@@ -309,13 +316,13 @@ def encode_value(
         view.flags.writeable = False
         return buf, view
     if t is bytes:
-        return _header(b"b", expires_ms) + value, value
+        return _pack(b"b", expires_ms, value), value
     if t is str:
-        return _header(b"s", expires_ms) + value.encode("utf-8", "surrogatepass"), value
+        return _pack(b"s", expires_ms, value.encode("utf-8", "surrogatepass")), value
     if value is None:
-        return _header(b"n", expires_ms), None
+        return _pack(b"n", expires_ms, b""), None
     if t is bool:
-        return _header(b"t", expires_ms) + (b"\x01" if value else b"\x00"), value
+        return _pack(b"t", expires_ms, b"\x01" if value else b"\x00"), value
     if t is int:
         if value.bit_length() > _INT_BITS:
             raise SerializationError(
@@ -323,15 +330,15 @@ def encode_value(
                 code="serialize.value_type",
                 type_name="int",
             )
-        return _header(b"i", expires_ms) + b"%d" % value, value
+        return _pack(b"i", expires_ms, b"%d" % value), value
     if t is float:
-        return _header(b"f", expires_ms) + struct.pack("<d", value), value
+        return _pack(b"f", expires_ms, struct.pack("<d", value)), value
     if isinstance(value, (bytes, bytearray, memoryview)):  # bytes subclasses included
         raw = bytes(value)
-        return _header(b"b", expires_ms) + raw, raw
+        return _pack(b"b", expires_ms, raw), raw
     if isinstance(value, str):
         plain = str(str.__str__(value))
-        return _header(b"s", expires_ms) + plain.encode("utf-8", "surrogatepass"), plain
+        return _pack(b"s", expires_ms, plain.encode("utf-8", "surrogatepass")), plain
     if serializer is not None:
         out = serializer.dumps(value)
         if not isinstance(out, (bytes, bytearray)):
@@ -340,7 +347,7 @@ def encode_value(
                 code="serialize.value_type",
                 type_name=type(out).__name__,
             )
-        return _header(b"o", expires_ms) + out, value
+        return _pack(b"o", expires_ms, out), value
     raise SerializationError(
         f"cannot store a {t.__name__} in Redis without a serializer: use bytes, str, None, "
         "bool, int, float or a NumPy array, or pass serializer=",
@@ -399,13 +406,15 @@ def decode_value(
         raise CorruptValue(f"Redis returned {type(raw).__name__}, not bytes")
     if len(raw) < _BASE:
         raise CorruptValue("shorter than the header")
-    magic, version, kind, head_len, expires_ms = _ENV.unpack_from(raw, 0)
+    magic, version, kind, head_len, expires_ms, payload_len = _ENV.unpack_from(raw, 0)
     if magic != MAGIC:
         raise CorruptValue("bad magic")
     if version != VERSION:
         raise CorruptValue(f"unknown layout version {version}")
     if head_len < _BASE or head_len > len(raw):
         raise CorruptValue("header length")
+    if head_len + payload_len != len(raw):
+        raise CorruptValue("value length does not match its header (truncated?)")
     (crc,) = _CRC.unpack_from(raw, _ENV.size)
     view = memoryview(raw)
     if zlib.crc32(view[_BASE:head_len], zlib.crc32(view[: _ENV.size])) != crc:
