@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import re
 import struct
 import threading
@@ -144,12 +145,13 @@ KeySerializer = Callable[[Any], bytes | str]
 def _key_part(key: Any, key_serializer: KeySerializer | None, depth: int) -> bytes:
     t = type(key)
     if t is str:
-        b = key.encode("utf-8", "surrogatepass")
+        b: bytes = key.encode("utf-8", "surrogatepass")
         return b"s%d:" % len(b) + b
     if t is int:
         return _int_key(key)
     if t is bytes:
-        return b"b%d:" % len(key) + key
+        raw: bytes = key
+        return b"b%d:" % len(raw) + raw
     if t is tuple:
         if depth >= MAX_KEY_DEPTH:
             raise SerializationError(
@@ -175,7 +177,7 @@ def _key_part(key: Any, key_serializer: KeySerializer | None, depth: int) -> byt
     if isinstance(key, float):
         return b"f" + float.hex(key).encode() + b";"
     if isinstance(key, bytes):
-        raw = bytes(key)
+        raw = bytes(key)  # a bytes subclass: its plain value
         return b"b%d:" % len(raw) + raw
     if isinstance(key, tuple):
         return _key_part(tuple(key), key_serializer, depth)
@@ -242,8 +244,14 @@ _ENV = struct.Struct("<4sBBHQQ")
 _CRC = struct.Struct("<I")
 _ARR = struct.Struct("<ccBB")
 _BASE = _ENV.size + _CRC.size  # 28
-_ALLOWED_SIZES: Final = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8),
-                         "c": (8, 16)}
+_HEAD = struct.Struct("<4sBBHQQI")  # _ENV then the CRC
+_ALLOWED_SIZES: Final = {
+    "b": (1,),
+    "i": (1, 2, 4, 8),
+    "u": (1, 2, 4, 8),
+    "f": (2, 4, 8),
+    "c": (8, 16),
+}
 _INT_RE = re.compile(rb"-?(0|[1-9][0-9]*)")
 _MAX_DIM = 1 << 62
 _INT_BITS = 12000  # ints up to ~3600 decimal digits, under Python's 4300-digit limit
@@ -266,16 +274,20 @@ def _header(
     return head
 
 
-def _pack(kind: bytes, expires_ms: int, payload: bytes | bytearray) -> bytearray:
-    return _header(kind, expires_ms, len(payload)) + payload
+def _pack(kind: bytes, expires_ms: int, payload: bytes | bytearray) -> bytes:
+    """Header + payload of a kind without its own header (everything but arrays)."""
+    env = _ENV.pack(MAGIC, VERSION, kind[0], _BASE, expires_ms, len(payload))
+    return b"".join((env, _CRC.pack(zlib.crc32(env)), payload))
 
 
 def _array_dtype_str(arr: npt.NDArray[Any]) -> str:
     dt = arr.dtype
     s = dt.str  # explicit byte order: "<i4", ">f8", "|u1", "|b1"
-    if dt.fields is not None or s[1] not in _ALLOWED_SIZES or dt.itemsize not in _ALLOWED_SIZES[
-        s[1]
-    ]:
+    if (
+        dt.fields is not None
+        or s[1] not in _ALLOWED_SIZES
+        or dt.itemsize not in _ALLOWED_SIZES[s[1]]
+    ):
         raise SerializationError(
             f"cannot store an array of dtype {dt} in Redis without a serializer: supported "
             "are bool, (u)int8..64, float16/32/64 and complex64/128",
@@ -406,7 +418,7 @@ def decode_value(
         raise CorruptValue(f"Redis returned {type(raw).__name__}, not bytes")
     if len(raw) < _BASE:
         raise CorruptValue("shorter than the header")
-    magic, version, kind, head_len, expires_ms, payload_len = _ENV.unpack_from(raw, 0)
+    magic, version, kind, head_len, expires_ms, payload_len, crc = _HEAD.unpack_from(raw, 0)
     if magic != MAGIC:
         raise CorruptValue("bad magic")
     if version != VERSION:
@@ -415,9 +427,10 @@ def decode_value(
         raise CorruptValue("header length")
     if head_len + payload_len != len(raw):
         raise CorruptValue("value length does not match its header (truncated?)")
-    (crc,) = _CRC.unpack_from(raw, _ENV.size)
-    view = memoryview(raw)
-    if zlib.crc32(view[_BASE:head_len], zlib.crc32(view[: _ENV.size])) != crc:
+    actual = zlib.crc32(raw[: _ENV.size])
+    if head_len > _BASE:
+        actual = zlib.crc32(raw[_BASE:head_len], actual)
+    if actual != crc:
         raise CorruptValue("header checksum")
     left: float | None = None
     if expires_ms:
@@ -455,7 +468,7 @@ def decode_value(
             raise CorruptValue("value needs a serializer and none is configured")
         try:
             return serializer.loads(payload), left
-        except Exception as exc:  # the serializer's own validation failed
+        except Exception as exc:  # noqa: BLE001 - any failure of loads means a bad value
             raise CorruptValue(f"serializer.loads failed: {type(exc).__name__}") from None
     raise CorruptValue(f"unknown value kind {kind}")
 
@@ -469,7 +482,13 @@ def _now_ms() -> int:
 _MISSING: Any = object()
 _DEFAULT: Any = object()
 _COUNTERS = (
-    "l1_hits", "l1_misses", "l2_hits", "l2_misses", "l2_corrupt", "l2_errors", "l2_timeouts",
+    "l1_hits",
+    "l1_misses",
+    "l2_hits",
+    "l2_misses",
+    "l2_corrupt",
+    "l2_errors",
+    "l2_timeouts",
     "l2_skipped",
 )
 _SCAN_COUNT = 1000
@@ -485,7 +504,7 @@ def _check_seconds(name: str, value: float | None, *, allow_zero: bool = False) 
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds or None")
-    if not (value >= 0 if allow_zero else value > 0) or value != value or value == float("inf"):
+    if not math.isfinite(value) or not (value >= 0 if allow_zero else value > 0):
         raise ValidationError(
             f"{name} must be a finite number of seconds {'>= 0' if allow_zero else '> 0'}, "
             f"got {value!r}",
@@ -515,9 +534,7 @@ class _TieredBase:
             raise TypeError("prefix must be str or bytes")
         if not prefix_b:
             # clear() deletes "prefix*": an empty prefix would wipe the database.
-            raise ValidationError(
-                "prefix must not be empty", code="value.invalid", field="prefix"
-            )
+            raise ValidationError("prefix must not be empty", code="value.invalid", field="prefix")
         _check_seconds("ttl", ttl)
         _check_seconds("l1_ttl", l1_ttl)
         _check_seconds("backoff", backoff, allow_zero=True)
@@ -538,7 +555,9 @@ class _TieredBase:
         # Failures after which L2 is skipped for `backoff` seconds; any other Redis
         # error (an error reply) is counted but does not stop L2.
         self._down_errors: tuple[type[BaseException], ...] = (
-            rex.ConnectionError, rex.TimeoutError, OSError,
+            rex.ConnectionError,
+            rex.TimeoutError,
+            OSError,
         )
         self._l2_errors: tuple[type[BaseException], ...] = (rex.RedisError, OSError)
         self._lock = threading.Lock()
@@ -690,8 +709,13 @@ class TieredCache(_TieredBase):
         backoff: float = 1.0,
     ) -> None:
         super().__init__(
-            l1, prefix=prefix, ttl=ttl, l1_ttl=l1_ttl, serializer=serializer,
-            key_serializer=key_serializer, backoff=backoff,
+            l1,
+            prefix=prefix,
+            ttl=ttl,
+            l1_ttl=l1_ttl,
+            serializer=serializer,
+            key_serializer=key_serializer,
+            backoff=backoff,
         )
         import redis as redis_mod
         from redis.retry import Retry
@@ -834,8 +858,13 @@ class AsyncTieredCache(_TieredBase):
         backoff: float = 1.0,
     ) -> None:
         super().__init__(
-            l1, prefix=prefix, ttl=ttl, l1_ttl=l1_ttl, serializer=serializer,
-            key_serializer=key_serializer, backoff=backoff,
+            l1,
+            prefix=prefix,
+            ttl=ttl,
+            l1_ttl=l1_ttl,
+            serializer=serializer,
+            key_serializer=key_serializer,
+            backoff=backoff,
         )
         import redis.asyncio as aredis
         from redis.asyncio.retry import Retry

@@ -111,6 +111,19 @@ def _pybase64() -> str | None:
     return str(pb.get_version())
 
 
+def _redis_server() -> str | None:
+    """Version of the redis-server binary the tiered-cache benchmarks start."""
+    import shutil
+    import subprocess
+
+    path = shutil.which("redis-server")
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    m = re.search(r"v=([0-9.]+)", out.stdout)
+    return m.group(1) if m else None
+
+
 def collect() -> dict[str, Any]:
     """Everything RESULTS.md states about the machine and the libraries."""
     import amulet_native as an
@@ -132,6 +145,9 @@ def collect() -> dict[str, Any]:
         "pyspng": _dist("pyspng"),
         "pyspng zlib": _embedded("pyspng", rb"\x00(1\.[23]\.[0-9]+)\x00"),
         "pybase64": _pybase64(),
+        "redis-server": _redis_server(),
+        "redis-py": _dist("redis"),
+        "cashews": _dist("cashews"),
         "pytest-benchmark": _dist("pytest-benchmark"),
     }
     return {

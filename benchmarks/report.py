@@ -227,7 +227,7 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER
+    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -341,6 +341,8 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
         g = groups[gname]
         if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER:
             continue
+        if gname in TIERED_ORDER:
+            continue
         cells = []
         for label, names in COMPACT_PEERS:
             if label not in cols:
@@ -387,6 +389,43 @@ def pipeline_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
             if r is not None:
                 cells.append(f"{label} {r:.2f}×")
         lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
+    return lines
+
+
+# The tiered-cache groups, named as in test_bench_tiered.py, and the peers of
+# their README table: (label, peer).  cashews and the async row are paired with
+# "amulet_native async", the others with sync "amulet_native".
+TIERED_ORDER = tuple(
+    f"tiered {op}: {value}"
+    for value in ("array 768x512x3 uint8", "bytes 1 KiB")
+    for op in ("get L1 hit", "get L2 hit (L1 miss)", "set both tiers")
+)
+TIERED_SUMMARY = (
+    ("redis-py + pickle", "redis-py GET/SET + pickle"),
+    ("async (vs sync)", "amulet_native async"),
+    ("cashews (vs async)", "cashews (redis)"),
+    ("cashews client_side (vs async)", "cashews (redis, client_side)"),
+)
+
+
+def tiered_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """One row per tiered-cache group: amulet_native's median time and each
+    peer's paired ratio."""
+    lines = [
+        "| tiered cache | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in TIERED_ORDER:
+        g = groups.get(gname, {})
+        if AMULET not in g:
+            continue
+        cells = [
+            f"{label} {r:.2f}×"
+            for label, peer in TIERED_SUMMARY
+            if peer in g and (r := ratio(g, peer)) is not None
+        ]
+        lines.append(f"| {gname[len('tiered '):]} | {fmt_time(g[AMULET].median)} | "
+                     + ", ".join(cells) + " |")
     return lines
 
 
@@ -607,11 +646,16 @@ def render(paths: list[Path]) -> tuple[str, str]:
     ]
     pipeline = [g for g in ordered_groups(groups) if g in PIPELINE_ORDER]
     for gname in ordered_groups(groups):
-        if gname not in pipeline:
+        if gname not in pipeline and gname not in TIERED_ORDER:
             out += group_table(gname, groups[gname], runs)
     if pipeline:
         out += ["## Results: pipeline", ""]
         for gname in pipeline:
+            out += group_table(gname, groups[gname], runs)
+    tiered = [g for g in ordered_groups(groups) if g in TIERED_ORDER]
+    if tiered:
+        out += ["## Results: tiered cache (L1 + Redis)", ""]
+        for gname in tiered:
             out += group_table(gname, groups[gname], runs)
     out += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
     for t in targets(groups) + (pipeline_targets(groups) if pipeline else []):
@@ -628,6 +672,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
     if pipeline:
         compact += ["", *pipeline_table(groups)]
         out += ["", *pipeline_table(groups)]
+    if tiered:
+        compact += ["", *tiered_table(groups)]
+        out += ["", *tiered_table(groups)]
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 

@@ -80,14 +80,26 @@ class RedisServer:
             try:
                 self.proc = subprocess.Popen(
                     [
-                        self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                        "--save", "", "--appendonly", "no", "--daemonize", "no",
-                        "--dir", str(self.workdir), "--protected-mode", "no",
+                        self.binary,
+                        "--port",
+                        str(self.port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--daemonize",
+                        "no",
+                        "--dir",
+                        str(self.workdir),
+                        "--protected-mode",
+                        "no",
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
                 )
             finally:
                 log.close()
@@ -135,7 +147,7 @@ class RedisServer:
         kwargs.setdefault("socket_timeout", 5)
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> RedisServer:  # noqa: PYI034 - final in practice
         return self.start()
 
     def __exit__(
