@@ -36,9 +36,9 @@ import pytest
 from conftest import measure
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_server import RedisServer, redis_server_binary  # noqa: E402
+from redis_server import RedisServer, redis_server_binary
 
-import amulet_native as an  # noqa: E402
+import amulet_native as an
 
 TTL = 600.0
 VALUES = {
