@@ -21,7 +21,8 @@ only this prefix's keys (``SCAN MATCH``, never ``FLUSHDB``).
 
 Keys are encoded deterministically across processes (never ``hash()``, which is
 randomised per process): ``str``, ``bytes``, ``int``, ``float``, ``bool``,
-``None`` and tuples of these get a type-tagged encoding (so ``1``, ``True``,
+``None``, classes (by module and qualified name) and tuples or lists of these
+get a type-tagged encoding (so ``1``, ``True``,
 ``1.0`` and ``"1"`` are four different keys), replaced by its BLAKE2b-256 hex
 digest when longer than 128 bytes.  Other key types raise
 :class:`~amulet_native.errors.SerializationError` (a ``TypeError``) with code
@@ -179,8 +180,18 @@ def _key_part(key: Any, key_serializer: KeySerializer | None, depth: int) -> byt
     if isinstance(key, bytes):
         raw = bytes(key)  # a bytes subclass: its plain value
         return b"b%d:" % len(raw) + raw
-    if isinstance(key, tuple):
-        return _key_part(tuple(key), key_serializer, depth)
+    if isinstance(key, (tuple, list)):  # lists too: functools-style keys are list subclasses
+        if depth >= MAX_KEY_DEPTH:
+            raise SerializationError(
+                f"key tuples nest deeper than {MAX_KEY_DEPTH} levels",
+                code="serialize.key_depth",
+                type_name=t.__name__,
+            )
+        parts = b"".join(_key_part(k, key_serializer, depth + 1) for k in key)
+        return (b"(" + parts + b")") if isinstance(key, tuple) else (b"[" + parts + b"]")
+    if isinstance(key, type):  # e.g. the argument types of a typed=True cache key
+        name = f"{key.__module__}.{key.__qualname__}".encode("utf-8", "surrogatepass")
+        return b"c%d:" % len(name) + name
     if key_serializer is not None:
         out = key_serializer(key)
         if isinstance(out, str):
@@ -480,7 +491,6 @@ def _now_ms() -> int:
 # ---- the tiered cache ------------------------------------------------------------
 
 _MISSING: Any = object()
-_DEFAULT: Any = object()
 _COUNTERS = (
     "l1_hits",
     "l1_misses",
@@ -592,8 +602,12 @@ class _TieredBase:
                 self._down_until = time.monotonic() + self.backoff
 
     def _resolve_ttl(self, ttl: float | None) -> float | None:
-        if ttl is _DEFAULT:
+        # None means the cache's default (what @cached passes when it has no ttl);
+        # math.inf means no expiry even when the cache has a default.
+        if ttl is None:
             return self.ttl
+        if ttl == math.inf:
+            return None
         _check_seconds("ttl", ttl)
         return ttl
 
@@ -740,9 +754,9 @@ class TieredCache(_TieredBase):
             return default
         return self._from_l2(rkey, raw, default)
 
-    def set(self, key: Any, value: Any, ttl: float | None = _DEFAULT) -> None:
-        """Store ``value`` in both tiers; ``ttl`` seconds (default: the cache's
-        ``ttl``; None: no expiry).  Raises SerializationError (a TypeError) for
+    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """Store ``value`` in both tiers for ``ttl`` seconds (None: the cache's
+        ``ttl``; ``math.inf``: no expiry even when the cache has a ttl).  Raises SerializationError (a TypeError) for
         keys or values the cache cannot encode; Redis failures are only counted."""
         rkey = self.redis_key(key)
         payload, px = self._l1_store(rkey, value, ttl)
@@ -807,7 +821,7 @@ class TieredCache(_TieredBase):
             return value
         return await asyncio.to_thread(self._l2_get, rkey, default)
 
-    async def aset(self, key: Any, value: Any, ttl: float | None = _DEFAULT) -> None:
+    async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """:meth:`set` for coroutines: L1 inline, Redis in a worker thread."""
         rkey = self.redis_key(key)
         payload, px = self._l1_store(rkey, value, ttl)
@@ -886,7 +900,7 @@ class AsyncTieredCache(_TieredBase):
             return default
         return self._from_l2(rkey, raw, default)
 
-    async def aset(self, key: Any, value: Any, ttl: float | None = _DEFAULT) -> None:
+    async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` in both tiers (see :meth:`TieredCache.set`)."""
         rkey = self.redis_key(key)
         ttl = self._resolve_ttl(ttl)

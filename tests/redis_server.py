@@ -14,6 +14,7 @@ The Debian package ``redis-server`` provides the binary (``make`` installs it);
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import signal
 import socket
@@ -100,6 +101,8 @@ class RedisServer:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl
+                    # a foreign binary: keep `make sanitize`'s ASan preload out of it
+                    env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
                 )
             finally:
                 log.close()
