@@ -60,6 +60,11 @@ back-off tries again and redis-py reconnects by itself.  Writes and deletes made
 while L2 is unreachable reach L1 only: after recovery Redis may still hold the
 older value of those keys until its TTL ends, so give L2 entries a ``ttl``, and
 ``l1_ttl`` bounds how long a worker serves an entry another worker replaced.
+
+Redis itself: any Redis >= 4 (``UNLINK``); for a cache, run it without
+persistence, e.g. ``redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no``
+with a ``maxmemory`` and ``maxmemory-policy allkeys-lru`` (Debian: ``apt-get install
+redis-server``; the test suite starts its own, see ``tests/redis_server.py``).
 """
 
 from __future__ import annotations
@@ -548,9 +553,10 @@ class _TieredBase:
         _check_seconds("ttl", ttl)
         _check_seconds("l1_ttl", l1_ttl)
         _check_seconds("backoff", backoff, allow_zero=True)
-        for name, obj in (("serializer", serializer),):
-            if obj is not None and not (hasattr(obj, "dumps") and hasattr(obj, "loads")):
-                raise TypeError(f"{name} needs dumps() and loads() methods")
+        if serializer is not None and not (
+            hasattr(serializer, "dumps") and hasattr(serializer, "loads")
+        ):
+            raise TypeError("serializer needs dumps() and loads() methods")
         if key_serializer is not None and not callable(key_serializer):
             raise TypeError("key_serializer must be callable")
         self.l1 = l1
@@ -560,7 +566,6 @@ class _TieredBase:
         self.serializer = serializer
         self.key_serializer = key_serializer
         self.backoff = float(backoff)
-        self._rex = rex
         self._timeouts: tuple[type[BaseException], ...] = (rex.TimeoutError, TimeoutError)
         # Failures after which L2 is skipped for `backoff` seconds; any other Redis
         # error (an error reply) is counted but does not stop L2.
