@@ -29,6 +29,18 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .memory import (
+    GarbageCollectionManager,
+    MemoryMonitor,
+    MemorySnapshot,
+    MemoryUsage,
+    PressureLevel,
+    get_process_memory_limit,
+    memory_efficient_operation,
+    memory_limit,
+    memory_limit_context,
+    set_process_memory_limit,
+)
 from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
@@ -39,13 +51,18 @@ __all__ = [
     "AmuletError",
     "AmuletWarning",
     "DecodeError",
+    "GarbageCollectionManager",
     "ImageInfo",
     "ImageTooLargeError",
     "Limits",
     "MemoryLimitError",
+    "MemoryMonitor",
+    "MemorySnapshot",
+    "MemoryUsage",
     "Mode",
     "ModelError",
     "NetworkError",
+    "PressureLevel",
     "ProcessingError",
     "SecurityError",
     "UnsupportedFormatError",
@@ -63,8 +80,13 @@ __all__ = [
     "encode_jpeg",
     "encode_png",
     "get_default_limits",
+    "get_process_memory_limit",
+    "memory_efficient_operation",
+    "memory_limit",
+    "memory_limit_context",
     "probe",
     "resize",
     "set_default_limits",
+    "set_process_memory_limit",
     "thumbnail",
 ]
