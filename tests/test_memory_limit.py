@@ -12,8 +12,11 @@ import asyncio
 import contextvars
 import gc
 import io
+import json
 import struct
+import subprocess
 import sys
+import textwrap
 import threading
 import tracemalloc
 from collections.abc import Iterator
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, photo
+from conftest import MEMORY_PROBES, jpeg_bytes, photo
 from PIL import Image
 
 import amulet_native as an
@@ -631,3 +634,69 @@ def test_process_limit_validation(no_process_limit: None) -> None:
         an.set_process_memory_limit(0)
     an.set_process_memory_limit(mb=10_000)
     assert an.get_process_memory_limit() == 10_000 * MB
+
+
+# ---- leaks ------------------------------------------------------------------------------------
+
+LEAK_WORKER = MEMORY_PROBES + textwrap.dedent(r'''
+    import asyncio, io, json, sys
+    import numpy as np
+    from PIL import Image
+    import amulet_native as an
+
+    arr = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    buf = io.BytesIO(); Image.fromarray(arr).save(buf, "JPEG", progressive=True)
+    jpg = buf.getvalue()
+    buf = io.BytesIO(); Image.fromarray(arr).save(buf, "PNG"); png = buf.getvalue()
+
+    def once():
+        with an.memory_limit(mb=1) as outer:
+            kept = np.empty(1000, np.uint8)
+            with an.memory_limit(max_bytes=60000):
+                an.decode(jpg)
+                an.decode(png)
+                try:
+                    with an.memory_limit(max_bytes=15000):  # no room for the coefficients
+                        an.decode(jpg)
+                    raise AssertionError("not refused")
+                except an.MemoryLimitError:
+                    pass
+                try:
+                    np.empty(30000, np.uint8)
+                except MemoryError:
+                    pass
+            an.decode_many([jpg, png], threads=2)
+        try:
+            with an.memory_limit(max_bytes=100):
+                np.zeros(1000)
+        except an.MemoryLimitError:
+            pass
+        del kept  # freed after its scope
+        assert outer.current == 0
+
+    for _ in range(300):
+        once()
+    n = int(sys.argv[1])
+    marks = [(heap(), rss())]
+    for _ in range(2):
+        for _ in range(n):
+            once()
+        marks.append((heap(), rss()))
+    print(json.dumps(marks))
+''')
+
+
+@pytest.mark.slow
+def test_no_leaks() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", LEAK_WORKER, "2000"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    marks = json.loads(proc.stdout)
+    heap_growth = [marks[i + 1][0] - marks[i][0] for i in range(2)]
+    rss_growth = [marks[i + 1][1] - marks[i][1] for i in range(2)]
+    # A leak grows both halves; a one-time allocation shows in at most one.
+    assert min(heap_growth) < 64 * 1024, heap_growth
+    assert min(rss_growth) < 2 * 1024 * 1024, rss_growth
