@@ -30,6 +30,18 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .memory import (
+    GarbageCollectionManager,
+    MemoryMonitor,
+    MemorySnapshot,
+    MemoryUsage,
+    PressureLevel,
+    get_process_memory_limit,
+    memory_efficient_operation,
+    memory_limit,
+    memory_limit_context,
+    set_process_memory_limit,
+)
 from .tiered import AsyncTieredCache, TieredCache
 from .transform import resize, thumbnail
 
@@ -42,13 +54,18 @@ __all__ = [
     "AmuletWarning",
     "AsyncTieredCache",
     "DecodeError",
+    "GarbageCollectionManager",
     "ImageInfo",
     "ImageTooLargeError",
     "Limits",
     "MemoryLimitError",
+    "MemoryMonitor",
+    "MemorySnapshot",
+    "MemoryUsage",
     "Mode",
     "ModelError",
     "NetworkError",
+    "PressureLevel",
     "ProcessingError",
     "SecurityError",
     "SerializationError",
@@ -68,8 +85,13 @@ __all__ = [
     "encode_jpeg",
     "encode_png",
     "get_default_limits",
+    "get_process_memory_limit",
+    "memory_efficient_operation",
+    "memory_limit",
+    "memory_limit_context",
     "probe",
     "resize",
     "set_default_limits",
+    "set_process_memory_limit",
     "thumbnail",
 ]

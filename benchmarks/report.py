@@ -678,6 +678,39 @@ def render(paths: list[Path]) -> tuple[str, str]:
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 
+# memory_limit groups (test_bench_memory.py): the reference runs inside a scope.
+MEMORY_LIMIT_ORDER = (
+    "memory_limit overhead: numpy loop, 128 B temporaries",
+    "memory_limit overhead: numpy loop, 32 KiB temporaries",
+    "memory_limit overhead: decode jpeg 640x480",
+)
+MEMORY_LIMIT_NO_SCOPE = "no scope (NumPy default handler)"
+MEMORY_LIMIT_TRACEMALLOC = "tracemalloc"
+
+
+def memory_limit_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """README table: time inside memory_limit(), its overhead over no scope
+    (1 / paired ratio - 1), and tracemalloc's time relative to the scope."""
+    rows = [g for g in MEMORY_LIMIT_ORDER if g in groups]
+    if not rows:
+        return []
+    out = [
+        "| work | in memory_limit() | overhead vs no scope | tracemalloc / memory_limit |",
+        "|---|---|---|---|",
+    ]
+    for g in rows:
+        group = groups[g]
+        ref = group.get(AMULET)
+        bare = ratio(group, MEMORY_LIMIT_NO_SCOPE)
+        traced = ratio(group, MEMORY_LIMIT_TRACEMALLOC)
+        out.append(
+            f"| {g.split(': ', 1)[-1]} | {fmt_time(ref.median) if ref else '?'} | "
+            f"{f'{1 / bare - 1:+.1%}' if bare else '?'} | "
+            f"{f'{traced:.2f}x' if traced else '?'} |"
+        )
+    return out
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -689,8 +722,13 @@ def main(argv: list[str]) -> int:
     notes = output.with_name("NOTES.md")
     if notes.exists():  # hand-written analysis kept next to the generated tables
         text += "\n" + notes.read_text()
+    mem_table = memory_limit_table(load(paths)[0])
+    if mem_table:
+        text += "\n## memory_limit overhead\n\n" + "\n".join(mem_table) + "\n"
     output.write_text(text)
     sys.stdout.write(compact)
+    if mem_table:
+        sys.stdout.write("\n" + "\n".join(mem_table) + "\n")
     return 0
 
 

@@ -49,6 +49,8 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    AN_ERR_PROCESS_MEMORY_LIMIT, /* the process memory limit refused an allocation */
+    AN_ERR_SYSTEM,          /* /proc or cgroup files missing, unreadable or malformed */
     AN_STATUS_COUNT
 } an_status;
 
@@ -88,6 +90,10 @@ typedef struct an_allocator {
     void (*free_fn)(void *ctx, void *ptr);
     void *ctx;
     an_status fail_status;  /* status reported when malloc_fn fails */
+    /* Optional: charge/uncharge memory a library allocates by itself (libjpeg's
+     * coefficient buffers).  reserve_fn returns 0 to refuse. */
+    int (*reserve_fn)(void *ctx, size_t size);
+    void (*release_fn)(void *ctx, size_t size);
 } an_allocator;
 
 void *an_malloc(const an_allocator *a, size_t size);
@@ -96,6 +102,11 @@ void *an_malloc(const an_allocator *a, size_t size);
 an_status an_nomem(const an_allocator *a);
 void *an_calloc(const an_allocator *a, size_t n, size_t size);
 void an_free(const an_allocator *a, void *ptr);
+/* Charge size bytes that are allocated elsewhere: 1 = granted (always, without
+ * a reserve_fn), 0 = refused (report an_nomem(a)).  Each grant is released
+ * once with the same size. */
+int an_reserve(const an_allocator *a, size_t size);
+void an_release(const an_allocator *a, size_t size);
 
 /* Overflow-checked a*b (and a*b*c*d); return 0 on overflow. */
 int an_mul_size(size_t a, size_t b, size_t *out);
@@ -209,6 +220,8 @@ void an_decoder_shape(const an_decoder *dec, an_shape *shape);
  * undecodable part zero-filled.  On error the content of out is unspecified. */
 an_status an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err);
 void an_decoder_close(an_decoder *dec);
+/* The allocator the decoder was opened with (opts->alloc; NULL = malloc). */
+const an_allocator *an_decoder_allocator(const an_decoder *dec);
 
 /* One-shot convenience (C tests, fuzzers): allocates *out with opts->alloc. */
 an_status an_decode(const uint8_t *data, size_t len, const an_decode_opts *opts,

@@ -48,6 +48,12 @@ an_decoder_shape(const an_decoder *dec, an_shape *shape)
     *shape = dec->shape;
 }
 
+const an_allocator *
+an_decoder_allocator(const an_decoder *dec)
+{
+    return dec->opts.alloc;
+}
+
 void
 an_decoder_close(an_decoder *dec)
 {

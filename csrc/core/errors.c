@@ -44,6 +44,9 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_ARRAY, "value.array", "ValidationError",
      "array has an unsupported shape, dtype or layout"},
     {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
+    {AN_ERR_PROCESS_MEMORY_LIMIT, "memory.process_limit", "MemoryLimitError",
+     "process memory limit exceeded"},
+    {AN_ERR_SYSTEM, "system.meminfo", "ProcessingError", "cannot read memory information"},
 };
 
 const an_error_entry *
@@ -105,6 +108,19 @@ an_free(const an_allocator *a, void *ptr)
         a->free_fn(a->ctx, ptr);
     else
         free(ptr);
+}
+
+int
+an_reserve(const an_allocator *a, size_t size)
+{
+    return (a == NULL || a->reserve_fn == NULL) ? 1 : a->reserve_fn(a->ctx, size);
+}
+
+void
+an_release(const an_allocator *a, size_t size)
+{
+    if (a != NULL && a->release_fn != NULL)
+        a->release_fn(a->ctx, size);
 }
 
 int

@@ -42,6 +42,7 @@ struct an_jpeg {
     int direct;             /* libjpeg delivers the final mode itself */
     uint8_t *rowbuf;        /* conversion rows, owned */
     uint32_t out_w, out_h;
+    size_t reserved;        /* libjpeg's own buffers, charged via an_reserve */
 };
 
 static const JOCTET fake_eoi[2] = {0xFF, JPEG_EOI};
@@ -175,6 +176,8 @@ an_jpeg_close(an_jpeg *j)
         return;
     if (j->created)
         jpeg_destroy_decompress(&j->cinfo);
+    if (j->reserved)
+        an_release(j->alloc, j->reserved);
     an_free(j->alloc, j->rowbuf);
     an_free(j->alloc, j);
 }
@@ -281,6 +284,25 @@ an_jpeg_dims(const an_jpeg *j, uint32_t *w, uint32_t *h)
 
 #define ROWS_PER_CALL 16
 
+/* Bytes of the whole-image coefficient buffer libjpeg allocates (outside the
+ * core allocator) for progressive and other multi-scan files: one JBLOCK per
+ * DCT block of every component, rounded up to whole MCUs (jdcoefct.c). */
+static size_t
+coef_buffer_bytes(const struct jpeg_decompress_struct *c)
+{
+    size_t total = 0;
+    for (int ci = 0; ci < c->num_components; ci++) {
+        const jpeg_component_info *comp = &c->comp_info[ci];
+        size_t h = (size_t)comp->h_samp_factor, v = (size_t)comp->v_samp_factor, bytes;
+        size_t w_blocks = ((size_t)comp->width_in_blocks + h - 1) / h * h;
+        size_t h_blocks = ((size_t)comp->height_in_blocks + v - 1) / v * v;
+        if (!an_mul_size(w_blocks * h_blocks, sizeof(JBLOCK), &bytes) || bytes > SIZE_MAX - total)
+            return SIZE_MAX;
+        total += bytes;
+    }
+    return total;
+}
+
 an_status
 an_jpeg_run(an_jpeg *j, uint8_t *out, an_error *err)
 {
@@ -292,6 +314,15 @@ an_jpeg_run(an_jpeg *j, uint8_t *out, an_error *err)
         if (err->status == AN_OK)
             an_error_set(err, AN_ERR_CORRUPT, "JPEG decoding failed");
         return err->status;
+    }
+    if (jpeg_has_multiple_scans(c) && j->reserved == 0) {
+        size_t need = coef_buffer_bytes(c);
+        if (!an_reserve(j->alloc, need)) {
+            an_error_set(err, an_nomem(j->alloc),
+                         "cannot reserve %zu bytes for the JPEG coefficient buffer", need);
+            return err->status;
+        }
+        j->reserved = need;
     }
     jpeg_start_decompress(c);
     if (c->output_width != j->out_w || c->output_height != j->out_h ||

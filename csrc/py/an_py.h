@@ -48,6 +48,8 @@ typedef struct {
     an_pool *pool;                  /* decode_many workers, created on first use */
     pthread_mutex_t pool_lock;      /* guards pool creation and growth */
     int pool_lock_ready;
+    PyTypeObject *budget_type;      /* memory.c: _core.Budget */
+    uint64_t process_limit;         /* memory.c: bytes of RSS, 0 = none (atomic access) */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -98,5 +100,34 @@ PyObject *an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, con
 PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* memory.c: budgets for NumPy (NEP 49 handler) and the native decoders.
+ * Hook a new allocation path in three lines: an_budget_precheck() before
+ * allocating an output of known size, an_guard_begin() + opts.alloc =
+ * an_guard_allocator() around core calls, an_raise_guarded() for core errors. */
+#include "../core/an_budget.h"
+/* The budget of the innermost memory_limit() scope of the current context, as
+ * a new reference (an_budget_decref it), or NULL: no scope, or an error (then
+ * an exception is set; check PyErr_Occurred). */
+an_budget *an_current_budget(void);
+/* 0 when bytes fit the current scope's budget (and, for requests of at least
+ * AN_GUARD_THRESHOLD, the process memory limit); else -1 with MemoryLimitError
+ * (context: requested, limit, in_use, limit_kind). Charges nothing. */
+int an_budget_precheck(an_state *st, size_t bytes);
+/* Sets g up to charge the current budget and guard the process limit; pass
+ * an_guard_allocator(g) as the core allocator, an_guard_release(g) after. */
+int an_guard_begin(an_state *st, an_guard *g);
+/* an_raise(), except that a refusal by the guard behind alloc raises
+ * MemoryLimitError with its numbers.  Always returns NULL. */
+PyObject *an_raise_guarded(an_state *st, const an_error *err, const an_allocator *alloc);
+int an_memory_exec(PyObject *m, an_state *st);
+PyObject *an_py_budget_enter(PyObject *module, PyObject *arg);
+PyObject *an_py_budget_exit(PyObject *module, PyObject *prev);
+PyObject *an_py_current_budget(PyObject *module, PyObject *unused);
+PyObject *an_py_memory_precheck(PyObject *module, PyObject *arg);
+PyObject *an_py_set_process_memory_limit(PyObject *module, PyObject *arg);
+PyObject *an_py_get_process_memory_limit(PyObject *module, PyObject *unused);
+PyObject *an_py_read_procmem(PyObject *module, PyObject *arg);
+PyObject *an_py_read_cgroup(PyObject *module, PyObject *arg);
 
 #endif /* AN_PY_H */

@@ -107,6 +107,12 @@ an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (an_parse_decode_opts(args + 1, &opts) < 0 || text_get(st, args[0], &text) < 0)
         return NULL;
+    an_guard guard; /* charges the binary copy and the decoder to the budget */
+    if (an_guard_begin(st, &guard) < 0) {
+        text_release(&text);
+        return NULL;
+    }
+    opts.alloc = an_guard_allocator(&guard);
     memset(&err, 0, sizeof(err));
     Py_BEGIN_ALLOW_THREADS
     s = an_b64_decode_alloc(text.data, text.len, AN_B64_DATA_URL, opts.limits.max_bytes,
@@ -117,12 +123,15 @@ an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     text_release(&text);
     if (s != AN_OK) {
         an_free(opts.alloc, bin);
-        return an_raise(st, &err);
+        an_raise_guarded(st, &err, opts.alloc);
+        an_guard_release(&guard);
+        return NULL;
     }
     /* bin is ours, so out= cannot overlap it (in = NULL).  stacklevel 2: past
      * amulet_native.b64.decode_base64 to the user's line. */
     PyObject *res = an_decode_into_array(st, dec, args[10], NULL, opts.strict, 2);
     an_free(opts.alloc, bin);
+    an_guard_release(&guard);
     return res;
 }
 

@@ -111,18 +111,23 @@ an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (an_parse_decode_opts(args + 1, &opts) < 0)
         return NULL;
+    /* The workers charge the caller's memory_limit() scope through the guard. */
+    an_guard guard;
+    if (an_guard_begin(st, &guard) < 0)
+        return NULL;
+    opts.alloc = an_guard_allocator(&guard);
     long nthreads = PyLong_AsLong(args[10]);
     if (nthreads == -1 && PyErr_Occurred())
-        return NULL;
+        goto done;
     if ((return_errors = PyObject_IsTrue(args[11])) < 0)
-        return NULL;
+        goto done;
     if (nthreads < 1 || nthreads > 1024) {
         an_raise_status(st, AN_ERR_INVALID_ARG, "threads must be in [1, 1024], got %ld", nthreads);
-        return NULL;
+        goto done;
     }
     threads = (int)nthreads;
     if ((seq = PySequence_Fast(args[0], "items must be a sequence")) == NULL)
-        return NULL;
+        goto done;
     n = PySequence_Fast_GET_SIZE(seq);
     if ((result = PyList_New(n)) == NULL)
         goto done;
@@ -164,7 +169,10 @@ an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         an_shape shape;
         an_decoder_shape(j->dec, &shape);
-        arrays[i] = an_new_output(st, &shape, opts.strict);
+        /* Each output is checked against the budget as the ones before it
+         * are charged, so a batch fails item by item, not all at once. */
+        if (an_budget_precheck(st, shape.nbytes) == 0)
+            arrays[i] = an_new_output(st, &shape, opts.strict);
         if (arrays[i] == NULL) {
             /* Record it in the slot like any other failure. */
             PyObject *exc = take_exception();
@@ -210,7 +218,7 @@ an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             continue;
         }
         j->err.status = j->status;
-        an_raise(st, &j->err);
+        an_raise_guarded(st, &j->err, opts.alloc);
         PyObject *exc = take_exception();
         if (exc == NULL)
             goto fail;
@@ -245,5 +253,6 @@ done:
     PyMem_Free(jobs);
     PyMem_Free(arrays);
     Py_XDECREF(seq);
+    an_guard_release(&guard);
     return result;
 }

@@ -218,17 +218,27 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (an_get_input(st, args[0], &view) < 0)
         return NULL;
+    /* The core's working memory is charged to the memory_limit() scope. */
+    an_guard guard;
+    if (an_guard_begin(st, &guard) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    opts.alloc = an_guard_allocator(&guard);
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_open(&dec, view.buf, (size_t)view.len, &opts, &err);
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
         PyBuffer_Release(&view);
-        return an_raise(st, &err);
+        an_raise_guarded(st, &err, opts.alloc);
+        an_guard_release(&guard);
+        return NULL;
     }
     /* stacklevel 3: past amulet_native.image._decode and its public caller,
      * so the warning points at the user's line. */
     res = an_decode_into_array(st, dec, args[10], &view, opts.strict, 3);
     PyBuffer_Release(&view);
+    an_guard_release(&guard);
     return res;
 }
 
@@ -241,14 +251,16 @@ an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buff
     PyArrayObject *arr = NULL;
     an_status s;
 
+    const an_allocator *alloc = an_decoder_allocator(dec);
     an_decoder_shape(dec, &shape);
     if (out != Py_None) {
         if ((arr = check_out(st, out, &shape, in)) == NULL)
             goto error;
         if (!strict)
             memset(PyArray_BYTES(arr), 0, shape.nbytes);
-    } else if ((arr = an_new_output(st, &shape, strict)) == NULL) {
-        goto error;
+    } else if (an_budget_precheck(st, shape.nbytes) < 0 ||
+               (arr = an_new_output(st, &shape, strict)) == NULL) {
+        goto error; /* a budget refuses before anything is allocated */
     }
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_run(dec, (uint8_t *)PyArray_BYTES(arr), &err);
@@ -256,7 +268,7 @@ an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buff
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
         Py_DECREF(arr);
-        return an_raise(st, &err);
+        return an_raise_guarded(st, &err, alloc);
     }
     if (an_warn_decoded(st, &err, stacklevel) < 0) {
         Py_DECREF(arr);

@@ -76,6 +76,22 @@ static PyMethodDef core_methods[] = {
      "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
     {"error_table", py_error_table, METH_NOARGS,
      "error_table() -> [(code, class_name, message)]: the core's error table."},
+    {"budget_enter", an_py_budget_enter, METH_O,
+     "budget_enter(limit) -> (Budget, previous_handler): install a budget's NumPy handler."},
+    {"budget_exit", an_py_budget_exit, METH_O,
+     "budget_exit(previous_handler): put back the handler budget_enter replaced."},
+    {"current_budget", an_py_current_budget, METH_NOARGS,
+     "current_budget() -> Budget | None: the innermost scope of this context."},
+    {"memory_precheck", an_py_memory_precheck, METH_O,
+     "memory_precheck(nbytes): raise MemoryLimitError if nbytes would not fit now."},
+    {"set_process_memory_limit", an_py_set_process_memory_limit, METH_O,
+     "set_process_memory_limit(nbytes): 0 = none."},
+    {"get_process_memory_limit", an_py_get_process_memory_limit, METH_NOARGS,
+     "get_process_memory_limit() -> int (0 = none)"},
+    {"read_procmem", an_py_read_procmem, METH_O,
+     "read_procmem(root) -> (rss, peak_rss, total, available)"},
+    {"read_cgroup", an_py_read_cgroup, METH_O,
+     "read_cgroup(root) -> (version, known, limit, usage, path, problem)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -105,6 +121,8 @@ core_exec(PyObject *module)
         return -1;
     }
     st->pool_lock_ready = 1;
+    if (an_memory_exec(module, st) < 0)
+        return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
@@ -121,6 +139,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_VISIT(st->exc[s]);
     Py_VISIT(st->warning);
+    Py_VISIT(st->budget_type);
     return 0;
 }
 
@@ -131,6 +150,7 @@ core_clear(PyObject *module)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_CLEAR(st->exc[s]);
     Py_CLEAR(st->warning);
+    Py_CLEAR(st->budget_type);
     return 0;
 }
 

@@ -660,7 +660,7 @@ fault_inject(const char *name, const uint8_t *data, size_t len, an_mode mode, in
 {
     current = name;
     fault_ctx f;
-    an_allocator a = {fault_malloc, fault_free, &f, AN_ERR_MEMORY_LIMIT};
+    an_allocator a = {fault_malloc, fault_free, &f, AN_ERR_MEMORY_LIMIT, NULL, NULL};
     an_decode_opts opts;
     an_decode_opts_init(&opts);
     opts.mode = mode;

@@ -271,7 +271,7 @@ fault_inject(const char *name, int jpeg, const an_image_view *v, const void *opt
 {
     current = name;
     fault_ctx f;
-    an_allocator a = {fault_malloc, fault_free, &f, AN_ERR_MEMORY_LIMIT};
+    an_allocator a = {fault_malloc, fault_free, &f, AN_ERR_MEMORY_LIMIT, NULL, NULL};
     an_jpeg_enc_opts jo;
     an_png_enc_opts po;
     if (jpeg)
