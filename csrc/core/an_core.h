@@ -49,6 +49,8 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    AN_ERR_CLOSED,          /* the object (e.g. a mapped file) was closed */
+    AN_ERR_IO,              /* an operating system call failed; err->actual is errno */
     AN_STATUS_COUNT
 } an_status;
 

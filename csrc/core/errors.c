@@ -44,6 +44,8 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_ARRAY, "value.array", "ValidationError",
      "array has an unsupported shape, dtype or layout"},
     {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
+    {AN_ERR_CLOSED, "input.closed", "ValidationError", "the object is closed"},
+    {AN_ERR_IO, "io.error", "ProcessingError", "an operating system call failed"},
 };
 
 const an_error_entry *
