@@ -300,7 +300,7 @@ def _map_if_large(f: Any, threshold: int | None) -> tuple[MappedFile, int] | Non
 
 
 def stream_file(
-    source: str | os.PathLike[str] | IO[bytes],
+    source: str | os.PathLike[str] | IO[bytes] | io.RawIOBase | io.BufferedIOBase,
     chunk_size: int = _MIB,
     *,
     mmap_threshold: int | None = 50 * _MIB,
