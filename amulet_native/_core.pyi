@@ -72,6 +72,7 @@ def encode_jpeg(
 def encode_png(arr: npt.NDArray[Any], compression: int, bgr: bool, /) -> bytes: ...
 
 # stream.c
+def resize_bytearray(buf: bytearray, size: int, /) -> None: ...
 ADVISE_NORMAL: int
 ADVISE_SEQUENTIAL: int
 ADVISE_RANDOM: int

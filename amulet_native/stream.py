@@ -404,6 +404,14 @@ def _too_large(limit: int, received: int, declared: int | None = None) -> Payloa
     return PayloadTooLargeError(msg, limit=limit, received=received, context=ctx)
 
 
+def _uninitialised(size: int) -> bytearray:
+    """A bytearray of size bytes that are not zeroed first (the read fills them:
+    zeroing would touch every page once more for nothing)."""
+    buf = bytearray()
+    _core.resize_bytearray(buf, size)
+    return buf
+
+
 class _Accumulator:
     """Collects chunks into one geometrically grown bytearray, hashing each as it
     arrives; refuses (before copying) the chunk that would cross the limit."""
@@ -415,7 +423,7 @@ class _Accumulator:
         self.hasher = hasher
         self.algorithm = algorithm
         self.n = 0
-        self.buf = bytearray(min(limit, hint if hint is not None else _FIRST_CAPACITY))
+        self.buf = _uninitialised(min(limit, hint if hint is not None else _FIRST_CAPACITY))
 
     def add(self, chunk: object) -> None:
         if isinstance(chunk, str) or not isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -426,8 +434,7 @@ class _Accumulator:
                 raise _too_large(self.limit, self.n + k)
             end = self.n + k
             if end > len(self.buf):
-                grow = min(max(2 * len(self.buf), end), self.limit) - len(self.buf)
-                self.buf.extend(bytes(grow))
+                _core.resize_bytearray(self.buf, min(max(2 * len(self.buf), end), self.limit))
             flat = mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
             self.buf[self.n:end] = flat
             if self.hasher is not None:
@@ -464,13 +471,13 @@ def _read_file(f: Any, limit: int, hasher: Any, algorithm: str | None,
         raise _too_large(limit, 0, hint)
     # One spare byte past a known size detects a file that grew, without a
     # second buffer; an unknown size starts small and doubles.
-    buf = bytearray(hint + 1 if hint is not None else min(limit + 1, _FIRST_CAPACITY))
+    buf = _uninitialised(hint + 1 if hint is not None else min(limit + 1, _FIRST_CAPACITY))
     n = 0
     while True:
         if n == len(buf):
             if n > limit:
                 raise _too_large(limit, n)
-            buf.extend(bytes(min(2 * len(buf), limit + 1) - len(buf)))
+            _core.resize_bytearray(buf, min(2 * len(buf), limit + 1))
         with memoryview(buf) as whole:
             got = readinto(whole[n:min(len(buf), n + _STEP)])
             if got is None:

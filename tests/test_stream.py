@@ -915,3 +915,20 @@ def test_decode_mapped_large_file_without_copy(tmp_path: Path) -> None:
     assert r["file"] > 100 * MIB
     assert r["decode"] < r["out"] + len(jpeg) + 16 * MIB, r
     assert r["copy"] > r["file"] * 0.9, r  # the measurement does see a copy
+
+
+def test_resize_bytearray_helper() -> None:
+    """The core helper read_limited grows its buffer with (no zero fill)."""
+    buf = bytearray(b"abc")
+    _core.resize_bytearray(buf, 10 * MIB)
+    assert len(buf) == 10 * MIB and buf[:3] == b"abc"
+    _core.resize_bytearray(buf, 2)
+    assert buf == b"ab"
+    view = memoryview(buf)
+    with pytest.raises(BufferError):
+        _core.resize_bytearray(buf, 5)
+    view.release()
+    with pytest.raises(TypeError):
+        _core.resize_bytearray(b"ab", 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        _core.resize_bytearray(buf, -1)

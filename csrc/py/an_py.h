@@ -101,5 +101,6 @@ PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_
 
 /* stream.c: registers the MappedFile type and the ADVISE_* constants. */
 int an_stream_exec(PyObject *m, an_state *st);
+PyObject *an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* AN_PY_H */

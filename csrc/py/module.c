@@ -76,6 +76,8 @@ static PyMethodDef core_methods[] = {
      "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
     {"error_table", py_error_table, METH_NOARGS,
      "error_table() -> [(code, class_name, message)]: the core's error table."},
+    {"resize_bytearray", (PyCFunction)(void (*)(void))an_py_resize_bytearray, METH_FASTCALL,
+     "resize_bytearray(buf, size): resize in place; new bytes are uninitialised."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,8 +12,15 @@
  * when the last view is released.  A view therefore never points at unmapped
  * memory, unlike mmap.mmap, whose close() raises BufferError while exported.
  *
- * Python signature (the friendly entry point is amulet_native.open_mapped):
+ * Also resize_bytearray(): read_limited() reads an upload straight into a
+ * bytearray; bytearray(n) and extend() would first write n zero bytes (touching
+ * every page) that the read then overwrites.  PyByteArray_Resize leaves the new
+ * bytes uninitialised, and growing a large block is a realloc (mremap on Linux),
+ * not a copy.
+ *
+ * Python signatures (the friendly entry points are in amulet_native.stream):
  *   _core.MappedFile(fd)   maps the regular file open on fd; fd may be closed after
+ *   _core.resize_bytearray(buf, size)   new bytes are uninitialised
  */
 #include "an_py.h"
 
@@ -253,6 +260,26 @@ mapped_repr(PyObject *op)
     mappedobject *self = (mappedobject *)op;
     return PyUnicode_FromFormat("<amulet_native.MappedFile %zu bytes, %s>", self->size,
                                 self->closed ? "closed" : "open");
+}
+
+PyObject *
+an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyByteArray_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "resize_bytearray(buf: bytearray, size: int)");
+        return NULL;
+    }
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (size == -1 && PyErr_Occurred())
+        return NULL;
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be >= 0");
+        return NULL;
+    }
+    if (PyByteArray_Resize(args[0], size) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef mapped_methods[] = {
