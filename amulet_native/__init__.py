@@ -12,6 +12,7 @@ from .errors import (
     MemoryLimitError,
     ModelError,
     NetworkError,
+    PayloadTooLargeError,
     ProcessingError,
     SecurityError,
     SerializationError,
@@ -42,6 +43,15 @@ from .memory import (
     memory_limit_context,
     set_process_memory_limit,
 )
+from .stream import (
+    ChunkStream,
+    LimitedRead,
+    MappedFile,
+    aread_limited,
+    open_mapped,
+    read_limited,
+    stream_file,
+)
 from .tiered import AsyncTieredCache, TieredCache
 from .transform import resize, thumbnail
 
@@ -53,11 +63,14 @@ __all__ = [
     "AmuletError",
     "AmuletWarning",
     "AsyncTieredCache",
+    "ChunkStream",
     "DecodeError",
     "GarbageCollectionManager",
     "ImageInfo",
     "ImageTooLargeError",
+    "LimitedRead",
     "Limits",
+    "MappedFile",
     "MemoryLimitError",
     "MemoryMonitor",
     "MemorySnapshot",
@@ -65,6 +78,7 @@ __all__ = [
     "Mode",
     "ModelError",
     "NetworkError",
+    "PayloadTooLargeError",
     "PressureLevel",
     "ProcessingError",
     "SecurityError",
@@ -72,6 +86,7 @@ __all__ = [
     "TieredCache",
     "UnsupportedFormatError",
     "ValidationError",
+    "aread_limited",
     "available_cpus",
     "b64decode",
     "b64encode",
@@ -89,9 +104,12 @@ __all__ = [
     "memory_efficient_operation",
     "memory_limit",
     "memory_limit_context",
+    "open_mapped",
     "probe",
+    "read_limited",
     "resize",
     "set_default_limits",
     "set_process_memory_limit",
+    "stream_file",
     "thumbnail",
 ]

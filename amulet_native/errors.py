@@ -8,7 +8,8 @@ table, listed by ``amulet_native._core.error_table()``.
 
     AmuletError
     ├── ValidationError (also ValueError)  .field
-    │   └── UnsupportedFormatError         .format
+    │   ├── UnsupportedFormatError         .format
+    │   └── PayloadTooLargeError           .limit, .received, http_status 413
     ├── ModelError
     ├── ProcessingError                    .stage
     │   └── DecodeError
@@ -35,6 +36,7 @@ __all__ = [
     "MemoryLimitError",
     "ModelError",
     "NetworkError",
+    "PayloadTooLargeError",
     "ProcessingError",
     "SecurityError",
     "SerializationError",
@@ -208,6 +210,25 @@ class SerializationError(ValidationError, TypeError):
     def type_name(self) -> str | None:
         """Name of the refused type (or dtype)."""
         return self.context.get("type_name")
+class PayloadTooLargeError(ValidationError):
+    """An upload or stream sent more than the configured number of bytes.
+
+    Raised as soon as the first byte past ``limit`` arrives (nothing beyond it is
+    buffered); ``received`` is how many bytes had been read by then (0 when a
+    declared size was already too large).  Web handlers answer ``http_status``.
+    """
+
+    default_code = "input.too_large"
+    http_status = 413
+    _context_fields: tuple[str, ...] = ("limit", "received")
+
+    @property
+    def limit(self) -> int | None:
+        return self.context.get("limit")
+
+    @property
+    def received(self) -> int | None:
+        return self.context.get("received")
 
 
 class AmuletWarning(UserWarning):

@@ -42,7 +42,9 @@ __all__ = [
 Mode = Literal["RGB", "BGR", "RGBA", "L", "LA"]
 #: Anything exposing a contiguous buffer is accepted at run time; these are the
 #: types the stubs name.
-BytesLike: TypeAlias = "bytes | bytearray | memoryview | mmap.mmap | npt.NDArray[np.uint8]"
+BytesLike: TypeAlias = (
+    "bytes | bytearray | memoryview | mmap.mmap | _core.MappedFile | npt.NDArray[np.uint8]"
+)
 Source: TypeAlias = "BytesLike | IO[bytes]"
 
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "BGR": 5}

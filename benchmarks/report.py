@@ -60,6 +60,13 @@ PIPELINE_ORDER = (
     "decode_base64 jpeg kodim01 768x512",
     "encode_base64 kodim01 768x512 (jpeg q85)",
 )
+# The streaming groups, named as in test_bench_stream.py (shown in their own section).
+STREAM_ORDER = (
+    "stream_file 256 MiB page cache, 1 MiB chunks (read path)",
+    "stream_file 256 MiB page cache, 1 MiB chunks (mmap path)",
+    "read_limited 20 MB upload + blake2b",
+    "peak memory: 20 MB JPEG upload -> RGB array",
+)
 # Peers shown in the pipeline summary table, per group prefix: (label, peer).
 PIPELINE_SUMMARY = (
     (
@@ -341,7 +348,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
         g = groups[gname]
         if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER:
             continue
-        if gname in TIERED_ORDER:
+        if gname in TIERED_ORDER or gname in STREAM_ORDER:  # shown by their own tables
             continue
         cells = []
         for label, names in COMPACT_PEERS:
@@ -457,6 +464,39 @@ class Target:
             else:
                 parts.append(f"{what} {v:.2f}")
         return "; ".join(parts)
+
+
+def stream_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """Compact streaming table: amulet_native time and throughput, peer ratios;
+    peak RSS for the memory group."""
+    lines = [
+        "| streaming | amulet_native | throughput / peak RSS | peers: peer / amulet_native |",
+        "|---|---:|---:|---|",
+    ]
+    for gname in STREAM_ORDER:
+        g = groups.get(gname, {})
+        if is_memory(g):
+            ours = next((b for b in g.values() if b.peer.startswith(AMULET)), None)
+            ours_rss = ours.info("rss_peak_kib") if ours else None
+            if ours is None or not ours_rss:
+                continue
+            peers = ", ".join(
+                f"{b.peer}: {fmt_size(rss * 1024)} ({rss / ours_rss:.1f}×)"
+                for b in g.values()
+                if b is not ours and (rss := b.info("rss_peak_kib"))
+            )
+            lines.append(f"| {gname} | – | {fmt_size(ours_rss * 1024)} | {peers} |")
+            continue
+        if AMULET not in g:
+            continue
+        ref = g[AMULET]
+        nbytes = ref.info("bytes")
+        tput = f"{nbytes / ref.median / 1e9:.2f} GB/s" if nbytes else "–"
+        peers = ", ".join(
+            f"{p}: {r:.2f}" for p in g if p != AMULET and (r := ratio(g, p)) is not None
+        )
+        lines.append(f"| {gname} | {fmt_time(ref.median)} | {tput} | {peers} |")
+    return lines
 
 
 def targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
@@ -645,8 +685,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
         "",
     ]
     pipeline = [g for g in ordered_groups(groups) if g in PIPELINE_ORDER]
+    stream = [g for g in STREAM_ORDER if g in groups]
     for gname in ordered_groups(groups):
-        if gname not in pipeline and gname not in TIERED_ORDER:
+        if gname not in pipeline and gname not in TIERED_ORDER and gname not in stream:
             out += group_table(gname, groups[gname], runs)
     if pipeline:
         out += ["## Results: pipeline", ""]
@@ -656,6 +697,10 @@ def render(paths: list[Path]) -> tuple[str, str]:
     if tiered:
         out += ["## Results: tiered cache (L1 + Redis)", ""]
         for gname in tiered:
+            out += group_table(gname, groups[gname], runs)
+    if stream:
+        out += ["## Results: streaming", ""]
+        for gname in stream:
             out += group_table(gname, groups[gname], runs)
     out += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
     for t in targets(groups) + (pipeline_targets(groups) if pipeline else []):
@@ -675,6 +720,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
     if tiered:
         compact += ["", *tiered_table(groups)]
         out += ["", *tiered_table(groups)]
+    if stream:
+        compact += ["", *stream_table(groups)]
+        out += ["", *stream_table(groups)]
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 

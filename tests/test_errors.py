@@ -30,6 +30,8 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
                               {"requested": 1 << 30, "limit": 1 << 20, "in_use": 5}),
     errors.SerializationError: ((errors.ValidationError, ValueError, TypeError),
                                 {"field": "value", "type_name": "object"}),
+    errors.PayloadTooLargeError: ((errors.ValidationError, ValueError),
+                                  {"field": "body", "limit": 100, "received": 101}),
 }
 
 

@@ -51,6 +51,8 @@ typedef enum an_status {
     AN_ERR_THREADS,         /* worker threads could not be started */
     AN_ERR_PROCESS_MEMORY_LIMIT, /* the process memory limit refused an allocation */
     AN_ERR_SYSTEM,          /* /proc or cgroup files missing, unreadable or malformed */
+    AN_ERR_CLOSED,          /* the object (e.g. a mapped file) was closed */
+    AN_ERR_IO,              /* an operating system call failed; err->actual is errno */
     AN_STATUS_COUNT
 } an_status;
 

@@ -47,6 +47,8 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_PROCESS_MEMORY_LIMIT, "memory.process_limit", "MemoryLimitError",
      "process memory limit exceeded"},
     {AN_ERR_SYSTEM, "system.meminfo", "ProcessingError", "cannot read memory information"},
+    {AN_ERR_CLOSED, "input.closed", "ValidationError", "the object is closed"},
+    {AN_ERR_IO, "io.error", "ProcessingError", "an operating system call failed"},
 };
 
 const an_error_entry *

@@ -129,5 +129,8 @@ PyObject *an_py_set_process_memory_limit(PyObject *module, PyObject *arg);
 PyObject *an_py_get_process_memory_limit(PyObject *module, PyObject *unused);
 PyObject *an_py_read_procmem(PyObject *module, PyObject *arg);
 PyObject *an_py_read_cgroup(PyObject *module, PyObject *arg);
+/* stream.c: registers the MappedFile type and the ADVISE_* constants. */
+int an_stream_exec(PyObject *m, an_state *st);
+PyObject *an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* AN_PY_H */

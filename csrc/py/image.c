@@ -20,6 +20,8 @@ an_get_input(an_state *st, PyObject *obj, Py_buffer *view)
 {
     if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) == 0)
         return 0;
+    if (PyErr_ExceptionMatches(st->exc[AN_OK]))
+        return -1; /* the exporter's own typed error, e.g. a closed MappedFile */
     PyErr_Clear();
     an_raise_status(st, AN_ERR_INPUT_TYPE,
                     "expected a contiguous bytes-like object (bytes, bytearray, memoryview, "

@@ -92,6 +92,8 @@ static PyMethodDef core_methods[] = {
      "read_procmem(root) -> (rss, peak_rss, total, available)"},
     {"read_cgroup", an_py_read_cgroup, METH_O,
      "read_cgroup(root) -> (version, known, limit, usage, path, problem)"},
+    {"resize_bytearray", (PyCFunction)(void (*)(void))an_py_resize_bytearray, METH_FASTCALL,
+     "resize_bytearray(buf, size): resize in place; new bytes are uninitialised."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -122,6 +124,8 @@ core_exec(PyObject *module)
     }
     st->pool_lock_ready = 1;
     if (an_memory_exec(module, st) < 0)
+        return -1;
+    if (an_stream_exec(module, st) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
