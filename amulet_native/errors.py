@@ -15,7 +15,8 @@ table, listed by ``amulet_native._core.error_table()``.
     ├── NetworkError
     ├── SecurityError                      .severity
     │   └── ImageTooLargeError             .limit_name, .actual, .limit
-    └── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    └── ReentrantCallError (also RuntimeError) .function
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -28,12 +29,14 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    "CacheCallbackWarning",
     "DecodeError",
     "ImageTooLargeError",
     "MemoryLimitError",
     "ModelError",
     "NetworkError",
     "ProcessingError",
+    "ReentrantCallError",
     "SecurityError",
     "UnsupportedFormatError",
     "ValidationError",
@@ -195,3 +198,15 @@ class MemoryLimitError(AmuletError, MemoryError):
 
 class AmuletWarning(UserWarning):
     """Emitted when a tolerant operation (``strict=False``) had to skip damage."""
+
+
+class ReentrantCallError(AmuletError, RuntimeError):
+    """A cached function called itself (same thread or task) for the key it is
+    still computing: waiting for its own result would deadlock."""
+
+    default_code = "cache.reentrant"
+    _context_fields: tuple[str, ...] = ("function",)
+
+
+class CacheCallbackWarning(AmuletWarning):
+    """A cache's ``on_evict`` callback raised; the cache itself is unaffected."""

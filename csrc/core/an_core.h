@@ -49,6 +49,8 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    AN_ERR_CACHE_TOO_LARGE, /* a value bigger than the cache's max_bytes */
+    AN_ERR_REENTRANT,       /* a cached function called itself for the same key */
     AN_STATUS_COUNT
 } an_status;
 

@@ -44,6 +44,10 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_ARRAY, "value.array", "ValidationError",
      "array has an unsupported shape, dtype or layout"},
     {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
+    {AN_ERR_CACHE_TOO_LARGE, "cache.too_large", "ValidationError",
+     "value is larger than the cache's max_bytes"},
+    {AN_ERR_REENTRANT, "cache.reentrant", "ReentrantCallError",
+     "re-entrant call of a cached function for the key it is computing"},
 };
 
 const an_error_entry *

@@ -99,4 +99,8 @@ PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t na
 PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* cache.c: the Cache and CachedFunction types (and cached.c's make_key). */
+int an_cache_exec(PyObject *m, an_state *st);
+PyObject *an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 #endif /* AN_PY_H */

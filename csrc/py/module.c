@@ -76,6 +76,8 @@ static PyMethodDef core_methods[] = {
      "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
     {"error_table", py_error_table, METH_NOARGS,
      "error_table() -> [(code, class_name, message)]: the core's error table."},
+    {"make_key", (PyCFunction)(void (*)(void))an_py_make_key, METH_FASTCALL,
+     "make_key(args, kwargs, typed) -> key: the @cached key of a call."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -105,6 +107,8 @@ core_exec(PyObject *module)
         return -1;
     }
     st->pool_lock_ready = 1;
+    if (an_cache_exec(module, st) < 0)
+        return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
