@@ -3,16 +3,19 @@
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
+from .cache import Cache, ImageCache, cached
 from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    CacheCallbackWarning,
     DecodeError,
     ImageTooLargeError,
     MemoryLimitError,
     ModelError,
     NetworkError,
     ProcessingError,
+    ReentrantCallError,
     SecurityError,
     UnsupportedFormatError,
     ValidationError,
@@ -38,7 +41,10 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "Cache",
+    "CacheCallbackWarning",
     "DecodeError",
+    "ImageCache",
     "ImageInfo",
     "ImageTooLargeError",
     "Limits",
@@ -47,12 +53,14 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ProcessingError",
+    "ReentrantCallError",
     "SecurityError",
     "UnsupportedFormatError",
     "ValidationError",
     "available_cpus",
     "b64decode",
     "b64encode",
+    "cached",
     "decode",
     "decode_base64",
     "decode_file",

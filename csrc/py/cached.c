@@ -368,6 +368,7 @@ static PyGetSetDef cached_getset[] = {
     {"misses", (getter)cached_get_misses, NULL, "calls that missed the cache", NULL},
     {"cache", (getter)cached_get_cache, NULL, "the cache object", NULL},
     {"__func__", (getter)cached_get_func, NULL, "the wrapped function", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
