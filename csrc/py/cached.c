@@ -8,7 +8,7 @@
  * per key, the other callers wait on a per-key event with the GIL released).
  * Keys follow functools: positional args, then a marker and the keyword
  * (name, value) pairs, sorted by name; with typed, the argument types follow;
- * a lone int or str argument is its own key.
+ * a lone argument that is not a tuple is its own key.
  */
 #include "an_cache_py.h"
 #include "structmember.h"
@@ -56,8 +56,9 @@ static PyObject *
 make_key(PyObject *kwd_mark, PyObject *const *args, Py_ssize_t nargs, PyObject *const *kwvalues,
          PyObject *const *kwnames, Py_ssize_t nkw, int typed)
 {
-    if (nkw == 0 && nargs == 1 && !typed &&
-        (PyUnicode_CheckExact(args[0]) || PyLong_CheckExact(args[0])))
+    /* A lone argument is its own key (so f(1) and f(1.0) share an entry, as
+     * 1 == 1.0), except a tuple, which would collide with a multi-argument key. */
+    if (nkw == 0 && nargs == 1 && !typed && !PyTuple_Check(args[0]))
         return Py_NewRef(args[0]);
     Py_ssize_t size = nargs + (nkw ? 1 + 2 * nkw : 0) + (typed ? nargs + nkw : 0);
     Py_ssize_t order_buf[16], *order = order_buf;
