@@ -132,6 +132,9 @@ def collect() -> dict[str, Any]:
         "pyspng": _dist("pyspng"),
         "pyspng zlib": _embedded("pyspng", rb"\x00(1\.[23]\.[0-9]+)\x00"),
         "pybase64": _pybase64(),
+        "cachetools": _dist("cachetools"),
+        "cachebox": _dist("cachebox"),
+        "theine": _dist("theine"),
         "pytest-benchmark": _dist("pytest-benchmark"),
     }
     return {

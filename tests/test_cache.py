@@ -294,6 +294,14 @@ def test_byte_accounting_is_exact() -> None:
     assert c.stats().bytes == want - 1690 + obj_arr.nbytes
 
 
+def test_default_sizeof_matches_getsizeof() -> None:
+    values: list[Any] = ["", "abc", "x" * 1000, "é", "日本語", 1.5, 0, 2**100, (1, 2), [1], {}]
+    for v in values:
+        c: an.Cache[str, Any] = an.Cache()
+        c["k"] = v
+        assert c.stats().bytes == sys.getsizeof(v), v
+
+
 def test_byte_bound_evicts_lru_with_reason_size() -> None:
     reasons: list[str] = []
     c: an.Cache[int, bytes] = an.Cache(max_bytes=100, on_evict=lambda k, v, r: reasons.append(r))
