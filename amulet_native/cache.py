@@ -164,7 +164,7 @@ class Cache(_core.Cache[K, V], MutableMapping[K, V]):
         )
 
     @property
-    def timer(self) -> Callable[[], float]:  # type: ignore[override]
+    def timer(self) -> Callable[[], float]:
         return self._timer_fn
 
     def stats(self) -> CacheStats:
@@ -190,10 +190,10 @@ class Cache(_core.Cache[K, V], MutableMapping[K, V]):
         for key, value, ttl in entries:
             self.set(key, value, ttl=ttl)
 
-    def items(self) -> ItemsView[K, V]:  # type: ignore[override]
+    def items(self) -> ItemsView[K, V]:
         return _ItemsView(self)
 
-    def values(self) -> ValuesView[V]:  # type: ignore[override]
+    def values(self) -> ValuesView[V]:
         return _ValuesView(self)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -254,7 +254,7 @@ class _Retry(Exception):
 class _Flight:
     """One in-progress computation of a key; waiters block on ``event``."""
 
-    __slots__ = ("event", "owner", "value", "error", "retry")
+    __slots__ = ("error", "event", "owner", "retry", "value")
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -457,6 +457,9 @@ class CachedFunction(Generic[R]):
     function; ``.cache``, ``.cache_info()``, ``.cache_clear()``."""
 
     cache: Any
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Any]
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         raise NotImplementedError
@@ -556,7 +559,7 @@ def cached(
             lambda k, a, kw: memo.miss(wrapper, k, a, kw),
             _CachedError if cache_exceptions else None,
         )
-        functools.update_wrapper(wrapper, func)  # type: ignore[arg-type]
+        functools.update_wrapper(wrapper, func)
 
         def cache_info() -> CacheInfo:
             return CacheInfo(wrapper.hits, wrapper.misses, _maxsize(target), _currsize(target))

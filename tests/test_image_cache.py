@@ -18,7 +18,7 @@ import pytest
 from conftest import jpeg_bytes, photo, png_bytes
 
 import amulet_native as an
-from amulet_native import cache as cache_mod
+from amulet_native import _core
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_accepted_inputs(jpeg: bytes, tmp_path: Any) -> None:
     png = png_bytes(photo(10, 12, seed=1), 2)
     assert ic.decode(png).shape == (10, 12, 3)
     with pytest.raises(an.ValidationError) as info:
-        ic.decode("a.jpg")  # type: ignore[arg-type]
+        ic.decode("a.jpg")
     assert info.value.code == "input.type"
     with pytest.raises(an.ValidationError):
         ic.decode(12345)
@@ -151,7 +151,7 @@ def test_shrink(jpeg: bytes) -> None:
 def test_concurrent_decodes_run_once(jpeg: bytes) -> None:
     ic = an.ImageCache()
     calls = [0]
-    real = cache_mod._core.decode
+    real = _core.decode
     lock = threading.Lock()
     arrived = threading.Barrier(16)
 
@@ -169,7 +169,7 @@ def test_concurrent_decodes_run_once(jpeg: bytes) -> None:
     old = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
-        with mock.patch.object(cache_mod._core, "decode", counting_decode):
+        with mock.patch.object(_core, "decode", counting_decode):
             ts = [threading.Thread(target=run) for _ in range(16)]
             for t in ts:
                 t.start()
