@@ -207,6 +207,11 @@ class ReentrantCallError(AmuletError, RuntimeError):
     default_code = "cache.reentrant"
     _context_fields: tuple[str, ...] = ("function",)
 
+    @property
+    def function(self) -> str | None:
+        """Qualified name of the cached function."""
+        return self.context.get("function")
+
 
 class CacheCallbackWarning(AmuletWarning):
     """A cache's ``on_evict`` callback raised; the cache itself is unaffected."""
