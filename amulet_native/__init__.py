@@ -3,10 +3,12 @@
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
+from .cache import Cache, ImageCache, cached
 from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    CacheCallbackWarning,
     DecodeError,
     ImageTooLargeError,
     MemoryLimitError,
@@ -14,6 +16,7 @@ from .errors import (
     NetworkError,
     PayloadTooLargeError,
     ProcessingError,
+    ReentrantCallError,
     SecurityError,
     SerializationError,
     UnsupportedFormatError,
@@ -63,9 +66,12 @@ __all__ = [
     "AmuletError",
     "AmuletWarning",
     "AsyncTieredCache",
+    "Cache",
+    "CacheCallbackWarning",
     "ChunkStream",
     "DecodeError",
     "GarbageCollectionManager",
+    "ImageCache",
     "ImageInfo",
     "ImageTooLargeError",
     "LimitedRead",
@@ -81,6 +87,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PressureLevel",
     "ProcessingError",
+    "ReentrantCallError",
     "SecurityError",
     "SerializationError",
     "TieredCache",
@@ -90,6 +97,7 @@ __all__ = [
     "available_cpus",
     "b64decode",
     "b64encode",
+    "cached",
     "decode",
     "decode_base64",
     "decode_file",

@@ -19,6 +19,8 @@ table, listed by ``amulet_native._core.error_table()``.
     └── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
     ValidationError
     └── SerializationError (also TypeError) .type_name
+    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    └── ReentrantCallError (also RuntimeError) .function
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -31,6 +33,7 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    "CacheCallbackWarning",
     "DecodeError",
     "ImageTooLargeError",
     "MemoryLimitError",
@@ -38,6 +41,7 @@ __all__ = [
     "NetworkError",
     "PayloadTooLargeError",
     "ProcessingError",
+    "ReentrantCallError",
     "SecurityError",
     "SerializationError",
     "UnsupportedFormatError",
@@ -233,3 +237,20 @@ class PayloadTooLargeError(ValidationError):
 
 class AmuletWarning(UserWarning):
     """Emitted when a tolerant operation (``strict=False``) had to skip damage."""
+
+
+class ReentrantCallError(AmuletError, RuntimeError):
+    """A cached function called itself (same thread or task) for the key it is
+    still computing: waiting for its own result would deadlock."""
+
+    default_code = "cache.reentrant"
+    _context_fields: tuple[str, ...] = ("function",)
+
+    @property
+    def function(self) -> str | None:
+        """Qualified name of the cached function."""
+        return self.context.get("function")
+
+
+class CacheCallbackWarning(AmuletWarning):
+    """A cache's ``on_evict`` callback raised; the cache itself is unaffected."""

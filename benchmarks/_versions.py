@@ -148,6 +148,9 @@ def collect() -> dict[str, Any]:
         "redis-server": _redis_server(),
         "redis-py": _dist("redis"),
         "cashews": _dist("cashews"),
+        "cachetools": _dist("cachetools"),
+        "cachebox": _dist("cachebox"),
+        "theine": _dist("theine"),
         "pytest-benchmark": _dist("pytest-benchmark"),
     }
     return {

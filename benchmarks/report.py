@@ -67,6 +67,16 @@ STREAM_ORDER = (
     "read_limited 20 MB upload + blake2b",
     "peak memory: 20 MB JPEG upload -> RGB array",
 )
+# The cache groups, named as in test_bench_cache.py (batches of CACHE_OPS operations).
+CACHE_OPS = 1000
+CACHE_ORDER = (
+    f"cache get-hit ({CACHE_OPS} ops)",
+    f"cache get-miss ({CACHE_OPS} ops)",
+    f"cache set with eviction, full cache ({CACHE_OPS} ops)",
+    f"@cached hit ({CACHE_OPS} calls)",
+    "cache get-hit, 2 threads x 20000 ops",
+    "ImageCache hit vs decode jpeg 768x512",
+)
 # Peers shown in the pipeline summary table, per group prefix: (label, peer).
 PIPELINE_SUMMARY = (
     (
@@ -234,7 +244,7 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER
+    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -346,7 +356,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
     ]
     for gname in ordered_groups(groups):
         g = groups[gname]
-        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER:
+        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + CACHE_ORDER:
             continue
         if gname in TIERED_ORDER or gname in STREAM_ORDER:  # shown by their own tables
             continue
@@ -358,6 +368,29 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
             r = ratio(g, peer) if peer else None
             cells.append(f"{r:.2f}×" if r is not None else "–")
         lines.append(f"| {gname} | {g[AMULET].median * 1e3:.2f} ms | " + " | ".join(cells) + " |")
+    return lines
+
+
+def cache_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """One row per cache group: amulet_native's time per operation and every
+    peer's paired ratio (peer time / amulet_native time)."""
+    lines = [
+        "| operation | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in CACHE_ORDER:
+        g = groups.get(gname)
+        if not g or AMULET not in g:
+            continue
+        per_op = CACHE_OPS if "ops)" in gname or "calls)" in gname else 1
+        t = g[AMULET].median / per_op
+        peers = sorted((p for p in g if p != AMULET), key=lambda p: g[p].median)
+        cells = []
+        for p in peers:
+            r = ratio(g, p)
+            cells.append(f"{p} {r:.2f}×" if r is not None else f"{p} –")
+        unit = " per op" if per_op > 1 else ""
+        lines.append(f"| {gname} | {fmt_time(t)}{unit} | " + "; ".join(cells) + " |")
     return lines
 
 
@@ -723,6 +756,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
     if stream:
         compact += ["", *stream_table(groups)]
         out += ["", *stream_table(groups)]
+    if any(g in groups for g in CACHE_ORDER):
+        compact += ["", *cache_table(groups)]
+        out += ["", *cache_table(groups)]
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 

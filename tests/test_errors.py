@@ -11,7 +11,11 @@ import pytest
 import amulet_native as an
 from amulet_native import _core, errors
 
-ALL_CLASSES = [getattr(errors, name) for name in errors.__all__ if name != "AmuletWarning"]
+ALL_CLASSES = [
+    getattr(errors, name)
+    for name in errors.__all__
+    if not issubclass(getattr(errors, name), Warning)  # AmuletWarning and its subclasses
+]
 
 # class -> (expected bases that must hold, example fields)
 HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
@@ -32,6 +36,7 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
                                 {"field": "value", "type_name": "object"}),
     errors.PayloadTooLargeError: ((errors.ValidationError, ValueError),
                                   {"field": "body", "limit": 100, "received": 101}),
+    errors.ReentrantCallError: ((errors.AmuletError, RuntimeError), {"function": "f"}),
 }
 
 
@@ -60,6 +65,7 @@ def test_specific_relations() -> None:
     assert not issubclass(an.ImageTooLargeError, ValueError)
     assert issubclass(an.AmuletWarning, Warning)
     assert an.AmuletWarning is errors.AmuletWarning
+    assert issubclass(an.CacheCallbackWarning, an.AmuletWarning)
 
 
 def test_error_table_names_existing_classes_and_unique_codes() -> None:

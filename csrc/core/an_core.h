@@ -53,6 +53,8 @@ typedef enum an_status {
     AN_ERR_SYSTEM,          /* /proc or cgroup files missing, unreadable or malformed */
     AN_ERR_CLOSED,          /* the object (e.g. a mapped file) was closed */
     AN_ERR_IO,              /* an operating system call failed; err->actual is errno */
+    AN_ERR_CACHE_TOO_LARGE, /* a value bigger than the cache's max_bytes */
+    AN_ERR_REENTRANT,       /* a cached function called itself for the same key */
     AN_STATUS_COUNT
 } an_status;
 

@@ -49,6 +49,10 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_SYSTEM, "system.meminfo", "ProcessingError", "cannot read memory information"},
     {AN_ERR_CLOSED, "input.closed", "ValidationError", "the object is closed"},
     {AN_ERR_IO, "io.error", "ProcessingError", "an operating system call failed"},
+    {AN_ERR_CACHE_TOO_LARGE, "cache.too_large", "ValidationError",
+     "value is larger than the cache's max_bytes"},
+    {AN_ERR_REENTRANT, "cache.reentrant", "ReentrantCallError",
+     "re-entrant call of a cached function for the key it is computing"},
 };
 
 const an_error_entry *

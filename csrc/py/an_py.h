@@ -132,5 +132,8 @@ PyObject *an_py_read_cgroup(PyObject *module, PyObject *arg);
 /* stream.c: registers the MappedFile type and the ADVISE_* constants. */
 int an_stream_exec(PyObject *m, an_state *st);
 PyObject *an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* cache.c: the Cache and CachedFunction types (and cached.c's make_key). */
+int an_cache_exec(PyObject *m, an_state *st);
+PyObject *an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 #endif /* AN_PY_H */

@@ -94,6 +94,8 @@ static PyMethodDef core_methods[] = {
      "read_cgroup(root) -> (version, known, limit, usage, path, problem)"},
     {"resize_bytearray", (PyCFunction)(void (*)(void))an_py_resize_bytearray, METH_FASTCALL,
      "resize_bytearray(buf, size): resize in place; new bytes are uninitialised."},
+    {"make_key", (PyCFunction)(void (*)(void))an_py_make_key, METH_FASTCALL,
+     "make_key(args, kwargs, typed) -> key: the @cached key of a call."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -126,6 +128,8 @@ core_exec(PyObject *module)
     if (an_memory_exec(module, st) < 0)
         return -1;
     if (an_stream_exec(module, st) < 0)
+        return -1;
+    if (an_cache_exec(module, st) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)

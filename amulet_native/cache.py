@@ -1,0 +1,761 @@
+"""Native caches: :class:`Cache`, the :func:`cached` decorator and :class:`ImageCache`.
+
+:class:`Cache` is a thread-safe ``MutableMapping`` with LRU eviction, a per-item
+time to live and a byte budget, implemented in C (``csrc/core/cache_store.c``
+and ``csrc/py/cache.c``): every operation is O(1) (O(log n) for entries with a
+TTL).  :func:`cached` memoises plain functions, methods and coroutines with
+single-flight misses, and :class:`ImageCache` caches decoded images by content
+digest, handing out read-only zero-copy arrays.
+
+>>> cache: Cache[str, bytes] = Cache(max_items=1000, max_bytes=64 << 20, ttl=300)
+>>> cache["user:1"] = b"..."
+>>> cache.get("user:1")
+b'...'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import hashlib
+import inspect
+import threading
+import time
+import weakref
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    ItemsView,
+    Iterator,
+    MutableMapping,
+    ValuesView,
+)
+from typing import Any, Generic, NamedTuple, TypeVar, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from . import image as _image
+from .errors import ReentrantCallError, ValidationError
+
+__all__ = ["Cache", "CacheInfo", "CacheStats", "ImageCache", "cached"]
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+R = TypeVar("R")
+
+_MISSING: Any = object()
+
+#: The reasons passed to ``on_evict(key, value, reason)``; a stable set.
+EVICT_REASONS = ("lru", "size", "ttl", "resize", "trim", "clear")
+
+
+class CacheStats(NamedTuple):
+    """Counters of a :class:`Cache` (since creation or ``reset_stats()``)."""
+
+    hits: int
+    misses: int
+    hit_rate: float  #: hits / (hits + misses); 0.0 before any lookup
+    evictions: int  #: entries pushed out by max_items ("lru") or max_bytes ("size")
+    expirations: int  #: entries removed because their TTL passed
+    items: int
+    bytes: int  #: sum of sizeof(value) over the live entries
+
+
+class _ItemsView(ItemsView[K, V]):
+    """items() over a snapshot: iterating touches neither LRU order nor stats."""
+
+    _mapping: Cache[K, V]
+
+    def __iter__(self) -> Iterator[tuple[K, V]]:
+        return iter(self._mapping._items())
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, tuple) or len(item) != 2:
+            return False
+        value = self._mapping.peek(item[0], _MISSING)
+        return value is not _MISSING and (value is item[1] or value == item[1])
+
+
+class _ValuesView(ValuesView[V]):
+    _mapping: Cache[Any, V]
+
+    def __iter__(self) -> Iterator[V]:
+        return iter(self._mapping._values())
+
+
+def _restore(cls: type[Cache[Any, Any]], config: dict[str, Any], entries: Any) -> Cache[Any, Any]:
+    cache = cls(**config)
+    if entries is not None:
+        cache.pickle_entries = True
+        cache.load(entries)
+    return cache
+
+
+class Cache(_core.Cache[K, V], MutableMapping[K, V]):
+    """A thread-safe LRU cache with TTL and a byte budget, native all the way.
+
+    ``Cache(max_items=None, max_bytes=None, ttl=None, *, sizeof=None,
+    timer=time.monotonic, on_evict=None)``
+
+    * ``max_items``: evict the least recently used entries beyond this count.
+    * ``max_bytes``: evict LRU entries while the sum of ``sizeof(value)`` is over
+      this.  ``sizeof`` defaults to ``nbytes`` for NumPy arrays and other buffer
+      objects (``len`` of bytes), ``sys.getsizeof`` otherwise.  A single value
+      larger than ``max_bytes`` is refused: ``set``/``[]=`` raise
+      :class:`ValidationError` with code ``"cache.too_large"`` and the cache
+      (including any old value under that key) is left unchanged.
+    * ``ttl``: default seconds to live (``set(key, value, ttl=...)`` per item).
+      Expired entries are never returned.  Every operation (get, set, ``in``,
+      ``len``, ...) first purges the entries whose deadline has passed, from a
+      deadline heap (O(log n) each), so their memory is released promptly.  An
+      idle cache purges nothing until it is used again: call ``expire()`` (e.g.
+      from a periodic task) to purge an idle cache.
+    * ``timer``: the clock of the TTLs (inject a fake one in tests).
+    * ``on_evict(key, value, reason)``: called after the cache is consistent again,
+      outside every internal critical section, for entries evicted with
+      ``reason`` in ``"lru"``, ``"size"``, ``"ttl"``, ``"resize"``, ``"trim"``,
+      ``"clear"`` (never for ``del``, ``pop`` or overwrites).  It may use the
+      cache.  If it raises, a :class:`CacheCallbackWarning` is issued and the
+      cache carries on.
+
+    Iteration, ``keys()``, ``values()`` and ``items()`` work on a snapshot, least
+    recently used first, and do not change LRU order or the stats.  ``get``,
+    ``[]`` and ``touch`` mark an entry recently used; ``peek`` does not.
+
+    ``pickle.dumps(cache)`` keeps the configuration only; set
+    ``cache.pickle_entries = True`` to include the entries (their remaining TTL
+    travels with them).  ``sizeof``, ``timer`` and ``on_evict`` must be picklable
+    then (module-level functions).
+
+    Keys with a ``__hash__``/``__eq__`` that mutates this very cache while it
+    updates the same key are survived safely, but may leave an entry
+    unreachable by key until LRU/TTL eviction removes it.
+
+    >>> c: Cache[str, int] = Cache(max_items=2)
+    >>> c["a"] = 1; c["b"] = 2; c["c"] = 3
+    >>> list(c)
+    ['b', 'c']
+    """
+
+    __slots__ = ("_timer_fn",)
+
+    def __init__(
+        self,
+        max_items: int | None = None,
+        max_bytes: int | None = None,
+        ttl: float | None = None,
+        *,
+        sizeof: Callable[[Any], int] | None = None,
+        timer: Callable[[], float] = time.monotonic,
+        on_evict: Callable[[Any, Any, str], object] | None = None,
+    ) -> None:
+        self._timer_fn = timer
+        super().__init__(
+            max_items,
+            max_bytes,
+            ttl,
+            sizeof=sizeof,
+            timer=None if timer is time.monotonic else timer,
+            on_evict=on_evict,
+        )
+
+    @property
+    def timer(self) -> Callable[[], float]:
+        return self._timer_fn
+
+    def stats(self) -> CacheStats:
+        """Hits, misses, hit rate, evictions, expirations, items and bytes."""
+        hits, misses, evictions, expirations, items, nbytes = self._stats()
+        total = hits + misses
+        return CacheStats(
+            hits, misses, hits / total if total else 0.0, evictions, expirations, items, nbytes
+        )
+
+    def get_or_set(self, key: K, factory: Callable[[], V], *, ttl: float | None = None) -> V:
+        """The value for key; on a miss, ``factory()`` is stored and returned.
+        (Not single-flight: use :func:`cached` when concurrent misses must
+        compute once.)"""
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            value = factory()
+            self.set(key, value, ttl=ttl)
+        return value  # type: ignore[no-any-return]
+
+    def load(self, entries: Any) -> None:
+        """Stores the ``(key, value, ttl_left)`` triples of :meth:`dump`, in order."""
+        for key, value, ttl in entries:
+            self.set(key, value, ttl=ttl)
+
+    def items(self) -> ItemsView[K, V]:
+        return _ItemsView(self)
+
+    def values(self) -> ValuesView[V]:
+        return _ValuesView(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        config = {
+            "max_items": self.max_items,
+            "max_bytes": self.max_bytes,
+            "ttl": self.ttl,
+            "sizeof": self.sizeof,
+            "timer": self._timer_fn,
+            "on_evict": self.on_evict,
+        }
+        return (_restore, (type(self), config, self.dump() if self.pickle_entries else None))
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        bounds = ", ".join(
+            f"{name}={value!r}"
+            for name, value in (
+                ("max_items", self.max_items),
+                ("max_bytes", self.max_bytes),
+                ("ttl", self.ttl),
+            )
+            if value is not None
+        )
+        return (
+            f"{type(self).__name__}({bounds}) <items={s.items}, bytes={s.bytes}, "
+            f"hit_rate={s.hit_rate:.1%}>"
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ---- @cached ------------------------------------------------------------------------
+
+
+class CacheInfo(NamedTuple):
+    """Like ``functools.lru_cache``'s ``cache_info()``."""
+
+    hits: int
+    misses: int
+    maxsize: int | None
+    currsize: int
+
+
+class _CachedError:
+    """What ``cache_exceptions=True`` stores: hits re-raise ``exc``."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Retry(Exception):
+    """Tells waiters the owner was interrupted (not failed): try again."""
+
+
+class _Flight:
+    """One in-progress computation of a key; waiters block on ``event``."""
+
+    __slots__ = ("error", "event", "owner", "retry", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.owner = threading.get_ident()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.retry = False
+
+    def wait(self) -> Any:
+        # Short slices: the GIL is released while waiting, and signal handlers
+        # (Ctrl-C) run between slices.
+        while not self.event.wait(0.05):
+            pass
+        if self.retry:
+            return _MISSING
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+#: keys being computed by the current task (async re-entrancy detection)
+_computing: contextvars.ContextVar[frozenset[Any]] = contextvars.ContextVar(
+    "amulet_native_cached_computing", default=frozenset()
+)
+
+
+def _is_too_large(exc: ValidationError) -> bool:
+    return exc.code == "cache.too_large"
+
+
+class _Memo:
+    """The slow path and the bookkeeping shared by the sync and async wrappers."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        cache: Any,
+        ttl: float | None,
+        cache_exceptions: bool,
+    ) -> None:
+        self.func = func
+        self.cache = cache
+        self.ttl = ttl
+        self.cache_exceptions = cache_exceptions
+        self.native = type(cache).get is _core.Cache.get and isinstance(cache, _core.Cache)
+        self.flights: dict[Any, _Flight] = {}
+        self.aflights: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]
+        ] = weakref.WeakKeyDictionary()
+        self.name = getattr(func, "__qualname__", repr(func))
+
+    def lookup(self, key: Any) -> Any:
+        if self.native:
+            return self.cache.peek(key, _MISSING)
+        return self.cache.get(key, _MISSING)
+
+    def store(self, key: Any, value: Any) -> None:
+        try:
+            if self.ttl is None:
+                self.cache.set(key, value)
+            else:
+                self.cache.set(key, value, ttl=self.ttl)
+        except ValidationError as exc:  # too large to cache: return it uncached
+            if not _is_too_large(exc):
+                raise
+
+    async def astore(self, key: Any, value: Any) -> None:
+        aset = getattr(self.cache, "aset", None)
+        if aset is None:
+            self.store(key, value)
+            return
+        try:
+            if self.ttl is None:
+                await aset(key, value)
+            else:
+                await aset(key, value, ttl=self.ttl)
+        except ValidationError as exc:
+            if not _is_too_large(exc):
+                raise
+
+    async def alookup(self, key: Any) -> Any:
+        aget = getattr(self.cache, "aget", None)
+        if aget is None:
+            return self.lookup(key)
+        return await aget(key, _MISSING)
+
+    def reentrant(self, key: Any) -> ReentrantCallError:
+        return ReentrantCallError(
+            f"{self.name}() called itself for the key it is computing ({key!r})",
+            function=self.name,
+        )
+
+    @staticmethod
+    def unwrap(value: Any) -> Any:
+        if type(value) is _CachedError:
+            raise value.exc
+        return value
+
+    # -- threads ------------------------------------------------------------------
+
+    def miss(self, wrapper: Any, key: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        if not self.native:
+            value = self.cache.get(key, _MISSING)
+            wrapper._record(value is not _MISSING)
+            if value is not _MISSING:
+                return self.unwrap(value)
+        flights = self.flights
+        while True:
+            flight = _Flight()
+            current = flights.setdefault(key, flight)
+            if current is flight:
+                break
+            if current.owner == flight.owner:
+                raise self.reentrant(key)
+            value = current.wait()
+            if value is not _MISSING:
+                return value
+        try:
+            value = self.lookup(key)  # a flight may have just finished
+            if value is not _MISSING:
+                flight.value = value = self.unwrap(value)
+                return value
+            try:
+                value = self.func(*args, **(kwargs or {}))
+            except Exception as exc:
+                if self.cache_exceptions:
+                    self.store(key, _CachedError(exc))
+                flight.error = exc
+                raise
+            except BaseException:
+                flight.retry = True  # KeyboardInterrupt & co: waiters retry
+                raise
+            self.store(key, value)
+            flight.value = value
+            return value
+        except BaseException as exc:
+            if flight.error is None and not flight.retry:
+                flight.error = exc
+            raise
+        finally:
+            flights.pop(key, None)
+            flight.event.set()
+
+    # -- asyncio ------------------------------------------------------------------
+
+    async def acall(self, counters: list[int], key: Any, args: Any, kwargs: Any) -> Any:
+        value = await self.alookup(key)
+        if value is not _MISSING:
+            counters[0] += 1
+            return self.unwrap(value)
+        counters[1] += 1
+        loop = asyncio.get_running_loop()
+        flights = self.aflights.setdefault(loop, {})
+        marker = (id(self), key)
+        while True:
+            fut = flights.get(key)
+            if fut is None:
+                break
+            if marker in _computing.get():
+                raise self.reentrant(key)
+            try:
+                return await asyncio.shield(fut)
+            except _Retry:
+                continue
+        fut = loop.create_future()
+        flights[key] = fut
+        token = _computing.set(_computing.get() | {marker})
+        try:
+            value = await self.alookup(key)
+            if value is not _MISSING:
+                value = self.unwrap(value)
+            else:
+                try:
+                    value = await self.func(*args, **kwargs)
+                except Exception as exc:
+                    if self.cache_exceptions:
+                        await self.astore(key, _CachedError(exc))
+                    raise
+                await self.astore(key, value)
+            fut.set_result(value)
+            return value
+        except Exception as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: no "never retrieved" log without waiters
+            raise
+        except BaseException:
+            if not fut.done():
+                fut.set_exception(_Retry())
+                fut.exception()
+            raise
+        finally:
+            _computing.reset(token)
+            if flights.get(key) is fut:
+                del flights[key]
+
+
+class CachedFunction(Generic[R]):
+    """The type :func:`cached` returns (for type checkers): call it like the
+    function; ``.cache``, ``.cache_info()``, ``.cache_clear()``."""
+
+    cache: Any
+    __name__: str
+    __qualname__: str
+    __wrapped__: Callable[..., Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        raise NotImplementedError
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        raise NotImplementedError
+
+    def cache_info(self) -> CacheInfo:
+        raise NotImplementedError
+
+    def cache_clear(self) -> None:
+        raise NotImplementedError
+
+
+def _maxsize(cache: Any) -> int | None:
+    value = getattr(cache, "max_items", None)
+    return value if isinstance(value, int) else None
+
+
+def _currsize(cache: Any) -> int:
+    try:
+        return len(cache)
+    except TypeError:
+        return 0
+
+
+@overload
+def cached(cache: Callable[..., R], /) -> CachedFunction[R]: ...
+
+
+@overload
+def cached(
+    cache: Any = None,
+    *,
+    ttl: float | None = None,
+    max_items: int | None = 128,
+    key: Callable[..., Hashable] | None = None,
+    typed: bool = False,
+    cache_exceptions: bool = False,
+) -> Callable[[Callable[..., R]], CachedFunction[R]]: ...
+
+
+def cached(
+    cache: Any = None,
+    *,
+    ttl: float | None = None,
+    max_items: int | None = 128,
+    key: Callable[..., Hashable] | None = None,
+    typed: bool = False,
+    cache_exceptions: bool = False,
+) -> Any:
+    """Memoise a function, method or ``async def`` coroutine function.
+
+    ``cache``: where results go; by default a new ``Cache(max_items, ttl=ttl)``.
+    Any object with ``get(key, default)`` and ``set(key, value, ttl=None)``
+    works (e.g. a ``TieredCache``); for coroutine functions its ``aget``/``aset``
+    coroutine methods are awaited when it has them.  A native :class:`Cache`
+    gets the native hit path (key building and lookup in C).
+
+    Keys are like functools': the positional arguments and the keyword
+    arguments sorted by name (``typed=True`` also tells ``1`` from ``1.0``), or
+    ``key(*args, **kwargs)``.  Misses are single-flight: concurrent callers (threads
+    or tasks) of the same key wait for one computation and share its result or
+    its exception.  Exceptions are not cached unless ``cache_exceptions=True``.
+    A call for the key the same thread/task is computing raises
+    :class:`ReentrantCallError` instead of deadlocking.
+
+    >>> @cached(ttl=60, max_items=1024)
+    ... def thumbnail_for(user_id: int) -> bytes: ...
+    >>> thumbnail_for.cache_info()
+    CacheInfo(hits=0, misses=0, maxsize=1024, currsize=0)
+    """
+    if callable(cache) and not hasattr(cache, "get"):  # bare @cached
+        return cached()(cache)
+    if key is not None and not callable(key):
+        raise ValidationError("key must be a callable or None", field="key")
+    target = cache if cache is not None else Cache(max_items, ttl=ttl)
+    set_ttl = ttl if cache is not None else None
+    if not (callable(getattr(target, "get", None)) and callable(getattr(target, "set", None))):
+        raise ValidationError(
+            f"cache must have get(key, default) and set(key, value, ttl=None), got {target!r}",
+            field="cache",
+        )
+
+    def decorate(func: Callable[..., Any]) -> Any:
+        if not callable(func):
+            raise TypeError(f"cached() needs a callable, got {func!r}")
+        memo = _Memo(func, target, set_ttl, cache_exceptions)
+        if inspect.iscoroutinefunction(func):
+            return _async_wrapper(func, memo, key, typed)
+        wrapper = _core.CachedFunction(
+            func,
+            target,
+            memo.native,
+            typed,
+            key,
+            lambda k, a, kw: memo.miss(wrapper, k, a, kw),
+            _CachedError if cache_exceptions else None,
+        )
+        functools.update_wrapper(wrapper, func)
+
+        def cache_info() -> CacheInfo:
+            return CacheInfo(wrapper.hits, wrapper.misses, _maxsize(target), _currsize(target))
+
+        def cache_clear() -> None:
+            target.clear()
+            wrapper._reset()
+
+        wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _async_wrapper(
+    func: Callable[..., Awaitable[Any]],
+    memo: _Memo,
+    keyfunc: Callable[..., Hashable] | None,
+    typed: bool,
+) -> Any:
+    counters = [0, 0]  # hits, misses
+    make_key = _core.make_key
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        k = keyfunc(*args, **kwargs) if keyfunc is not None else make_key(args, kwargs, typed)
+        return await memo.acall(counters, k, args, kwargs)
+
+    def cache_info() -> CacheInfo:
+        return CacheInfo(counters[0], counters[1], _maxsize(memo.cache), _currsize(memo.cache))
+
+    def cache_clear() -> None:
+        memo.cache.clear()
+        counters[0] = counters[1] = 0
+
+    wrapper.cache = memo.cache  # type: ignore[attr-defined]
+    wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+    wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ---- ImageCache -----------------------------------------------------------------------
+
+
+class ImageCache:
+    """Decoded images cached by content: the same upload is decoded once.
+
+    ``ImageCache(max_bytes=512 MiB, ttl=None, max_items=None)``.  The byte budget
+    counts the arrays' real memory (``nbytes``).
+
+    ``decode(data, mode="RGB", **options)`` takes what
+    :func:`amulet_native.decode` takes (bytes, bytearray, memoryview, mmap, a
+    uint8 ndarray, or a binary file object, which is read) and the same options.
+    The key is the BLAKE2b-256 digest of the bytes (buffers are hashed in place,
+    never copied) plus the normalised options, so ``decode(b)`` and
+    ``decode(b, mode="RGB")`` share an entry but ``mode="L"`` does not.
+    It returns read-only views of the cached array (zero copy): its memory is
+    freed once the cache has dropped it *and* every caller has dropped its
+    view.  Concurrent decodes of the same bytes run once (single-flight).  A
+    tolerant decode's (``strict=False``) warning is issued on the decode only,
+    not on later hits.  Images larger than ``max_bytes`` are returned uncached.
+
+    The original system's API: ``cache_image(data, name=None) -> key``,
+    ``get_image(key)``, ``get_stats()``; and ``shrink(fraction)`` for
+    memory-pressure callbacks.
+
+    >>> images = ImageCache(max_bytes=256 << 20)
+    >>> rgb = images.decode(upload_bytes)           # decodes
+    >>> rgb is not images.decode(upload_bytes)      # a hit: a new view, same memory
+    True
+    """
+
+    def __init__(
+        self,
+        max_bytes: int | None = 512 << 20,
+        ttl: float | None = None,
+        max_items: int | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cache: Cache[Hashable, npt.NDArray[Any]] = Cache(
+            max_items, max_bytes, ttl, timer=timer
+        )
+        self._memo = _Memo(_decode_readonly, self._cache, None, False)
+
+    @property
+    def cache(self) -> Cache[Hashable, npt.NDArray[Any]]:
+        """The underlying :class:`Cache` (keys: names, digests, decode keys)."""
+        return self._cache
+
+    @staticmethod
+    def _digest(data: Any) -> bytes:
+        try:
+            return hashlib.blake2b(data, digest_size=32).digest()
+        except (TypeError, BufferError, ValueError):
+            raise ValidationError(
+                f"expected a contiguous bytes-like object or a binary file, got "
+                f"{type(data).__name__}",
+                code="input.type",
+                field="data",
+            ) from None
+
+    def _get_or_decode(self, key: Hashable, data: Any, options: Any) -> npt.NDArray[Any]:
+        arr = self._cache.get(key, _MISSING)
+        if arr is _MISSING:
+            arr = self._memo.miss(_NoCounter, key, (data, *options, None), None)
+        return arr.view()  # type: ignore[no-any-return]
+
+    def decode(
+        self,
+        data: Any,
+        mode: _image.Mode = "RGB",
+        *,
+        scale: Any = None,
+        max_size: tuple[int, int] | None = None,
+        orient: bool = True,
+        limits: _image.Limits | None = None,
+        strict: bool = True,
+        dtype: npt.DTypeLike = np.uint8,
+    ) -> npt.NDArray[Any]:
+        """Decode through the cache; returns a read-only array (see the class)."""
+        options, lim = _image._core_options(
+            mode, scale, max_size, orient, limits, strict, dtype, None
+        )
+        buf = _image._read_source(data, lim.max_bytes)
+        key = ("decode", self._digest(buf), options)
+        return self._get_or_decode(key, buf, options)
+
+    def cache_image(self, image_bytes: Any, name: str | None = None) -> str:
+        """Decodes (RGB, default options) and stores the image; returns its key:
+        ``name``, or the hex BLAKE2b digest of the bytes."""
+        options, lim = _image._core_options("RGB", None, None, True, None, True, np.uint8, None)
+        buf = _image._read_source(image_bytes, lim.max_bytes)
+        key = name if name is not None else self._digest(buf).hex()
+        if not isinstance(key, str):
+            raise ValidationError("name must be a str or None", field="name")
+        self._get_or_decode(key, buf, options)
+        return key
+
+    def get_image(self, key: str) -> npt.NDArray[Any] | None:
+        """The image stored by :meth:`cache_image` (a read-only view), or None."""
+        arr = self._cache.get(key)
+        return None if arr is None else arr.view()
+
+    def get_stats(self) -> dict[str, Any]:
+        """hits, misses, hit_rate, items, bytes, max_bytes, evictions."""
+        s = self._cache.stats()
+        return {
+            "hits": s.hits,
+            "misses": s.misses,
+            "hit_rate": s.hit_rate,
+            "items": s.items,
+            "bytes": s.bytes,
+            "max_bytes": self._cache.max_bytes,
+            "evictions": s.evictions,
+        }
+
+    def shrink(self, fraction: float) -> int:
+        """Evicts LRU images until bytes <= (1 - fraction) * current bytes;
+        returns the bytes freed.  ``fraction`` in [0, 1]."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0.0 <= fraction <= 1.0
+        ):
+            raise ValidationError(
+                f"fraction must be a number in [0, 1], got {fraction!r}", field="fraction"
+            )
+        target = int((1.0 - fraction) * self._cache.stats().bytes)
+        return self._cache.trim(max_bytes=target)
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __repr__(self) -> str:
+        s = self._cache.stats()
+        return (
+            f"ImageCache(max_bytes={self._cache.max_bytes!r}) <items={s.items}, "
+            f"bytes={s.bytes}, hit_rate={s.hit_rate:.1%}>"
+        )
+
+
+def _decode_readonly(*args: Any) -> npt.NDArray[Any]:
+    arr = _core.decode(*args)
+    arr.flags.writeable = False  # shared by every caller: nobody may write
+    return arr
+
+
+class _NoCounterType:
+    """Stands in for a CachedFunction's counters where nothing is counted."""
+
+    @staticmethod
+    def _record(hit: bool) -> None:
+        return None
+
+
+_NoCounter = _NoCounterType()
