@@ -26,7 +26,6 @@ import asyncio
 import pickle
 import sys
 import tempfile
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,35 +57,8 @@ def group_name(op: str, value: str) -> str:
     return f"tiered {op}: {value}"
 
 
-class _LRU:
-    """Dict LRU used as L1 until amulet_native.Cache is merged."""
-
-    def __init__(self, max_items: int) -> None:
-        self.max_items = max_items
-        self._d: OrderedDict[Any, Any] = OrderedDict()
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        try:
-            self._d.move_to_end(key)
-        except KeyError:
-            return default
-        return self._d[key]
-
-    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
-        self._d[key] = value
-        self._d.move_to_end(key)
-        if len(self._d) > self.max_items:
-            self._d.popitem(last=False)
-
-    def pop(self, key: Any, default: Any = None) -> Any:
-        return self._d.pop(key, default)
-
-    def clear(self) -> None:
-        self._d.clear()
-
-
 def make_l1() -> Any:
-    return an.Cache(max_items=256) if hasattr(an, "Cache") else _LRU(256)
+    return an.Cache(max_items=256)
 
 
 class Harness:

@@ -3,8 +3,7 @@
 The server is started by the fixtures below (``tests/redis_server.py``: a free
 loopback port, no persistence, stopped afterwards even when a test fails); the
 tests skip only when the ``redis-server`` binary is missing.  The L1 comes from
-``make_l1``: ``amulet_native.Cache`` once it exists, until then the small
-thread-safe LRU below.
+``make_l1``: a native ``amulet_native.Cache``.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -51,51 +49,8 @@ needs_redis = pytest.mark.skipif(
 # ---- L1 -----------------------------------------------------------------------
 
 
-class _LRU:
-    """A small thread-safe LRU with TTL: the L1 stand-in until an.Cache lands."""
-
-    def __init__(self, max_items: int) -> None:
-        self.max_items = max_items
-        self._data: OrderedDict[Any, tuple[Any, float | None]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return default
-            value, expires = item
-            if expires is not None and time.monotonic() >= expires:
-                del self._data[key]
-                return default
-            self._data.move_to_end(key)
-            return value
-
-    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
-        with self._lock:
-            self._data[key] = (value, None if ttl is None else time.monotonic() + ttl)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_items:
-                self._data.popitem(last=False)
-
-    def pop(self, key: Any, default: Any = None) -> Any:
-        with self._lock:
-            item = self._data.pop(key, None)
-            return default if item is None else item[0]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._data)
-
-
-def _make_l1(max_items: int = 1024) -> Any:
-    if hasattr(an, "Cache"):
-        return an.Cache(max_items=max_items)
-    return _LRU(max_items)
+def _make_l1(max_items: int = 1024) -> an.Cache[Any, Any]:
+    return an.Cache(max_items=max_items)
 
 
 @pytest.fixture
@@ -842,10 +797,9 @@ def test_async_slow_server_times_out(own_server: RedisServer, make_l1: Any) -> N
 
 
 @needs_redis
-@pytest.mark.skipif(not hasattr(an, "cached"), reason="amulet_native.cached is not merged yet")
 def test_cached_decorator_uses_the_tiered_cache(server: RedisServer, raw: redis.Redis,
                                                 make_l1: Any, prefix: str) -> None:
-    cached: Any = getattr(an, "cached")  # noqa: B009 - absent until the cache branch lands
+    cached = an.cached
     tc = _tc(server, make_l1(), prefix=prefix)
     calls: list[int] = []
 
