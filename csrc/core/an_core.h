@@ -49,6 +49,14 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    /* locks and pools (an_lock.h) */
+    AN_ERR_CANCELLED,       /* a wait was stopped by its interrupt callback */
+    AN_ERR_LOCK_TIMEOUT,
+    AN_ERR_LOCK_DEADLOCK,   /* the wait would close a wait-for cycle */
+    AN_ERR_LOCK_KIND,       /* name already exists with another kind/permits */
+    AN_ERR_LOCK_NOT_HELD,   /* release of a lock the owner does not hold */
+    AN_ERR_POOL_TIMEOUT,
+    AN_ERR_POOL_CLOSED,
     AN_STATUS_COUNT
 } an_status;
 
