@@ -28,6 +28,12 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
                                 {"limit_name": "max_pixels", "actual": 10**10, "limit": 10**8}),
     errors.MemoryLimitError: ((errors.AmuletError, MemoryError),
                               {"requested": 1 << 30, "limit": 1 << 20, "in_use": 5}),
+    errors.LockTimeoutError: ((errors.AmuletError, TimeoutError), {"name": "db", "timeout": 1.5}),
+    errors.DeadlockError: ((errors.AmuletError, RuntimeError),
+                           {"name": "a", "cycle": [(1, "a"), (2, "b")]}),
+    errors.LockReleaseError: ((errors.AmuletError, RuntimeError), {"name": "a"}),
+    errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
+    errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
 }
 
 

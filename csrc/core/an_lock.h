@@ -96,6 +96,13 @@ an_status an_lockmgr_acquire(an_lockmgr *m, const char *name, size_t len, an_loc
                              int permits, uint64_t owner, double timeout, an_interrupt_fn intr,
                              void *ctx, an_lock_fail *fail, double *waited);
 
+/* An attempt that does not wait and, when the lock is busy, returns
+ * AN_ERR_LOCK_TIMEOUT without counting it as contention: the fast path of a
+ * caller that will then wait with an_lockmgr_acquire (which counts). */
+an_status an_lockmgr_try_acquire(an_lockmgr *m, const char *name, size_t len,
+                                 an_lock_kind kind, int permits, uint64_t owner,
+                                 an_lock_fail *fail);
+
 /* Releases one hold of `name`.  Lock/rlock: only by their owner (one level of
  * an rlock's recursion); semaphore: by anyone holding a permit.  Returns
  * AN_ERR_LOCK_NOT_HELD when the name is unknown, free, or held by another. */
@@ -131,6 +138,9 @@ void an_slots_destroy(an_slots *s);
  * AN_ERR_POOL_TIMEOUT, AN_ERR_POOL_CLOSED (now or while waiting) or
  * AN_ERR_CANCELLED. */
 an_status an_slots_acquire(an_slots *s, double timeout, an_interrupt_fn intr, void *ctx);
+/* Takes a free slot without waiting and without counting a busy pool as a
+ * timeout: AN_OK, AN_ERR_POOL_TIMEOUT (none free) or AN_ERR_POOL_CLOSED. */
+an_status an_slots_try_acquire(an_slots *s);
 /* Gives one slot back (also after close); AN_ERR_INVALID_ARG if none is taken. */
 an_status an_slots_release(an_slots *s);
 /* Refuses further acquisitions and wakes every waiter (they get POOL_CLOSED). */

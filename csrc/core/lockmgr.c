@@ -305,10 +305,11 @@ closes_cycle(an_lockmgr *m, lock_entry *e, uint64_t owner, an_lock_fail *fail)
     return 0;
 }
 
-an_status
-an_lockmgr_acquire(an_lockmgr *m, const char *name, size_t len, an_lock_kind kind,
-                   int permits, uint64_t owner, double timeout, an_interrupt_fn intr,
-                   void *ctx, an_lock_fail *fail, double *waited)
+/* record_busy = 0: a failed try (timeout 0) leaves the counters alone. */
+static an_status
+acquire_impl(an_lockmgr *m, const char *name, size_t len, an_lock_kind kind, int permits,
+             uint64_t owner, double timeout, an_interrupt_fn intr, void *ctx,
+             an_lock_fail *fail, double *waited, int record_busy)
 {
     if (waited != NULL)
         *waited = 0.0;
@@ -333,12 +334,15 @@ an_lockmgr_acquire(an_lockmgr *m, const char *name, size_t len, an_lock_kind kin
         take(e, owner);
         goto out;
     }
-    e->contended++;
     if (timeout == 0) {
-        e->timeouts++;
+        if (record_busy) {
+            e->contended++;
+            e->timeouts++;
+        }
         st = AN_ERR_LOCK_TIMEOUT;
         goto out;
     }
+    e->contended++;
     if (m->detect && closes_cycle(m, e, owner, fail)) {
         e->deadlocks++;
         st = AN_ERR_LOCK_DEADLOCK;
@@ -400,6 +404,21 @@ an_lockmgr_acquire(an_lockmgr *m, const char *name, size_t len, an_lock_kind kin
 out:
     pthread_mutex_unlock(&m->mu);
     return st;
+}
+
+an_status
+an_lockmgr_acquire(an_lockmgr *m, const char *name, size_t len, an_lock_kind kind,
+                   int permits, uint64_t owner, double timeout, an_interrupt_fn intr,
+                   void *ctx, an_lock_fail *fail, double *waited)
+{
+    return acquire_impl(m, name, len, kind, permits, owner, timeout, intr, ctx, fail, waited, 1);
+}
+
+an_status
+an_lockmgr_try_acquire(an_lockmgr *m, const char *name, size_t len, an_lock_kind kind,
+                       int permits, uint64_t owner, an_lock_fail *fail)
+{
+    return acquire_impl(m, name, len, kind, permits, owner, 0.0, NULL, NULL, fail, NULL, 0);
 }
 
 an_status

@@ -124,6 +124,21 @@ out:
 }
 
 an_status
+an_slots_try_acquire(an_slots *s)
+{
+    an_status st = AN_OK;
+    pthread_mutex_lock(&s->mu);
+    if (s->closed)
+        st = AN_ERR_POOL_CLOSED;
+    else if (s->used < s->capacity)
+        s->used++;
+    else
+        st = AN_ERR_POOL_TIMEOUT;
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+an_status
 an_slots_release(an_slots *s)
 {
     an_status st = AN_OK;
