@@ -7,11 +7,16 @@ from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    DeadlockError,
     DecodeError,
     ImageTooLargeError,
+    LockReleaseError,
+    LockTimeoutError,
     MemoryLimitError,
     ModelError,
     NetworkError,
+    PoolClosedError,
+    PoolTimeoutError,
     ProcessingError,
     SecurityError,
     UnsupportedFormatError,
@@ -29,6 +34,8 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .locks import LockManager, thread_safe_operation
+from .pool import AsyncObjectPool, ObjectPool, PoolState
 from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
@@ -38,14 +45,23 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "AsyncObjectPool",
+    "DeadlockError",
     "DecodeError",
     "ImageInfo",
     "ImageTooLargeError",
     "Limits",
+    "LockManager",
+    "LockReleaseError",
+    "LockTimeoutError",
     "MemoryLimitError",
     "Mode",
     "ModelError",
     "NetworkError",
+    "ObjectPool",
+    "PoolClosedError",
+    "PoolState",
+    "PoolTimeoutError",
     "ProcessingError",
     "SecurityError",
     "UnsupportedFormatError",
@@ -66,5 +82,6 @@ __all__ = [
     "probe",
     "resize",
     "set_default_limits",
+    "thread_safe_operation",
     "thumbnail",
 ]

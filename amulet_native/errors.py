@@ -33,8 +33,8 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
-    "DecodeError",
     "DeadlockError",
+    "DecodeError",
     "ImageTooLargeError",
     "LockReleaseError",
     "LockTimeoutError",
