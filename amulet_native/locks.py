@@ -358,7 +358,7 @@ def thread_safe_operation(
 
             @functools.wraps(fn)
             async def awrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                mgr = manager or default_manager()
+                mgr = manager if manager is not None else default_manager()
                 async with mgr.acquire_async(name, timeout=timeout, kind=kind):
                     return await afn(*args, **kwargs)
 
@@ -366,7 +366,7 @@ def thread_safe_operation(
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            mgr = manager or default_manager()
+            mgr = manager if manager is not None else default_manager()
             with mgr.acquire(name, timeout=timeout, kind=kind):
                 return fn(*args, **kwargs)
 

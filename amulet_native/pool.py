@@ -704,7 +704,7 @@ class AsyncObjectPool(_PoolBase[T]):
         while self._closing:
             await asyncio.gather(*list(self._closing), return_exceptions=True)
 
-    async def __aenter__(self) -> AsyncObjectPool[T]:  # noqa: PYI034
+    async def __aenter__(self) -> AsyncObjectPool[T]:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
