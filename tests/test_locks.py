@@ -244,7 +244,7 @@ def test_release_not_held() -> None:
         lm.release("never")
     assert isinstance(info.value, RuntimeError) and info.value.code == "lock.not_held"
     h = lm.acquire("a")
-    errors: list[BaseException] = []
+    errors: list[an.LockReleaseError] = []
 
     def other() -> None:
         try:
@@ -347,7 +347,8 @@ def _cycle(lm: an.LockManager, k: int) -> an.DeadlockError:
         t.start()
         threads.append(t)
         assert go[i].wait(10)
-        wait_until(lambda i=i: lm.stats(names[(i + 1) % k])["waiters"] == 1, "chain")
+        nxt = names[(i + 1) % k]
+        wait_until(lambda nxt=nxt: bool(lm.stats(nxt)["waiters"] == 1), "chain")  # type: ignore[misc]
     try:
         with pytest.raises(an.DeadlockError) as info:
             lm.acquire("L1", timeout=30)
@@ -398,16 +399,14 @@ def test_no_false_deadlock_without_cycle() -> None:
     # rlock re-entry and semaphores never count as cycles
     with lm.acquire("r", kind="rlock"), lm.acquire("r", kind="rlock"):
         pass
-    with lm.acquire("s", kind="semaphore", permits=1):
-        with pytest.raises(an.LockTimeoutError):
-            lm.acquire("s", kind="semaphore", permits=1, timeout=0.01)
+    with lm.acquire("s", kind="semaphore", permits=1), pytest.raises(an.LockTimeoutError):
+        lm.acquire("s", kind="semaphore", permits=1, timeout=0.01)
 
 
 def test_self_deadlock_on_plain_lock() -> None:
     lm = an.LockManager(detect_deadlocks=True)
-    with lm.acquire("a"):
-        with pytest.raises(an.DeadlockError) as info:
-            lm.acquire("a")  # would wait forever without detection
+    with lm.acquire("a"), pytest.raises(an.DeadlockError) as info:
+        lm.acquire("a")  # would wait forever without detection
     assert info.value.cycle == [(threading.get_ident(), "a")]
     plain = an.LockManager()
     with plain.acquire("a"), pytest.raises(an.LockTimeoutError):
@@ -465,7 +464,11 @@ def test_thread_safe_operation_sync(fast_switch: None) -> None:
         inc(1)  # nested: the decorator's default kind is rlock
         inc(1)
 
-    run_threads(THREADS, lambda _: [inc_twice() for _ in range(50)] and None)
+    def work(_: int) -> None:
+        for _ in range(50):
+            inc_twice()
+
+    run_threads(THREADS, work)
     assert box[0] == THREADS * 100
     assert inc.__name__ == "inc" and inc.__doc__ == "Increment."
     assert lm.stats("inc")["kind"] == "rlock"
