@@ -133,6 +133,8 @@ def collect() -> dict[str, Any]:
         "pyspng zlib": _embedded("pyspng", rb"\x00(1\.[23]\.[0-9]+)\x00"),
         "pybase64": _pybase64(),
         "pytest-benchmark": _dist("pytest-benchmark"),
+        "generic-connection-pool": _dist("generic-connection-pool"),
+        "SQLAlchemy": _dist("SQLAlchemy"),
     }
     return {
         "cpu": cpu_model(),
