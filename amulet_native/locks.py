@@ -42,7 +42,7 @@ from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from . import _core
-from .errors import LockReleaseError, ValidationError
+from .errors import ValidationError
 
 __all__ = ["LockHandle", "LockKind", "LockManager", "default_manager", "thread_safe_operation"]
 
@@ -101,45 +101,10 @@ def _kind_arg(kind: str, permits: int) -> tuple[int, int]:
     return k, permits
 
 
-class LockHandle:
-    """One successful acquisition (of one or several names, in order).
-
-    Releases on ``__exit__`` or :meth:`release` (exactly once)."""
-
-    __slots__ = ("_held", "_names", "_native", "_owner")
-
-    def __init__(self, native: _core.LockManager, names: list[str], owner: int) -> None:
-        self._native = native
-        self._names = names
-        self._owner = owner
-        self._held = True
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The names held, in acquisition order."""
-        return tuple(self._names)
-
-    def release(self) -> None:
-        """Release every name (in reverse order); a second call raises LockReleaseError."""
-        if not self._held:
-            raise LockReleaseError(
-                f"lock(s) {self._names!r} already released by this handle", code="lock.not_held",
-                name=self._names[0] if self._names else None,
-            )
-        self._held = False
-        for name in reversed(self._names):
-            self._native.release(name, self._owner)
-
-    def __enter__(self) -> LockHandle:  # noqa: PYI034
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+#: One acquisition (of one or several names): ``names``, ``held``,
+#: ``release()`` (LockReleaseError the second time) and the context-manager
+#: protocol.  Implemented in C so ``with lm.acquire(name):`` stays cheap.
+LockHandle = _core.LockHold
 
 
 class LockManager:
@@ -183,9 +148,7 @@ class LockManager:
         Raises LockTimeoutError after ``timeout`` seconds (None: wait forever),
         DeadlockError (with ``detect_deadlocks``), ValidationError(code
         "lock.kind") if ``name`` exists with another kind or permit count."""
-        k, p = _kind_arg(kind, permits)
-        self._native.acquire(name, k, p, 0, _timeout_arg(timeout), None)
-        return LockHandle(self._native, [name], threading.get_ident())
+        return self._native.hold(name, kind, permits, timeout)
 
     def acquire_many(
         self,
@@ -216,7 +179,7 @@ class LockManager:
             for n in reversed(taken):
                 self._native.release(n, 0)
             raise
-        return LockHandle(self._native, taken, threading.get_ident())
+        return self._native.adopt(tuple(taken), 0)
 
     def release(self, name: str) -> None:
         """Release one hold of ``name`` by the calling thread (LockReleaseError
@@ -248,7 +211,7 @@ class LockManager:
         token = _task_token()
         native = self._native
         if native.try_acquire(name, kind, permits, token):
-            return LockHandle(native, [name], token)
+            return native.adopt((name,), token)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
         cancel = threading.Event()
@@ -285,7 +248,7 @@ class LockManager:
             raise
         if not ok:  # the event was set although this task was not cancelled
             raise asyncio.CancelledError()
-        return LockHandle(native, [name], token)
+        return native.adopt((name,), token)
 
     # ---- statistics ------------------------------------------------------------
 

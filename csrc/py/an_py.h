@@ -48,6 +48,7 @@ typedef struct {
     an_pool *pool;                  /* decode_many workers, created on first use */
     pthread_mutex_t pool_lock;      /* guards pool creation and growth */
     int pool_lock_ready;
+    PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
 } an_state;
 
 an_state *an_get_state(PyObject *module);

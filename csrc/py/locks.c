@@ -16,11 +16,6 @@
 
 #include "../core/an_lock.h"
 
-typedef struct {
-    PyObject_HEAD
-    an_lockmgr *mgr;
-} LockManagerObject;
-
 static const char *const kind_names[] = {"lock", "rlock", "semaphore"};
 
 /* ---- the interrupt callback shared with pool.c ------------------------------- */
@@ -48,6 +43,137 @@ an_wait_interrupt(void *arg)
     c->ts = PyEval_SaveThread();
     return stop;
 }
+
+/* ---- LockHold: one successful acquisition (one or several names) ----------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *mgr;    /* the LockManagerObject */
+    PyObject *names;  /* tuple of str, in acquisition order */
+    uint64_t owner;
+    int held;
+} LockHoldObject;
+
+typedef struct {
+    PyObject_HEAD
+    an_lockmgr *mgr;
+} LockManagerObject;
+
+static PyObject *raise_lock_error(an_state *st, an_status status, PyObject *name, double timeout,
+                                  const an_lock_fail *fail);
+
+static PyObject *
+new_hold(PyObject *mgr, PyObject *names, uint64_t owner)
+{
+    an_state *st = (an_state *)PyType_GetModuleState(Py_TYPE(mgr));
+    LockHoldObject *h = PyObject_New(LockHoldObject, (PyTypeObject *)st->lock_hold_type);
+    if (h == NULL)
+        return NULL;
+    h->mgr = Py_NewRef(mgr);
+    h->names = Py_NewRef(names);
+    h->owner = owner;
+    h->held = 1;
+    return (PyObject *)h;
+}
+
+static void
+lockhold_dealloc(LockHoldObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_DECREF(self->mgr);
+    Py_DECREF(self->names);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+lockhold_release(LockHoldObject *self, PyObject *unused)
+{
+    (void)unused;
+    an_state *st = (an_state *)PyType_GetModuleState(Py_TYPE(self->mgr));
+    an_lockmgr *m = ((LockManagerObject *)self->mgr)->mgr;
+    Py_ssize_t n = PyTuple_GET_SIZE(self->names);
+    if (!self->held) {
+        PyObject *first = n > 0 ? PyTuple_GET_ITEM(self->names, 0) : Py_None;
+        return raise_lock_error(st, AN_ERR_LOCK_NOT_HELD, first, 0, NULL);
+    }
+    self->held = 0;
+    PyObject *failed = NULL;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        PyObject *name = PyTuple_GET_ITEM(self->names, i);
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(name, &len);
+        if (s == NULL)
+            return NULL;
+        if (an_lockmgr_release(m, s, (size_t)len, self->owner) != AN_OK && failed == NULL)
+            failed = name;
+    }
+    if (failed != NULL) /* released by someone else's misuse (e.g. lm.release()) */
+        return raise_lock_error(st, AN_ERR_LOCK_NOT_HELD, failed, 0, NULL);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lockhold_enter(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_NewRef(self);
+}
+
+static PyObject *
+lockhold_exit(LockHoldObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)args;
+    (void)nargs;
+    PyObject *r = lockhold_release(self, NULL);
+    if (r == NULL)
+        return NULL;
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+lockhold_get_names(LockHoldObject *self, void *closure)
+{
+    (void)closure;
+    return Py_NewRef(self->names);
+}
+
+static PyObject *
+lockhold_get_held(LockHoldObject *self, void *closure)
+{
+    (void)closure;
+    return PyBool_FromLong(self->held);
+}
+
+static PyMethodDef lockhold_methods[] = {
+    {"release", (PyCFunction)lockhold_release, METH_NOARGS,
+     "release(): release every name, in reverse order (LockReleaseError the second time)."},
+    {"__enter__", (PyCFunction)lockhold_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)(void (*)(void))lockhold_exit, METH_FASTCALL, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef lockhold_getset[] = {
+    {"names", (getter)lockhold_get_names, NULL, "the names held, in acquisition order", NULL},
+    {"held", (getter)lockhold_get_held, NULL, "False once released", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot lockhold_slots[] = {
+    {Py_tp_dealloc, lockhold_dealloc},
+    {Py_tp_methods, lockhold_methods},
+    {Py_tp_getset, lockhold_getset},
+    {Py_tp_doc, "One acquisition of named locks; releases on __exit__ or release()."},
+    {0, NULL},
+};
+
+static PyType_Spec lockhold_spec = {
+    .name = "amulet_native._core.LockHold",
+    .basicsize = sizeof(LockHoldObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = lockhold_slots,
+};
 
 /* ---- raising ------------------------------------------------------------------ */
 
@@ -267,6 +393,115 @@ lockmanager_acquire(LockManagerObject *self, PyObject *const *args, Py_ssize_t n
     return raise_lock_error(st, s, args[0], timeout, &fail);
 }
 
+static int
+bad_arg(an_state *st, const char *field, const char *msg)
+{
+    PyObject *ctx = Py_BuildValue("{s:s}", "field", field);
+    if (ctx != NULL) {
+        an_raise_ctx(st, AN_ERR_INVALID_ARG, ctx, "%s", msg);
+        Py_DECREF(ctx);
+    }
+    return -1;
+}
+
+/* hold(name, kind="lock", permits=1, timeout=None) -> LockHold: the fast path
+ * of LockManager.acquire for the calling thread, arguments checked here. */
+static PyObject *
+lockmanager_hold(LockManagerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    an_state *st = lm_state((PyObject *)self);
+    const char *name;
+    Py_ssize_t len;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "hold() takes 4 arguments");
+        return NULL;
+    }
+    if (get_name(args[0], &name, &len) < 0)
+        return NULL;
+    an_lock_kind kind;
+    if (!PyUnicode_Check(args[1])) {
+        bad_arg(st, "kind", "kind must be 'lock', 'rlock' or 'semaphore'");
+        return NULL;
+    }
+    if (PyUnicode_CompareWithASCIIString(args[1], "lock") == 0)
+        kind = AN_LOCK_MUTEX;
+    else if (PyUnicode_CompareWithASCIIString(args[1], "rlock") == 0)
+        kind = AN_LOCK_RLOCK;
+    else if (PyUnicode_CompareWithASCIIString(args[1], "semaphore") == 0)
+        kind = AN_LOCK_SEMAPHORE;
+    else {
+        bad_arg(st, "kind", "kind must be 'lock', 'rlock' or 'semaphore'");
+        return NULL;
+    }
+    long permits = -1;
+    if (PyLong_CheckExact(args[2]))
+        permits = PyLong_AsLong(args[2]);
+    if (permits == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (permits < 1 || permits > INT_MAX) {
+        bad_arg(st, "permits", "permits must be an int >= 1");
+        return NULL;
+    }
+    if (kind != AN_LOCK_SEMAPHORE && permits != 1) {
+        bad_arg(st, "permits", "permits applies to semaphores only");
+        return NULL;
+    }
+    double timeout = -1.0;
+    if (args[3] != Py_None) {
+        timeout = PyFloat_AsDouble(args[3]);
+        if (timeout == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (!(timeout >= 0.0)) {
+            bad_arg(st, "timeout", "timeout must be None or >= 0");
+            return NULL;
+        }
+    }
+    uint64_t owner = (uint64_t)PyThread_get_thread_ident();
+    an_lock_fail fail;
+    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, kind, (int)permits, owner,
+                                         &fail);
+    if (s == AN_ERR_LOCK_TIMEOUT) {
+        an_wait_ctx c = {NULL, NULL, 0};
+        c.ts = PyEval_SaveThread();
+        s = an_lockmgr_acquire(self->mgr, name, (size_t)len, kind, (int)permits, owner, timeout,
+                               an_wait_interrupt, &c, &fail, NULL);
+        PyEval_RestoreThread(c.ts);
+        if (s == AN_ERR_CANCELLED)
+            return NULL; /* a signal handler raised */
+    }
+    if (s != AN_OK) {
+        if (s == AN_ERR_NOMEM)
+            return PyErr_NoMemory();
+        return raise_lock_error(st, s, args[0], timeout, &fail);
+    }
+    PyObject *names = PyTuple_Pack(1, args[0]);
+    PyObject *h = names == NULL ? NULL : new_hold((PyObject *)self, names, owner);
+    Py_XDECREF(names);
+    if (h == NULL)
+        an_lockmgr_release(self->mgr, name, (size_t)len, owner);
+    return h;
+}
+
+/* adopt(names: tuple[str, ...], owner) -> LockHold for names already acquired
+ * by owner (acquire_many, acquire_async). */
+static PyObject *
+lockmanager_adopt(LockManagerObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t owner;
+    if (nargs != 2 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "adopt(names: tuple, owner)");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++)
+        if (!PyUnicode_Check(PyTuple_GET_ITEM(args[0], i))) {
+            PyErr_SetString(PyExc_TypeError, "lock names must be str");
+            return NULL;
+        }
+    if (get_owner(args[1], &owner) < 0)
+        return NULL;
+    return new_hold((PyObject *)self, args[0], owner);
+}
+
 /* try_acquire(name, kind, permits, owner) -> bool: never waits, and a busy
  * lock does not count as contention (the async fast path). */
 static PyObject *
@@ -391,6 +626,10 @@ lockmanager_len(LockManagerObject *self)
 static PyMethodDef lockmanager_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))lockmanager_acquire, METH_FASTCALL,
      "acquire(name, kind, permits, owner, timeout, cancel) -> bool"},
+    {"hold", (PyCFunction)(void (*)(void))lockmanager_hold, METH_FASTCALL,
+     "hold(name, kind, permits, timeout) -> LockHold"},
+    {"adopt", (PyCFunction)(void (*)(void))lockmanager_adopt, METH_FASTCALL,
+     "adopt(names, owner) -> LockHold"},
     {"try_acquire", (PyCFunction)(void (*)(void))lockmanager_try_acquire, METH_FASTCALL,
      "try_acquire(name, kind, permits, owner) -> bool"},
     {"release", (PyCFunction)(void (*)(void))lockmanager_release, METH_FASTCALL,
@@ -420,7 +659,9 @@ static PyType_Spec lockmanager_spec = {
 int
 an_locks_exec(PyObject *m, an_state *st)
 {
-    (void)st;
+    st->lock_hold_type = PyType_FromModuleAndSpec(m, &lockhold_spec, NULL);
+    if (st->lock_hold_type == NULL || PyModule_AddObjectRef(m, "LockHold", st->lock_hold_type) < 0)
+        return -1;
     PyObject *t = PyType_FromModuleAndSpec(m, &lockmanager_spec, NULL);
     if (t == NULL)
         return -1;

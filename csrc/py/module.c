@@ -123,6 +123,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_VISIT(st->exc[s]);
     Py_VISIT(st->warning);
+    Py_VISIT(st->lock_hold_type);
     return 0;
 }
 
@@ -133,6 +134,7 @@ core_clear(PyObject *module)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_CLEAR(st->exc[s]);
     Py_CLEAR(st->warning);
+    Py_CLEAR(st->lock_hold_type);
     return 0;
 }
 
