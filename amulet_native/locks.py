@@ -38,7 +38,6 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from . import _core

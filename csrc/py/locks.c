@@ -129,7 +129,7 @@ lockhold_exit(LockHoldObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (r == NULL)
         return NULL;
     Py_DECREF(r);
-    Py_RETURN_FALSE;
+    Py_RETURN_NONE; /* never swallows the block's exception */
 }
 
 static PyObject *
