@@ -21,6 +21,12 @@ table, listed by ``amulet_native._core.error_table()``.
     └── SerializationError (also TypeError) .type_name
     ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
     └── ReentrantCallError (also RuntimeError) .function
+    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    ├── LockTimeoutError (also TimeoutError) .name, .timeout
+    ├── DeadlockError (also RuntimeError)   .name, .cycle
+    ├── LockReleaseError (also RuntimeError) .name
+    ├── PoolTimeoutError (also TimeoutError) .timeout, .max_size
+    └── PoolClosedError (also RuntimeError)
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -34,12 +40,17 @@ __all__ = [
     "AmuletError",
     "AmuletWarning",
     "CacheCallbackWarning",
+    "DeadlockError",
     "DecodeError",
     "ImageTooLargeError",
+    "LockReleaseError",
+    "LockTimeoutError",
     "MemoryLimitError",
     "ModelError",
     "NetworkError",
     "PayloadTooLargeError",
+    "PoolClosedError",
+    "PoolTimeoutError",
     "ProcessingError",
     "ReentrantCallError",
     "SecurityError",
@@ -233,6 +244,70 @@ class PayloadTooLargeError(ValidationError):
     @property
     def received(self) -> int | None:
         return self.context.get("received")
+class LockTimeoutError(AmuletError, TimeoutError):
+    """A named lock (LockManager) was not acquired within its timeout."""
+
+    default_code = "lock.timeout"
+    _context_fields: tuple[str, ...] = ("name", "timeout")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+    @property
+    def timeout(self) -> float | None:
+        return self.context.get("timeout")
+
+
+class DeadlockError(AmuletError, RuntimeError):
+    """Waiting for a lock would close a cycle in the wait-for graph.
+
+    ``cycle`` lists the wait-for edges as ``(owner, name)`` pairs: ``owner``
+    (a thread id, or an asyncio task token) waits for ``name``, which is held
+    by the next pair's owner; the last name is held by the first owner."""
+
+    default_code = "lock.deadlock"
+    _context_fields: tuple[str, ...] = ("name", "cycle")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+    @property
+    def cycle(self) -> list[tuple[int, str]]:
+        return list(self.context.get("cycle", []))
+
+
+class LockReleaseError(AmuletError, RuntimeError):
+    """Release of a named lock the caller does not hold."""
+
+    default_code = "lock.not_held"
+    _context_fields: tuple[str, ...] = ("name",)
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+
+class PoolTimeoutError(AmuletError, TimeoutError):
+    """No pooled object became available within the timeout."""
+
+    default_code = "pool.timeout"
+    _context_fields: tuple[str, ...] = ("timeout", "max_size")
+
+    @property
+    def timeout(self) -> float | None:
+        return self.context.get("timeout")
+
+    @property
+    def max_size(self) -> int | None:
+        return self.context.get("max_size")
+
+
+class PoolClosedError(AmuletError, RuntimeError):
+    """acquire() on a pool that was closed."""
+
+    default_code = "pool.closed"
 
 
 class AmuletWarning(UserWarning):

@@ -152,6 +152,8 @@ def collect() -> dict[str, Any]:
         "cachebox": _dist("cachebox"),
         "theine": _dist("theine"),
         "pytest-benchmark": _dist("pytest-benchmark"),
+        "generic-connection-pool": _dist("generic-connection-pool"),
+        "SQLAlchemy": _dist("SQLAlchemy"),
     }
     return {
         "cpu": cpu_model(),

@@ -138,6 +138,14 @@ PIPELINE_SUMMARY = (
         ),
     ),
 )
+# The pool and lock groups, named as in test_bench_pool.py (each call runs
+# extra_info["items"] acquire/release cycles).
+POOL_ORDER = (
+    "pool acquire/release x1000, 1 thread",
+    "pool acquire/release x250, 4 threads, max_size=2",
+    "named lock acquire/release x1000",
+    "named lock acquire/release x250, 4 threads",
+)
 THUMB_PEERS = (
     "Pillow draft + thumbnail",
     "OpenCV (BGR)",
@@ -244,7 +252,7 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER
+    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -358,7 +366,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
         g = groups[gname]
         if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + CACHE_ORDER:
             continue
-        if gname in TIERED_ORDER or gname in STREAM_ORDER:  # shown by their own tables
+        if gname in TIERED_ORDER or gname in STREAM_ORDER or gname in POOL_ORDER:
             continue
         cells = []
         for label, names in COMPACT_PEERS:
@@ -795,6 +803,25 @@ def memory_limit_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
     return out
 
 
+def pool_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """README table of the pool/lock groups: amulet_native's time per
+    acquire/release cycle and each peer's paired ratio."""
+    lines = [
+        "| benchmark | amulet_native per cycle | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in POOL_ORDER:
+        g = groups.get(gname, {})
+        if AMULET not in g:
+            continue
+        items = g[AMULET].info("items") or 1
+        cells = [f"{p} {r:.2f}×" for p in g if p != AMULET and (r := ratio(g, p)) is not None]
+        lines.append(
+            f"| {gname} | {fmt_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
+        )
+    return lines if len(lines) > 2 else []
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
         print(__doc__, file=sys.stderr)
@@ -813,6 +840,9 @@ def main(argv: list[str]) -> int:
     sys.stdout.write(compact)
     if mem_table:
         sys.stdout.write("\n" + "\n".join(mem_table) + "\n")
+    pools = pool_table(load(paths)[0])
+    if pools:
+        sys.stdout.write("\n" + "\n".join(pools) + "\n")
     return 0
 
 

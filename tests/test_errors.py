@@ -37,6 +37,12 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.PayloadTooLargeError: ((errors.ValidationError, ValueError),
                                   {"field": "body", "limit": 100, "received": 101}),
     errors.ReentrantCallError: ((errors.AmuletError, RuntimeError), {"function": "f"}),
+    errors.LockTimeoutError: ((errors.AmuletError, TimeoutError), {"name": "db", "timeout": 1.5}),
+    errors.DeadlockError: ((errors.AmuletError, RuntimeError),
+                           {"name": "a", "cycle": [(1, "a"), (2, "b")]}),
+    errors.LockReleaseError: ((errors.AmuletError, RuntimeError), {"name": "a"}),
+    errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
+    errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
 }
 
 

@@ -55,6 +55,14 @@ typedef enum an_status {
     AN_ERR_IO,              /* an operating system call failed; err->actual is errno */
     AN_ERR_CACHE_TOO_LARGE, /* a value bigger than the cache's max_bytes */
     AN_ERR_REENTRANT,       /* a cached function called itself for the same key */
+    /* locks and pools (an_lock.h) */
+    AN_ERR_CANCELLED,       /* a wait was stopped by its interrupt callback */
+    AN_ERR_LOCK_TIMEOUT,
+    AN_ERR_LOCK_DEADLOCK,   /* the wait would close a wait-for cycle */
+    AN_ERR_LOCK_KIND,       /* name already exists with another kind/permits */
+    AN_ERR_LOCK_NOT_HELD,   /* release of a lock the owner does not hold */
+    AN_ERR_POOL_TIMEOUT,
+    AN_ERR_POOL_CLOSED,
     AN_STATUS_COUNT
 } an_status;
 

@@ -53,6 +53,17 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "value is larger than the cache's max_bytes"},
     {AN_ERR_REENTRANT, "cache.reentrant", "ReentrantCallError",
      "re-entrant call of a cached function for the key it is computing"},
+    {AN_ERR_CANCELLED, "wait.cancelled", "AmuletError", "the wait was cancelled"},
+    {AN_ERR_LOCK_TIMEOUT, "lock.timeout", "LockTimeoutError", "timed out waiting for the lock"},
+    {AN_ERR_LOCK_DEADLOCK, "lock.deadlock", "DeadlockError",
+     "waiting for the lock would deadlock"},
+    {AN_ERR_LOCK_KIND, "lock.kind", "ValidationError",
+     "the lock name already exists with another kind or permit count"},
+    {AN_ERR_LOCK_NOT_HELD, "lock.not_held", "LockReleaseError",
+     "release of a lock that is not held by the caller"},
+    {AN_ERR_POOL_TIMEOUT, "pool.timeout", "PoolTimeoutError",
+     "timed out waiting for a pooled object"},
+    {AN_ERR_POOL_CLOSED, "pool.closed", "PoolClosedError", "the pool is closed"},
 };
 
 const an_error_entry *

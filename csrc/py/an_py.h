@@ -50,6 +50,7 @@ typedef struct {
     int pool_lock_ready;
     PyTypeObject *budget_type;      /* memory.c: _core.Budget */
     uint64_t process_limit;         /* memory.c: bytes of RSS, 0 = none (atomic access) */
+    PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -135,5 +136,21 @@ PyObject *an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssi
 /* cache.c: the Cache and CachedFunction types (and cached.c's make_key). */
 int an_cache_exec(PyObject *m, an_state *st);
 PyObject *an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* locks.c, pool.c: LockManager and PoolSlots (registered by an_locks_exec). */
+int an_locks_exec(PyObject *m, an_state *st);
+int an_objpool_exec(PyObject *m, an_state *st);
+/* The context of an_wait_interrupt: the saved thread state of the waiting
+ * thread, an optional cancel event (anything with is_set()), and whether a
+ * Python exception (a signal handler's, or is_set()'s) stopped the wait. */
+typedef struct {
+    PyThreadState *ts;
+    PyObject *cancel;
+    int error;
+} an_wait_ctx;
+/* The core's an_interrupt_fn for waits run with the GIL released. */
+int an_wait_interrupt(void *ctx);
+/* Raise st->exc[status](message, code=..., context=context) (context may be
+ * NULL; fmt is a PyUnicode_FromFormat format).  Always returns NULL. */
+PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...);
 
 #endif /* AN_PY_H */

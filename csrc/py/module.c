@@ -131,6 +131,8 @@ core_exec(PyObject *module)
         return -1;
     if (an_cache_exec(module, st) < 0)
         return -1;
+    if (an_locks_exec(module, st) < 0)
+        return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
@@ -148,6 +150,7 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
         Py_VISIT(st->exc[s]);
     Py_VISIT(st->warning);
     Py_VISIT(st->budget_type);
+    Py_VISIT(st->lock_hold_type);
     return 0;
 }
 
@@ -159,6 +162,7 @@ core_clear(PyObject *module)
         Py_CLEAR(st->exc[s]);
     Py_CLEAR(st->warning);
     Py_CLEAR(st->budget_type);
+    Py_CLEAR(st->lock_hold_type);
     return 0;
 }
 
