@@ -5,7 +5,6 @@ from typing import Any, Generic, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from typing_extensions import Self
 
 LIBJPEG_VERSION: str
 LIBPNG_VERSION: str
