@@ -15,7 +15,8 @@ table, listed by ``amulet_native._core.error_table()``.
     ├── NetworkError
     ├── SecurityError                      .severity
     │   └── ImageTooLargeError             .limit_name, .actual, .limit
-    └── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    └── QueueClosed                        (ThreadSafeQueue.close() was called)
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ProcessingError",
+    "QueueClosed",
     "SecurityError",
     "UnsupportedFormatError",
     "ValidationError",
@@ -195,3 +197,10 @@ class MemoryLimitError(AmuletError, MemoryError):
 
 class AmuletWarning(UserWarning):
     """Emitted when a tolerant operation (``strict=False``) had to skip damage."""
+
+
+class QueueClosed(AmuletError):
+    """A ``ThreadSafeQueue`` was closed: ``put`` after ``close()``, or ``get`` once
+    the closed queue is drained.  Waiting producers and consumers get it too."""
+
+    default_code = "queue.closed"

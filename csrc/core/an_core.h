@@ -49,6 +49,7 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
     AN_STATUS_COUNT
 } an_status;
 

@@ -44,6 +44,7 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_ARRAY, "value.array", "ValidationError",
      "array has an unsupported shape, dtype or layout"},
     {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
+    {AN_ERR_QUEUE_CLOSED, "queue.closed", "QueueClosed", "the queue is closed"},
 };
 
 const an_error_entry *

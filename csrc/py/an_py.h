@@ -48,6 +48,8 @@ typedef struct {
     an_pool *pool;                  /* decode_many workers, created on first use */
     pthread_mutex_t pool_lock;      /* guards pool creation and growth */
     int pool_lock_ready;
+    PyObject *queue_empty;          /* queue.Empty (ThreadSafeQueue, sync) */
+    PyObject *queue_full;           /* queue.Full */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -98,5 +100,8 @@ PyObject *an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, con
 PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+/* sync.c: AtomicCounter, ThreadSafeDict, ThreadSafeQueue */
+int an_sync_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */

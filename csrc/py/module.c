@@ -108,6 +108,8 @@ core_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
+    if (an_sync_exec(module, st) < 0)
+        return -1;
     return 0;
 error:
     Py_DECREF(errors);
@@ -121,6 +123,8 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_VISIT(st->exc[s]);
     Py_VISIT(st->warning);
+    Py_VISIT(st->queue_empty);
+    Py_VISIT(st->queue_full);
     return 0;
 }
 
@@ -131,6 +135,8 @@ core_clear(PyObject *module)
     for (int s = 0; s < AN_STATUS_COUNT; s++)
         Py_CLEAR(st->exc[s]);
     Py_CLEAR(st->warning);
+    Py_CLEAR(st->queue_empty);
+    Py_CLEAR(st->queue_full);
     return 0;
 }
 
