@@ -13,6 +13,7 @@ from .errors import (
     ModelError,
     NetworkError,
     ProcessingError,
+    QueueClosed,
     SecurityError,
     UnsupportedFormatError,
     ValidationError,
@@ -29,6 +30,7 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .sync import AtomicCounter, ThreadSafeDict, ThreadSafeQueue
 from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
@@ -38,6 +40,7 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "AtomicCounter",
     "DecodeError",
     "ImageInfo",
     "ImageTooLargeError",
@@ -47,7 +50,10 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ProcessingError",
+    "QueueClosed",
     "SecurityError",
+    "ThreadSafeDict",
+    "ThreadSafeQueue",
     "UnsupportedFormatError",
     "ValidationError",
     "available_cpus",
