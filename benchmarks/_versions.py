@@ -133,6 +133,7 @@ def collect() -> dict[str, Any]:
         "pyspng zlib": _embedded("pyspng", rb"\x00(1\.[23]\.[0-9]+)\x00"),
         "pybase64": _pybase64(),
         "pytest-benchmark": _dist("pytest-benchmark"),
+        "atomics": _dist("atomics"),  # peer of the AtomicCounter benchmarks
     }
     return {
         "cpu": cpu_model(),

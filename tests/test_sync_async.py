@@ -21,6 +21,11 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def join_all(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        t.join()
+
+
 def test_aput_aget_roundtrip_and_order() -> None:
     async def main() -> list[int]:
         q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
@@ -85,7 +90,7 @@ def test_close_wakes_async_waiters() -> None:
         empty: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
         full: an.ThreadSafeQueue[int] = an.ThreadSafeQueue(maxsize=1)
         await full.aput(0)
-        tasks = [asyncio.create_task(empty.aget()) for _ in range(3)]
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(empty.aget()) for _ in range(3)]
         tasks += [asyncio.create_task(full.aput(1)) for _ in range(3)]
         await asyncio.sleep(0.01)
         empty.close()
@@ -176,10 +181,10 @@ def test_threads_and_tasks_mixed() -> None:
         tc = [asyncio.create_task(task_consumer()) for _ in range(4)]
         await asyncio.gather(*(task_producer(p) for p in range(4)))
         to_threads.close()
-        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in producers])
+        await asyncio.get_running_loop().run_in_executor(None, join_all, producers)
         to_tasks.close()
         await asyncio.gather(*tc)
-        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in consumers])
+        await asyncio.get_running_loop().run_in_executor(None, join_all, consumers)
         return got
 
     expected = sorted(p * 1000 + i for p in range(4) for i in range(300))

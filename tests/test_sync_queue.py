@@ -155,7 +155,7 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError):
         an.ThreadSafeQueue("3")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        an.ThreadSafeQueue(3, "fifo")  # type: ignore[misc]
+        an.ThreadSafeQueue(3, "fifo")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         an.ThreadSafeQueue(maxsize=1.5)  # type: ignore[arg-type]
     q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
