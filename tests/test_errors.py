@@ -28,6 +28,7 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
                                 {"limit_name": "max_pixels", "actual": 10**10, "limit": 10**8}),
     errors.MemoryLimitError: ((errors.AmuletError, MemoryError),
                               {"requested": 1 << 30, "limit": 1 << 20, "in_use": 5}),
+    errors.QueueClosed: ((errors.AmuletError,), {}),
 }
 
 

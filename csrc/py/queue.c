@@ -637,13 +637,21 @@ queue_qsize(queueobject *q, PyObject *unused)
 static PyObject *
 queue_empty(queueobject *q, PyObject *unused)
 {
-    return PyBool_FromLong(q->ring.count == 0);
+    int empty;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    empty = q->ring.count == 0;
+    AN_END_CRITICAL_SECTION();
+    return PyBool_FromLong(empty);
 }
 
 static PyObject *
 queue_full(queueobject *q, PyObject *unused)
 {
-    return PyBool_FromLong(q->maxsize > 0 && (Py_ssize_t)q->ring.count >= q->maxsize);
+    int full;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    full = q->maxsize > 0 && (Py_ssize_t)q->ring.count >= q->maxsize;
+    AN_END_CRITICAL_SECTION();
+    return PyBool_FromLong(full);
 }
 
 static PyObject *
@@ -683,7 +691,11 @@ queue_get_closed(queueobject *q, void *closure)
 static PyObject *
 queue_get_unfinished(queueobject *q, void *closure)
 {
-    return PyLong_FromSsize_t(q->unfinished);
+    Py_ssize_t n;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    n = q->unfinished;
+    AN_END_CRITICAL_SECTION();
+    return PyLong_FromSsize_t(n);
 }
 
 /* aput/aget live in amulet_native.sync (coroutines); these forward to them. */

@@ -474,16 +474,17 @@ flight_result(an_flight *f)
     return NULL;
 }
 
-/* The owner's side: run the factory, publish the outcome, wake the waiters. */
+/* Publishes the outcome of flight f and wakes its waiters: v (a new
+ * reference, stored under key first when store is set) or, when v is NULL,
+ * the exception being raised.  Returns the outcome to the caller too. */
 static PyObject *
-run_flight(tsdictobject *self, PyObject *key, PyObject *factory, PyObject *cap, an_flight *f)
+finish_flight(tsdictobject *self, PyObject *key, an_flight *f, PyObject *v, int store)
 {
-    PyObject *v = PyObject_CallNoArgs(factory);
-    PyObject *et = NULL, *ev = NULL, *etb = NULL;
     AN_BEGIN_CRITICAL_SECTION(self);
-    if (v != NULL && PyDict_SetItem(self->dict, key, v) < 0)
+    if (v != NULL && store && PyDict_SetItem(self->dict, key, v) < 0)
         Py_CLEAR(v);
     if (v == NULL) {
+        PyObject *et = NULL, *ev = NULL, *etb = NULL;
         PyErr_Fetch(&et, &ev, &etb);
         PyErr_NormalizeException(&et, &ev, &etb);
         if (etb != NULL && ev != NULL)
@@ -495,17 +496,38 @@ run_flight(tsdictobject *self, PyObject *key, PyObject *factory, PyObject *cap, 
         f->value = Py_NewRef(v);
     }
     f->done = 1;
-    /* Only this flight can be registered under key while it is not done. */
+    /* Only this flight can be registered under key while it is not done; if
+     * the removal fails (a raising __eq__), later callers get its outcome. */
     if (PyDict_DelItem(self->flights, key) < 0)
         PyErr_Clear();
     AN_END_CRITICAL_SECTION();
     an_cond_notify_all(&f->cond);
     if (v != NULL) {
-        BUMP(self, writes, 1);
+        if (store)
+            BUMP(self, writes, 1);
         return v;
     }
     return flight_result(f);
 }
+
+/* A waiter's side: sleep (GIL released) until f is done, then take its outcome. */
+static PyObject *
+wait_flight(tsdictobject *self, an_flight *f, uint64_t seq)
+{
+    int done = 0;
+    while (!done) {
+        if (an_py_wait(&f->cond, seq, -1, NULL) < 0)
+            return NULL;
+        AN_BEGIN_CRITICAL_SECTION(self);
+        done = f->done;
+        if (!done)
+            seq = an_cond_prepare(&f->cond);
+        AN_END_CRITICAL_SECTION();
+    }
+    return flight_result(f);
+}
+
+enum { ROLE_ERROR, ROLE_OWNER, ROLE_LATE, ROLE_DONE, ROLE_RECURSIVE, ROLE_WAITER };
 
 static PyObject *
 tsdict_get_or_create(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -522,81 +544,60 @@ tsdict_get_or_create(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs
         return v;
     BUMP(self, misses, 1);
 
-    PyObject *mine = flight_new();
+    PyObject *mine = flight_new(), *cap = NULL;
     if (mine == NULL)
         return NULL;
-    {
-        PyObject *cap = NULL;
-        an_flight *f = NULL;
-        int owner = 0, recursive = 0;
-        uint64_t seq = 0;
-        AN_BEGIN_CRITICAL_SECTION(self);
-        cap = PyDict_SetDefault(self->flights, key, mine);
-        if (cap != NULL) {
-            Py_INCREF(cap);
-            f = PyCapsule_GetPointer(cap, FLIGHT);
-            owner = cap == mine;
-            if (owner) {
-                /* A flight that finished between our first lookup and the
-                 * registration has stored its value: use it. */
-                v = PyDict_GetItemWithError(self->dict, key);
-                Py_XINCREF(v);
-                if (v != NULL || PyErr_Occurred()) {
-                    f->done = 1;
-                    if (PyDict_DelItem(self->flights, key) < 0 && v != NULL) {
-                        Py_CLEAR(v); /* keep the error */
-                    }
-                }
-            } else if (!f->done) {
-                if (f->owner == PyThread_get_thread_ident())
-                    recursive = 1;
-                else
-                    seq = an_cond_prepare(&f->cond);
-            }
+    an_flight *f = NULL;
+    int role = ROLE_ERROR;
+    uint64_t seq = 0;
+    AN_BEGIN_CRITICAL_SECTION(self);
+    /* SetDefault is one lookup: exactly one caller registers its flight. */
+    cap = PyDict_SetDefault(self->flights, key, mine);
+    if (cap != NULL) {
+        Py_INCREF(cap);
+        f = PyCapsule_GetPointer(cap, FLIGHT);
+        if (cap == mine) {
+            /* A flight that finished between our first lookup and this
+             * registration has stored its value: publish that one. */
+            v = PyDict_GetItemWithError(self->dict, key);
+            Py_XINCREF(v);
+            role = (v != NULL || PyErr_Occurred()) ? ROLE_LATE : ROLE_OWNER;
+        } else if (f->done) {
+            role = ROLE_DONE;
+        } else if (f->owner == PyThread_get_thread_ident()) {
+            role = ROLE_RECURSIVE;
+        } else {
+            seq = an_cond_prepare(&f->cond);
+            role = ROLE_WAITER;
         }
-        AN_END_CRITICAL_SECTION();
-        if (cap == NULL) {
-            Py_DECREF(mine);
-            return NULL;
-        }
-        if (owner && f->done) {
-            Py_DECREF(cap);
-            Py_DECREF(mine);
-            return v;
-        }
-        if (owner) {
-            v = run_flight(self, key, factory, cap, f);
-            Py_DECREF(cap);
-            Py_DECREF(mine);
-            return v;
-        }
-        if (recursive) {
-            Py_DECREF(cap);
-            Py_DECREF(mine);
-            PyErr_SetString(PyExc_RuntimeError,
-                            "get_or_create(): the factory for this key called get_or_create() "
-                            "for the same key (it would wait for itself)");
-            return NULL;
-        }
-        /* A waiter: sleep until the owner publishes, then take its outcome. */
-        int done = f->done;
-        while (!done) {
-            if (an_py_wait(&f->cond, seq, -1, NULL) < 0) {
-                Py_DECREF(cap);
-                Py_DECREF(mine);
-                return NULL;
-            }
-            AN_BEGIN_CRITICAL_SECTION(self);
-            done = f->done;
-            if (!done)
-                seq = an_cond_prepare(&f->cond);
-            AN_END_CRITICAL_SECTION();
-        }
-        v = flight_result(f);
-        Py_DECREF(cap);
-        Py_DECREF(mine);
-        return v;
     }
+    AN_END_CRITICAL_SECTION();
+
+    switch (role) {
+    case ROLE_OWNER: /* the factory runs outside any critical section */
+        v = finish_flight(self, key, f, PyObject_CallNoArgs(factory), 1);
+        break;
+    case ROLE_LATE:
+        v = finish_flight(self, key, f, v, 0);
+        break;
+    case ROLE_DONE:
+        v = flight_result(f);
+        break;
+    case ROLE_RECURSIVE:
+        PyErr_SetString(PyExc_RuntimeError,
+                        "get_or_create(): the factory for this key called get_or_create() for "
+                        "the same key (it would wait for itself)");
+        v = NULL;
+        break;
+    case ROLE_WAITER:
+        v = wait_flight(self, f, seq);
+        break;
+    default:
+        v = NULL;
+    }
+    Py_XDECREF(cap);
+    Py_DECREF(mine);
+    return v;
 }
 
 /* Stores value under key if key still maps to `expected` (an identity check;
