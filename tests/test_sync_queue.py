@@ -310,7 +310,7 @@ def test_timeouts_wait_at_least_the_timeout(timeout: float) -> None:
     assert time.monotonic() - t0 >= timeout
     q.task_done()  # the put above was counted; get() is not needed for the count
     assert q.join(timeout=timeout) is True
-    assert q.stats()["wait_time"] >= 2 * timeout
+    assert q.stats()["wait_time"] >= 1.8 * timeout  # both waits, measured inside the call
 
 
 def test_join_timeout() -> None:
@@ -479,3 +479,20 @@ def test_priority_with_python_lt_under_threads() -> None:
     assert [(x.key, x.uid) for x in rest] == sorted((x.key, x.uid) for x in rest)
     uids = [u for g in got for u in g] + [x.uid for x in rest]
     assert sorted(uids) == list(range(n_threads * per))
+
+
+class JobQueue(an.ThreadSafeQueue[int]):
+    """Subclasses work like subclasses of queue.Queue."""
+
+    def put_many(self, items: list[int]) -> None:
+        for item in items:
+            self.put(item)
+
+
+def test_subclass() -> None:
+    q = JobQueue(maxsize=3, kind="lifo")
+    q.put_many([1, 2, 3])
+    assert q.full() and q.get() == 3 and q.kind == "lifo"
+    q.close()
+    with pytest.raises(an.QueueClosed):
+        q.put(4)

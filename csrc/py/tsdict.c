@@ -21,7 +21,12 @@
  *    compare with ==) outside the critical section, then store only if the
  *    key still holds the very object that was read (an identity check, no
  *    Python call); otherwise start again.  fn may therefore run more than once
- *    under contention and must not mutate the value in place.
+ *    under contention and must not mutate the value in place.  The check and
+ *    the store are two dict operations in one critical section: atomic for
+ *    keys hashed and compared in C (str, int, bytes, tuples of them...).  A
+ *    key whose __hash__ is Python code can let the interpreter switch threads
+ *    between them (as with any dict); such keys still never crash, deadlock or
+ *    corrupt the dict, and get_or_create stays single-flight for them.
  *
  * Iteration, keys(), values() and items() work on a snapshot copy, so a
  * concurrent writer can never make them fail with "changed size during
