@@ -35,6 +35,58 @@ int an_sync_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyO
  * non-integer). */
 int an_sync_as_i64(PyObject *o, int64_t *out);
 
+/* The exception being raised, taken out of the thread state (3.12+ keeps
+ * only the normalised value; older versions the type/value/traceback trio). */
+typedef struct an_saved_exc {
+    PyObject *type, *value, *tb;
+} an_saved_exc;
+
+/* Takes the current exception (if any) into *e, clearing it. */
+static inline void
+an_exc_take(an_saved_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    e->type = e->tb = NULL;
+    e->value = PyErr_GetRaisedException();
+#else
+    PyErr_Fetch(&e->type, &e->value, &e->tb);
+    PyErr_NormalizeException(&e->type, &e->value, &e->tb);
+    if (e->value != NULL && e->tb != NULL)
+        PyException_SetTraceback(e->value, e->tb);
+#endif
+}
+
+/* Raises *e again; the caller keeps its references (it may raise it again). */
+static inline void
+an_exc_raise_copy(const an_saved_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(Py_XNewRef(e->value));
+#else
+    PyErr_Restore(Py_XNewRef(e->type), Py_XNewRef(e->value), Py_XNewRef(e->tb));
+#endif
+}
+
+/* Raises *e again, handing over its references. */
+static inline void
+an_exc_raise(an_saved_exc *e)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(e->value);
+#else
+    PyErr_Restore(e->type, e->value, e->tb);
+#endif
+    e->type = e->value = e->tb = NULL;
+}
+
+static inline void
+an_exc_clear(an_saved_exc *e)
+{
+    Py_CLEAR(e->type);
+    Py_CLEAR(e->value);
+    Py_CLEAR(e->tb);
+}
+
 /* Type specs, created by an_sync_exec(). */
 extern PyType_Spec an_counter_spec;
 extern PyType_Spec an_tsdict_spec;

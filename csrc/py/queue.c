@@ -210,14 +210,14 @@ call_callback(PyObject *cb)
 {
     if (cb == NULL)
         return;
-    PyObject *exc_type, *exc_value, *exc_tb;
-    PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+    an_saved_exc pending;
+    an_exc_take(&pending); /* close() may run several callbacks after an error */
     PyObject *r = PyObject_CallNoArgs(cb);
     if (r == NULL)
         PyErr_WriteUnraisable(cb);
     Py_XDECREF(r);
     Py_DECREF(cb);
-    PyErr_Restore(exc_type, exc_value, exc_tb);
+    an_exc_raise(&pending);
 }
 
 /* After a put: one thread waiter and one async getter. */

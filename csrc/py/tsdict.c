@@ -52,7 +52,7 @@ typedef struct an_flight {
     int done;
     unsigned long owner; /* thread running the factory */
     PyObject *value;     /* result on success */
-    PyObject *exc_type, *exc_value, *exc_tb; /* the factory's exception */
+    an_saved_exc exc;    /* the factory's exception on failure */
 } an_flight;
 
 static const char FLIGHT[] = "amulet_native.flight";
@@ -65,9 +65,7 @@ flight_free(PyObject *capsule)
         return;
     an_cond_destroy(&f->cond);
     Py_XDECREF(f->value);
-    Py_XDECREF(f->exc_type);
-    Py_XDECREF(f->exc_value);
-    Py_XDECREF(f->exc_tb);
+    an_exc_clear(&f->exc);
     PyMem_Free(f);
 }
 
@@ -472,10 +470,7 @@ flight_result(an_flight *f)
 {
     if (f->value != NULL)
         return Py_NewRef(f->value);
-    Py_XINCREF(f->exc_type);
-    Py_XINCREF(f->exc_value);
-    Py_XINCREF(f->exc_tb);
-    PyErr_Restore(f->exc_type, f->exc_value, f->exc_tb);
+    an_exc_raise_copy(&f->exc);
     return NULL;
 }
 
@@ -489,14 +484,7 @@ finish_flight(tsdictobject *self, PyObject *key, an_flight *f, PyObject *v, int 
     if (v != NULL && store && PyDict_SetItem(self->dict, key, v) < 0)
         Py_CLEAR(v);
     if (v == NULL) {
-        PyObject *et = NULL, *ev = NULL, *etb = NULL;
-        PyErr_Fetch(&et, &ev, &etb);
-        PyErr_NormalizeException(&et, &ev, &etb);
-        if (etb != NULL && ev != NULL)
-            PyException_SetTraceback(ev, etb);
-        f->exc_type = et;
-        f->exc_value = ev;
-        f->exc_tb = etb;
+        an_exc_take(&f->exc);
     } else {
         f->value = Py_NewRef(v);
     }
