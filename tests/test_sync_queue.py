@@ -496,3 +496,21 @@ def test_subclass() -> None:
     q.close()
     with pytest.raises(an.QueueClosed):
         q.put(4)
+
+
+@pytest.mark.parametrize(
+    ("kind", "peer"),
+    [("fifo", queue.Queue), ("lifo", queue.LifoQueue), ("priority", queue.PriorityQueue)],
+)
+def test_burst_grow_and_shrink_keeps_order(kind: str, peer: Callable[[], Any]) -> None:
+    """A burst grows the storage; draining shrinks it again (csrc/core/sync.c)."""
+    q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue(kind=kind)  # type: ignore[arg-type]
+    p = peer()
+    for rnd in range(3):
+        for i in range(20_000):
+            x = (i * 7919 + rnd) % 20_011
+            q.put(x)
+            p.put(x)
+        for _ in range(19_990):
+            assert q.get_nowait() == p.get_nowait()
+    assert q.qsize() == p.qsize() == 30

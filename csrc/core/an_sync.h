@@ -95,6 +95,11 @@ void *an_ring_pop_back(an_ring *r);
 /* The i-th item from the front (i < count). */
 void *an_ring_get(const an_ring *r, size_t i);
 void an_ring_set(an_ring *r, size_t i, void *item);
+/* Halves the storage when at most an eighth of it is in use and it is larger
+ * than AN_RING_MIN_SHRINK slots, so a queue that once held a burst gives the
+ * memory back.  Amortised O(1); a failed allocation just keeps the storage. */
+#define AN_RING_MIN_SHRINK 1024
+void an_ring_shrink(an_ring *r, const an_allocator *a);
 /* Frees the storage (not the items). */
 void an_ring_free(an_ring *r, const an_allocator *a);
 

@@ -176,11 +176,12 @@ an_cond_waiters(an_cond *c)
 
 /* ---- an_ring --------------------------------------------------------------- */
 
+/* Moves the items to new storage of cap slots (cap >= count). */
 static an_status
-ring_grow(an_ring *r, const an_allocator *a)
+ring_resize(an_ring *r, const an_allocator *a, size_t cap)
 {
-    size_t cap = r->cap ? r->cap * 2 : 16, bytes;
-    if (cap < r->cap || !an_mul_size(cap, sizeof(void *), &bytes))
+    size_t bytes;
+    if (!an_mul_size(cap, sizeof(void *), &bytes))
         return AN_ERR_NOMEM;
     void **items = an_malloc(a, bytes);
     if (items == NULL)
@@ -198,7 +199,9 @@ an_status
 an_ring_push(an_ring *r, const an_allocator *a, void *item)
 {
     if (r->count == r->cap) {
-        an_status s = ring_grow(r, a);
+        if (r->cap > SIZE_MAX / 2)
+            return AN_ERR_NOMEM;
+        an_status s = ring_resize(r, a, r->cap ? r->cap * 2 : 16);
         if (s != AN_OK)
             return s;
     }
@@ -237,6 +240,13 @@ void
 an_ring_set(an_ring *r, size_t i, void *item)
 {
     r->items[(r->head + i) & (r->cap - 1)] = item;
+}
+
+void
+an_ring_shrink(an_ring *r, const an_allocator *a)
+{
+    if (r->cap > AN_RING_MIN_SHRINK && r->count <= r->cap / 8)
+        (void)ring_resize(r, a, r->cap / 2);
 }
 
 void

@@ -181,6 +181,7 @@ try_get(queueobject *q, PyObject **out)
     } else {
         *out = q->kind == KIND_FIFO ? an_ring_pop_front(&q->ring) : an_ring_pop_back(&q->ring);
     }
+    an_ring_shrink(&q->ring, NULL);
     q->mods++;
     q->gets++;
     return R_DONE;

@@ -235,6 +235,29 @@ test_ring(void)
     CHECK(g.count == 17 && (intptr_t)an_ring_pop_back(&g) == 17);
     an_ring_free(&g, &a);
     CHECK(f.live == 0);
+
+    /* a burst grows the ring; draining it gives the memory back, in order */
+    an_ring s;
+    memset(&s, 0, sizeof(s));
+    for (intptr_t i = 1; i <= 20000; i++)
+        CHECK_ST(an_ring_push(&s, &a, (void *)i), AN_OK);
+    size_t peak = s.cap;
+    intptr_t expect = 1;
+    int in_order = 1;
+    while (s.count > 0) {
+        in_order &= (intptr_t)an_ring_pop_front(&s) == expect++;
+        if (s.count == 2048) { /* due to shrink (cap 16384); a failure keeps the storage */
+            size_t cap = s.cap;
+            f.fail_at = f.count + 1;
+            an_ring_shrink(&s, &a);
+            CHECK(s.cap == cap && cap == 16384 && f.count == f.fail_at);
+        }
+        an_ring_shrink(&s, &a);
+    }
+    CHECK(in_order && expect == 20001);
+    CHECK(peak >= 20000 && s.cap <= AN_RING_MIN_SHRINK);
+    an_ring_free(&s, &a);
+    CHECK(f.live == 0);
     an_ring_free(&r, NULL);
 }
 
