@@ -21,6 +21,7 @@ from .errors import (
     PoolClosedError,
     PoolTimeoutError,
     ProcessingError,
+    QueueClosed,
     ReentrantCallError,
     SecurityError,
     SerializationError,
@@ -62,6 +63,7 @@ from .stream import (
     read_limited,
     stream_file,
 )
+from .sync import AtomicCounter, ThreadSafeDict, ThreadSafeQueue
 from .tiered import AsyncTieredCache, TieredCache
 from .transform import resize, thumbnail
 
@@ -74,6 +76,7 @@ __all__ = [
     "AmuletWarning",
     "AsyncObjectPool",
     "AsyncTieredCache",
+    "AtomicCounter",
     "Cache",
     "CacheCallbackWarning",
     "ChunkStream",
@@ -103,9 +106,12 @@ __all__ = [
     "PoolTimeoutError",
     "PressureLevel",
     "ProcessingError",
+    "QueueClosed",
     "ReentrantCallError",
     "SecurityError",
     "SerializationError",
+    "ThreadSafeDict",
+    "ThreadSafeQueue",
     "TieredCache",
     "UnsupportedFormatError",
     "ValidationError",

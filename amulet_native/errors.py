@@ -27,6 +27,8 @@ table, listed by ``amulet_native._core.error_table()``.
     ├── LockReleaseError (also RuntimeError) .name
     ├── PoolTimeoutError (also TimeoutError) .timeout, .max_size
     └── PoolClosedError (also RuntimeError)
+    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    └── QueueClosed                        (ThreadSafeQueue.close() was called)
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -52,6 +54,7 @@ __all__ = [
     "PoolClosedError",
     "PoolTimeoutError",
     "ProcessingError",
+    "QueueClosed",
     "ReentrantCallError",
     "SecurityError",
     "SerializationError",
@@ -329,3 +332,8 @@ class ReentrantCallError(AmuletError, RuntimeError):
 
 class CacheCallbackWarning(AmuletWarning):
     """A cache's ``on_evict`` callback raised; the cache itself is unaffected."""
+class QueueClosed(AmuletError):
+    """A ``ThreadSafeQueue`` was closed: ``put`` after ``close()``, or ``get`` once
+    the closed queue is drained.  Waiting producers and consumers get it too."""
+
+    default_code = "queue.closed"

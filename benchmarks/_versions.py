@@ -154,6 +154,7 @@ def collect() -> dict[str, Any]:
         "pytest-benchmark": _dist("pytest-benchmark"),
         "generic-connection-pool": _dist("generic-connection-pool"),
         "SQLAlchemy": _dist("SQLAlchemy"),
+        "atomics": _dist("atomics"),  # peer of the AtomicCounter benchmarks
     }
     return {
         "cpu": cpu_model(),

@@ -163,6 +163,20 @@ COMPACT_PEERS = (
     ("pyspng", ("pyspng",)),
 )
 
+# The thread-safe structure groups, named as in test_bench_sync.py.
+SYNC_QUEUE = "queue put+get, 1 thread (x1000)"
+SYNC_QUEUE_MT = "queue 4 producers + 4 consumers (20000 items)"
+SYNC_COUNTER = "counter increment, 1 thread (x1000)"
+SYNC_ORDER = (
+    SYNC_QUEUE,
+    "priority queue put+get, 1 thread (x1000)",
+    SYNC_QUEUE_MT,
+    SYNC_COUNTER,
+    "counter increment, 4 threads (4 x 10000)",
+    "dict get hit (x1000)",
+    "dict set (x1000)",
+    "dict get_or_create hit (x1000)",
+)
 
 @dataclass
 class Bench:
@@ -252,7 +266,7 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER
+    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER + SYNC_ORDER
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -366,7 +380,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
         g = groups[gname]
         if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + CACHE_ORDER:
             continue
-        if gname in TIERED_ORDER or gname in STREAM_ORDER or gname in POOL_ORDER:
+        if gname in TIERED_ORDER or gname in STREAM_ORDER or gname in POOL_ORDER or gname in SYNC_ORDER:
             continue
         cells = []
         for label, names in COMPACT_PEERS:
@@ -727,8 +741,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
     ]
     pipeline = [g for g in ordered_groups(groups) if g in PIPELINE_ORDER]
     stream = [g for g in STREAM_ORDER if g in groups]
+    sync = [g for g in ordered_groups(groups) if g in SYNC_ORDER]
     for gname in ordered_groups(groups):
-        if gname not in pipeline and gname not in TIERED_ORDER and gname not in stream:
+        if gname not in pipeline and gname not in TIERED_ORDER and gname not in stream and gname not in sync:
             out += group_table(gname, groups[gname], runs)
     if pipeline:
         out += ["## Results: pipeline", ""]
@@ -743,8 +758,16 @@ def render(paths: list[Path]) -> tuple[str, str]:
         out += ["## Results: streaming", ""]
         for gname in stream:
             out += group_table(gname, groups[gname], runs)
+    if sync:
+        out += ["## Results: thread-safe structures", ""]
+        for gname in sync:
+            out += group_table(gname, groups[gname], runs)
     out += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
-    for t in targets(groups) + (pipeline_targets(groups) if pipeline else []):
+    for t in (
+        targets(groups)
+        + (pipeline_targets(groups) if pipeline else [])
+        + (sync_targets(groups) if sync else [])
+    ):
         out.append(f"| {t.text} | {t.status()} | {t.detail()} |")
     compact = compact_table(groups)
     out += [
@@ -767,6 +790,9 @@ def render(paths: list[Path]) -> tuple[str, str]:
     if any(g in groups for g in CACHE_ORDER):
         compact += ["", *cache_table(groups)]
         out += ["", *cache_table(groups)]
+    if sync:
+        compact += ["", *sync_table(groups)]
+        out += ["", *sync_table(groups)]
     return "\n".join(out) + "\n", "\n".join(compact) + "\n"
 
 
@@ -820,6 +846,48 @@ def pool_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
             f"| {gname} | {fmt_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
         )
     return lines if len(lines) > 2 else []
+
+
+def sync_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
+    """Thread-safe structures: amulet_native's median per group and every
+    peer's paired ratio (peer time / amulet_native time)."""
+    lines = [
+        "| benchmark | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in SYNC_ORDER:
+        g = groups.get(gname, {})
+        if AMULET not in g:
+            continue
+        cells = [
+            f"{b.peer} {r:.2f}×"
+            for b in sorted(g.values(), key=lambda b: b.median)
+            if b.peer != AMULET and (r := ratio(g, b.peer)) is not None
+        ]
+        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
+    return lines
+
+
+def sync_targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
+    q, c = groups.get(SYNC_QUEUE, {}), groups.get(SYNC_COUNTER, {})
+
+    def peer_ratio(g: dict[str, Bench], peer: str) -> float | None:
+        return ratio(g, peer) if peer in g else None
+
+    return [
+        Target(
+            "ThreadSafeQueue put+get ≥ 10× faster than queue.Queue (one thread)",
+            [("queue.Queue / amulet", peer_ratio(q, "queue.Queue"), 10.0)],
+        ),
+        Target(
+            "ThreadSafeQueue put+get within 2× of queue.SimpleQueue (SimpleQueue / amulet ≥ 0.5)",
+            [("SimpleQueue / amulet", peer_ratio(q, "queue.SimpleQueue"), 0.5)],
+        ),
+        Target(
+            "AtomicCounter.increment ≥ 3× faster than Lock + int",
+            [("Lock + int / amulet", peer_ratio(c, "Lock + int"), 3.0)],
+        ),
+    ]
 
 
 def main(argv: list[str]) -> int:

@@ -43,6 +43,7 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.LockReleaseError: ((errors.AmuletError, RuntimeError), {"name": "a"}),
     errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
     errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
+    errors.QueueClosed: ((errors.AmuletError,), {}),
 }
 
 

@@ -63,6 +63,7 @@ typedef enum an_status {
     AN_ERR_LOCK_NOT_HELD,   /* release of a lock the owner does not hold */
     AN_ERR_POOL_TIMEOUT,
     AN_ERR_POOL_CLOSED,
+    AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
     AN_STATUS_COUNT
 } an_status;
 

@@ -64,6 +64,7 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_POOL_TIMEOUT, "pool.timeout", "PoolTimeoutError",
      "timed out waiting for a pooled object"},
     {AN_ERR_POOL_CLOSED, "pool.closed", "PoolClosedError", "the pool is closed"},
+    {AN_ERR_QUEUE_CLOSED, "queue.closed", "QueueClosed", "the queue is closed"},
 };
 
 const an_error_entry *

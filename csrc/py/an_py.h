@@ -51,6 +51,8 @@ typedef struct {
     PyTypeObject *budget_type;      /* memory.c: _core.Budget */
     uint64_t process_limit;         /* memory.c: bytes of RSS, 0 = none (atomic access) */
     PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
+    PyObject *queue_empty;          /* queue.Empty (ThreadSafeQueue, sync) */
+    PyObject *queue_full;           /* queue.Full */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -152,5 +154,7 @@ int an_wait_interrupt(void *ctx);
 /* Raise st->exc[status](message, code=..., context=context) (context may be
  * NULL; fmt is a PyUnicode_FromFormat format).  Always returns NULL. */
 PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...);
+/* sync.c: AtomicCounter, ThreadSafeDict, ThreadSafeQueue */
+int an_sync_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */

@@ -136,6 +136,8 @@ core_exec(PyObject *module)
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
+    if (an_sync_exec(module, st) < 0)
+        return -1;
     return 0;
 error:
     Py_DECREF(errors);
@@ -151,6 +153,8 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->warning);
     Py_VISIT(st->budget_type);
     Py_VISIT(st->lock_hold_type);
+    Py_VISIT(st->queue_empty);
+    Py_VISIT(st->queue_full);
     return 0;
 }
 
@@ -163,6 +167,8 @@ core_clear(PyObject *module)
     Py_CLEAR(st->warning);
     Py_CLEAR(st->budget_type);
     Py_CLEAR(st->lock_hold_type);
+    Py_CLEAR(st->queue_empty);
+    Py_CLEAR(st->queue_full);
     return 0;
 }
 
