@@ -49,6 +49,8 @@ typedef enum an_status {
     AN_ERR_ENCODE,          /* libjpeg/libpng failed while encoding */
     AN_ERR_ARRAY,           /* an array argument has an unsupported shape/dtype */
     AN_ERR_THREADS,         /* worker threads could not be started */
+    AN_ERR_DECODER_STATE,   /* IncrementalDecoder used after finish/close/error */
+    AN_ERR_DECODER_BUSY,    /* IncrementalDecoder used by two threads at once */
     AN_STATUS_COUNT
 } an_status;
 

@@ -44,6 +44,10 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_ARRAY, "value.array", "ValidationError",
      "array has an unsupported shape, dtype or layout"},
     {AN_ERR_THREADS, "runtime.threads", "ProcessingError", "cannot start worker threads"},
+    {AN_ERR_DECODER_STATE, "decoder.state", "ValidationError",
+     "the incremental decoder has finished, failed or been closed"},
+    {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
+     "the incremental decoder is in use by another thread"},
 };
 
 const an_error_entry *

@@ -99,4 +99,7 @@ PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t na
 PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* incremental.c: registers _core.IncrementalDecoder. */
+int an_incremental_exec(PyObject *m, an_state *st);
+
 #endif /* AN_PY_H */
