@@ -29,6 +29,7 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .incremental import IncrementalDecoder
 from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "DecodeError",
     "ImageInfo",
     "ImageTooLargeError",
+    "IncrementalDecoder",
     "Limits",
     "MemoryLimitError",
     "Mode",

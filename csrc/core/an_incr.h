@@ -48,8 +48,9 @@ an_status an_incr_new(an_incr **out, const an_decode_opts *opts, an_error *err);
 /* Consumes all len bytes.  Fails on limits (max_bytes on the running total,
  * the header's size limits), format errors as soon as they are certain, and
  * corrupt data (strict mode).  Feeding in AN_INCR_OUTPUT or after finishing
- * fails with AN_ERR_INVALID_ARG and leaves the decoder as it was; every other
- * failure moves it to AN_INCR_FAILED. */
+ * fails with AN_ERR_INVALID_ARG and leaves the decoder as it was (in
+ * AN_INCR_OUTPUT, set the output first); every other failure moves it to
+ * AN_INCR_FAILED. */
 an_status an_incr_feed(an_incr *d, const uint8_t *data, size_t len, an_error *err);
 
 /* The output buffer: an_incr_shape()'s nbytes, C-contiguous, zero-filled when
@@ -69,6 +70,10 @@ void an_incr_shape(const an_incr *d, an_shape *shape);
 uint64_t an_incr_bytes_fed(const an_incr *d);
 uint32_t an_incr_rows_done(const an_incr *d);
 uint32_t an_incr_rows_total(const an_incr *d);
+/* In AN_INCR_OUTPUT: 1 when bytes after the header are waiting (the output is
+ * needed now), 0 when exactly the header was fed (the caller may wait for the
+ * body before allocating). */
+int an_incr_has_body(const an_incr *d);
 /* The error that moved the decoder to AN_INCR_FAILED. */
 const an_error *an_incr_error(const an_incr *d);
 void an_incr_close(an_incr *d);

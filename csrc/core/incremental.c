@@ -32,6 +32,7 @@ struct an_incr {
     uint8_t *hdr;           /* owned: every byte fed until the codec starts */
     size_t hdr_len, hdr_cap;
     size_t scan;            /* walker: offset of the next segment / chunk */
+    size_t hdr_end;         /* where the header ends (JPEG SOS segment, PNG IDAT header) */
     int early_checked;      /* the size limits were checked on the frame header */
     an_decoder *whole;      /* owned: the input ended inside the header */
     /* from AN_INCR_OUTPUT on */
@@ -85,6 +86,12 @@ uint32_t
 an_incr_rows_total(const an_incr *d)
 {
     return d->state >= AN_INCR_OUTPUT && d->state != AN_INCR_FAILED ? d->geo.codec_h : 0;
+}
+
+int
+an_incr_has_body(const an_incr *d)
+{
+    return d->state == AN_INCR_OUTPUT && (d->eof || d->hdr_len > d->hdr_end);
 }
 
 const an_error *
@@ -226,14 +233,18 @@ walk_jpeg(an_incr *d, int *complete, an_error *err)
             break;
         if (len - p < seglen)
             return AN_OK;
-        if (m == 0xDA)
+        if (m == 0xDA) {
+            d->hdr_end = p + seglen;
             break;
+        }
         if (!d->early_checked && m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC &&
             early_check(d, p + seglen, err) != AN_OK)
             return err->status;
         d->scan = p + seglen;
     }
     *complete = 1;
+    if (d->hdr_end == 0)
+        d->hdr_end = len; /* stopped early: an_decoder_open() will judge it */
     return AN_OK;
 }
 
@@ -254,8 +265,10 @@ walk_png(an_incr *d, int *complete, an_error *err)
             return AN_OK;
         uint32_t clen = be32(b + p);
         if (memcmp(b + p + 4, "IDAT", 4) == 0 || memcmp(b + p + 4, "IEND", 4) == 0 ||
-            clen > 0x7FFFFFFFu)
+            clen > 0x7FFFFFFFu) {
+            d->hdr_end = p + 8;
             break;
+        }
         if (len - p - 8 < (size_t)clen + 4)
             return AN_OK;
         d->scan = p + 12 + clen;

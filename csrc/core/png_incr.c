@@ -11,11 +11,15 @@
  * image is exact and a truncated one holds exactly the passes that arrived.
  *
  * decode() decodes the common 8-bit, non-interlaced PNGs with its own IDAT
- * reader (png_idat.c) and the rest with libpng; where the two judge the data
- * after the last row differently, this file follows the one decode() would
- * use ("fast"): extra compressed data is tolerated there, an error here; both
- * reject a bad zlib checksum in strict mode, and neither looks past the last
- * row in tolerant mode.
+ * reader (png_idat.c) and the rest with libpng's sequential reader; this file
+ * follows the one decode() would use ("fast" or not) where they differ:
+ *  - the sequential reader takes IDAT payload in blocks of PNG_IDAT_READ_SIZE
+ *    bytes and never inflates a block the input cuts short; for those images
+ *    a partial block is held back here until it is complete, so a truncated
+ *    stream yields the same rows (tolerant) and the same error (strict);
+ *  - after the last row, extra compressed data is tolerated by png_idat.c but
+ *    an error for libpng; both reject a bad zlib checksum in strict mode, and
+ *    neither looks past the last row in tolerant mode.
  */
 #include <setjmp.h>
 #include <stdio.h>
@@ -55,7 +59,23 @@ struct an_ipng {
     int rows_complete;      /* every row has been delivered */
     int ended;              /* IEND read (strict) or nothing more needed */
     int nomem;
+    /* Hold-back for the sequential reader's IDAT blocks (!fast only): a
+     * walker over the chunk structure of everything fed, and the bytes of the
+     * current IDAT block received so far. */
+    int walk;               /* WALK_* */
+    size_t need;            /* bytes left in the current part */
+    uint8_t chdr[8];
+    uint32_t clen;
+    int cidat;
+    uint8_t *held;          /* owned: < PNG_IDAT_READ_SIZE bytes */
+    size_t held_len;
 };
+
+enum { WALK_SIG, WALK_HDR, WALK_PAYLOAD, WALK_CRC, WALK_OFF };
+
+#ifndef PNG_IDAT_READ_SIZE
+#define PNG_IDAT_READ_SIZE 8192
+#endif
 
 static const png_byte skipped_chunks[] = {
     'i', 'C', 'C', 'P', '\0', 't', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
@@ -272,6 +292,7 @@ an_ipng_close(an_ipng *p)
         png_destroy_read_struct(&p->png, p->info ? &p->info : NULL, NULL);
     an_free(p->alloc, p->rowbuf);
     an_free(p->alloc, p->image);
+    an_free(p->alloc, p->held);
     an_free(p->alloc, p);
 }
 
@@ -303,6 +324,8 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, in
     p->h = g->codec_h;
     p->ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->target = target;
+    p->walk = fast_path ? WALK_OFF : WALK_SIG;
+    p->need = 8;
     p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, p,
                                       on_malloc, on_free);
     if (p->png == NULL) {
@@ -358,6 +381,55 @@ keep_partial(an_ipng *p)
     return AN_OK;
 }
 
+/* Advances the chunk walker over n new bytes; returns how many bytes at the end
+ * of the input belong to an IDAT block that is not complete yet. */
+static size_t
+walk_chunks(an_ipng *p, const uint8_t *d, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p->walk != WALK_OFF) {
+        size_t take = n - i < p->need ? n - i : p->need;
+        if (p->walk == WALK_HDR)
+            memcpy(p->chdr + 8 - p->need, d + i, take);
+        i += take;
+        p->need -= take;
+        if (p->need > 0)
+            break;
+        switch (p->walk) {
+        case WALK_SIG:
+        case WALK_CRC:
+            p->walk = WALK_HDR;
+            p->need = 8;
+            break;
+        case WALK_HDR:
+            p->clen = ((uint32_t)p->chdr[0] << 24) | ((uint32_t)p->chdr[1] << 16) |
+                      ((uint32_t)p->chdr[2] << 8) | p->chdr[3];
+            p->cidat = memcmp(p->chdr + 4, "IDAT", 4) == 0;
+            p->walk = p->clen > 0x7FFFFFFFu ? WALK_OFF : WALK_PAYLOAD;
+            p->need = p->clen;
+            if (p->clen == 0 && p->walk == WALK_PAYLOAD) {
+                p->walk = WALK_CRC;
+                p->need = 4;
+            }
+            break;
+        case WALK_PAYLOAD:
+            p->walk = WALK_CRC;
+            p->need = 4;
+            break;
+        }
+    }
+    if (p->walk != WALK_PAYLOAD || !p->cidat)
+        return 0;
+    return (size_t)(p->clen - p->need) % PNG_IDAT_READ_SIZE;
+}
+
+static void
+process(an_ipng *p, const uint8_t *data, size_t len)
+{
+    if (len > 0 && !p->ended && (p->strict || !p->rows_complete))
+        png_process_data(p->png, p->info, (png_bytep)(uintptr_t)data, len);
+}
+
 an_status
 an_ipng_feed(an_ipng *p, const uint8_t *data, size_t len, int *done, an_error *err)
 {
@@ -370,7 +442,24 @@ an_ipng_feed(an_ipng *p, const uint8_t *data, size_t len, int *done, an_error *e
         return keep_partial(p);
     }
     p->fed += len;
-    png_process_data(p->png, p->info, (png_bytep)(uintptr_t)data, len);
+    if (p->walk == WALK_OFF && p->held_len == 0) {
+        process(p, data, len);
+    } else {
+        /* Give libpng everything but the incomplete IDAT block at the end. */
+        size_t keep = walk_chunks(p, data, len);
+        size_t give = p->held_len + len - keep;
+        size_t from_held = give < p->held_len ? give : p->held_len;
+        if (p->held == NULL && (p->held = an_malloc(p->alloc, PNG_IDAT_READ_SIZE)) == NULL) {
+            an_error_set(p->err, an_nomem(p->alloc), "cannot allocate the PNG input buffer");
+            return p->err->status;
+        }
+        process(p, p->held, from_held);
+        process(p, data, give - from_held);
+        memmove(p->held, p->held + from_held, p->held_len - from_held);
+        memcpy(p->held + (p->held_len - from_held), data + (give - from_held),
+               len - (give - from_held));
+        p->held_len = keep;
+    }
     if (p->ended || (!p->strict && p->rows_complete)) {
         flush_image(p);
         p->ended = 1;

@@ -153,23 +153,35 @@ incr_failed(IncrObject *self, const an_error *err)
     return an_raise(incr_state(self), err);
 }
 
-/* The header is in: cache the info, allocate the output, hand it over. */
+/* The header is in: the info tuple, made once. */
+static int
+incr_info(IncrObject *self)
+{
+    if (self->info != NULL)
+        return 0;
+    const an_info *i = an_incr_info(self->dec);
+    self->info = Py_BuildValue("(sIIiiNi)", an_format_name(i->format), i->width, i->height,
+                               i->channels, i->bit_depth, PyBool_FromLong(i->progressive),
+                               i->orientation);
+    return self->info != NULL ? 0 : -1;
+}
+
+/* Allocates the output and hands it to the core, which decodes what it holds. */
 static int
 incr_output(IncrObject *self, an_error *err)
 {
     an_state *st = incr_state(self);
-    const an_info *i = an_incr_info(self->dec);
     an_shape shape;
     an_status s;
-    Py_XSETREF(self->info, Py_BuildValue("(sIIiiNi)", an_format_name(i->format), i->width,
-                                         i->height, i->channels, i->bit_depth,
-                                         PyBool_FromLong(i->progressive), i->orientation));
-    if (self->info == NULL)
+    if (incr_info(self) < 0)
         return -1;
     an_incr_shape(self->dec, &shape);
     PyArrayObject *arr = an_new_output(st, &shape, self->strict);
-    if (arr == NULL)
+    if (arr == NULL) {
+        self->fail.status = AN_ERR_NOMEM;
+        incr_release(self, "failed");
         return -1;
+    }
     self->out = (PyObject *)arr;
     uint8_t *buf = (uint8_t *)PyArray_BYTES(arr);
     an_incr *dec = self->dec;
@@ -196,6 +208,10 @@ incr_feed(IncrObject *self, PyObject *data)
         return NULL;
     if (an_get_input(st, data, &view) < 0)
         goto done;
+    if (an_incr_get_state(self->dec) == AN_INCR_OUTPUT && incr_output(self, &err) < 0) {
+        PyBuffer_Release(&view);
+        goto done;
+    }
     an_incr *dec = self->dec;
     if (view.len >= AN_INCR_NOGIL_BYTES) {
         Py_BEGIN_ALLOW_THREADS
@@ -209,8 +225,12 @@ incr_feed(IncrObject *self, PyObject *data)
         incr_failed(self, &err);
         goto done;
     }
-    if (an_incr_get_state(self->dec) == AN_INCR_OUTPUT && incr_output(self, &err) < 0)
-        goto done;
+    /* Header complete: the output is allocated now if body bytes are waiting,
+     * else on the next call (a header-only feed allocates nothing). */
+    if (an_incr_get_state(self->dec) == AN_INCR_OUTPUT) {
+        if (incr_info(self) < 0 || (an_incr_has_body(self->dec) && incr_output(self, &err) < 0))
+            goto done;
+    }
     res = Py_NewRef(Py_None);
 done:
     incr_leave(self);
@@ -228,6 +248,8 @@ incr_finish(IncrObject *self, PyObject *unused)
     if (incr_enter(self, "finish") < 0)
         return NULL;
     an_incr *dec = self->dec;
+    if (an_incr_get_state(dec) == AN_INCR_OUTPUT && incr_output(self, &err) < 0)
+        goto done;
     for (;;) {
         Py_BEGIN_ALLOW_THREADS
         s = an_incr_finish(dec, &err);
