@@ -33,6 +33,8 @@ struct an_incr {
     size_t hdr_len, hdr_cap;
     size_t scan;            /* walker: offset of the next segment / chunk */
     size_t hdr_end;         /* where the header ends (JPEG SOS segment, PNG IDAT header) */
+    int walked;             /* the walker found the end of the header */
+    size_t retry_at;        /* open_header() needs this many bytes before retrying */
     int early_checked;      /* the size limits were checked on the frame header */
     an_decoder *whole;      /* owned: the input ended inside the header */
     /* from AN_INCR_OUTPUT on */
@@ -199,6 +201,15 @@ early_check(an_incr *d, size_t len, an_error *err)
     return an_check_dims(&d->opts.limits, info.width, info.height, err);
 }
 
+/* 1 when the FF run at p reaches the end of the bytes (the marker is unknown). */
+static int
+q_is_open(const uint8_t *b, size_t p, size_t len)
+{
+    while (p < len && b[p] == 0xFF)
+        p++;
+    return p >= len;
+}
+
 /* Walks the JPEG markers from d->scan as an_probe does.  Sets *complete when
  * the header is in: the whole first SOS segment (what jpeg_read_header reads),
  * EOI, or bytes an_probe stops at. */
@@ -213,8 +224,29 @@ walk_jpeg(an_incr *d, int *complete, an_error *err)
         size_t p = d->scan;
         if (p >= len)
             return AN_OK;
-        if (b[p] != 0xFF)
-            break;
+        if (b[p] != 0xFF) {
+            if (!d->early_checked)
+                break; /* no frame yet: an_probe fails here */
+            /* After the frame, libjpeg skips garbage up to the next marker (FF
+             * then neither 00 nor FF), warning about it. */
+            while (p < len) {
+                if (b[p] != 0xFF) {
+                    p++;
+                    continue;
+                }
+                size_t q = p;
+                while (q < len && b[q] == 0xFF)
+                    q++;
+                if (q >= len)
+                    break;
+                if (b[q] != 0)
+                    break;
+                p = q + 1;
+            }
+            d->scan = p;
+            if (p >= len || q_is_open(b, p, len))
+                return AN_OK;
+        }
         while (p < len && b[p] == 0xFF)
             p++;
         if (p >= len)
@@ -277,13 +309,21 @@ walk_png(an_incr *d, int *complete, an_error *err)
     return AN_OK;
 }
 
-/* The header is complete (or the input ended): decode()'s own first phase. */
+/* The header is complete (or the input ended): decode()'s own first phase.
+ * The walker mirrors an_probe, not every detail of libjpeg/libpng: when the
+ * library still finds the header cut short, more bytes are awaited (retrying
+ * once the buffer has doubled, so hostile input stays linear). */
 static an_status
 open_header(an_incr *d, an_error *err)
 {
     an_decoder *dec;
-    if (an_decoder_open(&dec, d->hdr, d->hdr_len, &d->opts, err) != AN_OK)
-        return err->status;
+    if (an_decoder_open(&dec, d->hdr, d->hdr_len, &d->opts, err) != AN_OK) {
+        if (err->status != AN_ERR_TRUNCATED || d->eof)
+            return err->status;
+        d->retry_at = d->hdr_len * 2;
+        memset(err, 0, sizeof(*err));
+        return AN_OK;
+    }
     d->info = *an_decoder_info(dec);
     an_decoder_shape(dec, &d->shape);
     an_decoder_geometry(dec, &d->geo);
@@ -302,6 +342,8 @@ header_progress(an_incr *d, an_error *err)
     const uint8_t *b = d->hdr;
     size_t n = d->hdr_len;
     int complete = 0;
+    if (d->walked)
+        return n >= d->retry_at ? open_header(d, err) : AN_OK;
     int maybe_jpeg = memcmp(b, jpeg_sig, n < 3 ? n : 3) == 0;
     int maybe_png = memcmp(b, png_sig, n < 8 ? n : 8) == 0;
     if (!maybe_jpeg && !maybe_png) {
@@ -317,7 +359,10 @@ header_progress(an_incr *d, an_error *err)
         if (walk_png(d, &complete, err) != AN_OK)
             return err->status;
     }
-    return complete ? open_header(d, err) : AN_OK;
+    if (!complete)
+        return AN_OK;
+    d->walked = 1;
+    return open_header(d, err);
 }
 
 static an_status
