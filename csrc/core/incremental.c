@@ -46,6 +46,7 @@ struct an_incr {
     an_ijpeg *jpeg;
     an_ipng *png;
     int codec_done;
+    int collect_all;        /* arithmetic-coded JPEG: decoded whole at the end */
 };
 
 an_incr_state
@@ -331,6 +332,10 @@ open_header(an_incr *d, an_error *err)
         d->whole = dec; /* the collected bytes are the whole input */
     else
         an_decoder_close(dec);
+    /* libjpeg's arithmetic decoder cannot suspend: such files (rare) are
+     * collected and decoded at the end, after the same header checks. */
+    d->collect_all = d->info.format == AN_FMT_JPEG &&
+                     (d->info.jpeg_sof == 0xC9 || d->info.jpeg_sof == 0xCA);
     memset(err, 0, sizeof(*err)); /* its warnings come again from the codec */
     d->state = AN_INCR_OUTPUT;
     return AN_OK;
@@ -437,6 +442,8 @@ an_incr_feed(an_incr *d, const uint8_t *data, size_t len, an_error *err)
             return fail(d, err);
         return AN_OK;
     }
+    if (d->collect_all && d->whole == NULL)
+        return collect(d, data, len, err) != AN_OK ? fail(d, err) : AN_OK;
     if (d->whole != NULL || d->codec_done)
         return AN_OK; /* after the image: ignored, as decode() ignores it */
     if (codec_feed(d, data, len, err) != AN_OK)
@@ -469,6 +476,8 @@ an_incr_set_output(an_incr *d, uint8_t *out, an_error *err)
         }
         return AN_OK;
     }
+    if (d->collect_all)
+        return AN_OK;
     uint8_t *target = out;
     if (d->geo.png_scale || d->geo.orientation != 1) {
         size_t n;
@@ -564,6 +573,21 @@ an_incr_finish(an_incr *d, an_error *err)
         break;
     }
     d->eof = 1;
+    if (d->collect_all && !d->codec_done) {
+        an_decoder *dec;
+        if (an_decoder_open(&dec, d->hdr, d->hdr_len, &d->opts, err) != AN_OK)
+            return fail(d, err);
+        st = an_decoder_run(dec, d->out, &d->cerr);
+        an_decoder_close(dec);
+        if (st != AN_OK) {
+            *err = d->cerr;
+            return fail(d, err);
+        }
+        d->codec_done = 1;
+        an_free(d->opts.alloc, d->hdr);
+        d->hdr = NULL;
+        d->hdr_len = d->hdr_cap = 0;
+    }
     if (!d->codec_done) {
         st = d->jpeg != NULL ? an_ijpeg_finish(d->jpeg, &d->cerr) : an_ipng_finish(d->png, &d->cerr);
         if (st != AN_OK) {

@@ -30,6 +30,8 @@
 #include "an_incr.h"
 #include "an_internal.h"
 
+enum { WALK_SIG, WALK_HDR, WALK_PAYLOAD, WALK_CRC, WALK_OFF };
+
 struct an_ipng {
     png_structp png;
     png_infop info;
@@ -67,11 +69,11 @@ struct an_ipng {
     uint8_t chdr[8];
     uint32_t clen;
     int cidat;
+    int idat_seen, idat_over; /* the walker is in / past the IDAT sequence */
     uint8_t *held;          /* owned: < PNG_IDAT_READ_SIZE bytes */
     size_t held_len;
 };
 
-enum { WALK_SIG, WALK_HDR, WALK_PAYLOAD, WALK_CRC, WALK_OFF };
 
 #ifndef PNG_IDAT_READ_SIZE
 #define PNG_IDAT_READ_SIZE 8192
@@ -90,12 +92,28 @@ static const uint32_t xinc[7] = {8, 8, 4, 4, 2, 2, 1};
 static const uint32_t ystart[7] = {0, 0, 4, 0, 2, 0, 1};
 static const uint32_t yinc[7] = {8, 8, 8, 4, 4, 2, 2};
 
+/* Tolerant decode() stops reading here: after the last row (png_idat.c), or
+ * after the IDAT data libpng's sequential reader swallows and checks once the
+ * last row is in. */
+static int
+past_idat(const an_ipng *p)
+{
+    return p->walk == WALK_OFF || p->idat_over ||
+           (p->idat_seen && (p->walk == WALK_HDR || !p->cidat));
+}
+
+static int
+image_final(const an_ipng *p)
+{
+    return p->rows_complete && (p->fast || past_idat(p));
+}
+
 static void
 on_error(png_structp png, png_const_charp msg)
 {
     an_ipng *p = png_get_error_ptr(png);
-    /* Tolerant decoding never looks past the last row: no error there. */
-    if (p->err->status == AN_OK && (p->strict || !p->rows_complete || p->nomem))
+    /* Tolerant decoding never looks past the image data: no error there. */
+    if (p->err->status == AN_OK && (p->strict || !image_final(p) || p->nomem))
         an_error_set(p->err, p->nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
     longjmp(p->jmp, 1);
 }
@@ -112,7 +130,7 @@ on_warning(png_structp png, png_const_charp msg)
             an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
             longjmp(p->jmp, 1);
         }
-        if (p->fast || !p->strict)
+        if (p->fast || (!p->strict && past_idat(p)))
             return;
     }
     if (!p->err->warned) {
@@ -369,12 +387,17 @@ flush_image(an_ipng *p)
     p->image = NULL;
 }
 
-/* Tolerant decoding keeps what arrived and reports the damage as a warning. */
+/* Tolerant decoding keeps what arrived and reports the damage as a warning.
+ * Damage between the last row and the end of the IDAT data counts too: there
+ * png_read_row() fails on its last row, which png.c then zeroes. */
 static an_status
 keep_partial(an_ipng *p)
 {
-    if (!p->rows_complete)
+    if (!image_final(p)) {
         p->err->warned = 1;
+        if (p->rows_complete && !p->interlaced)
+            memset(p->target + (size_t)(p->h - 1) * p->ostride, 0, p->ostride);
+    }
     p->err->status = AN_OK;
     p->ended = 1;
     flush_image(p);
@@ -405,6 +428,8 @@ walk_chunks(an_ipng *p, const uint8_t *d, size_t n)
             p->clen = ((uint32_t)p->chdr[0] << 24) | ((uint32_t)p->chdr[1] << 16) |
                       ((uint32_t)p->chdr[2] << 8) | p->chdr[3];
             p->cidat = memcmp(p->chdr + 4, "IDAT", 4) == 0;
+            p->idat_over = p->idat_over || (p->idat_seen && !p->cidat);
+            p->idat_seen = p->idat_seen || p->cidat;
             p->walk = p->clen > 0x7FFFFFFFu ? WALK_OFF : WALK_PAYLOAD;
             p->need = p->clen;
             if (p->clen == 0 && p->walk == WALK_PAYLOAD) {
@@ -426,7 +451,7 @@ walk_chunks(an_ipng *p, const uint8_t *d, size_t n)
 static void
 process(an_ipng *p, const uint8_t *data, size_t len)
 {
-    if (len > 0 && !p->ended && (p->strict || !p->rows_complete))
+    if (len > 0 && !p->ended && (p->strict || !image_final(p)))
         png_process_data(p->png, p->info, (png_bytep)(uintptr_t)data, len);
 }
 
@@ -460,7 +485,7 @@ an_ipng_feed(an_ipng *p, const uint8_t *data, size_t len, int *done, an_error *e
                len - (give - from_held));
         p->held_len = keep;
     }
-    if (p->ended || (!p->strict && p->rows_complete)) {
+    if (p->ended || (!p->strict && image_final(p))) {
         flush_image(p);
         p->ended = 1;
         *done = 1;
