@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -131,7 +131,7 @@ class IncrementalDecoder:
         state: State = self._dec.state
         return state
 
-    def __enter__(self) -> IncrementalDecoder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import struct
 import subprocess
 import sys
 import textwrap
@@ -238,9 +237,10 @@ def test_pngsuite_equal_decode(corpus_dir: Path, name: str) -> None:
     # the image data is worth a warning depends on when libpng's sequential
     # reader (decode) and its progressive reader check the IDAT CRC; the pixels
     # and the outcome must still agree.
-    for seed, opts in enumerate(({"mode": "RGB"}, {"mode": "RGBA"}, {"mode": "L"},
-                                 {"mode": "LA", "dtype": np.uint16}, {"mode": "RGB",
-                                 "strict": False, "scale": "1/2"})):
+    sets: list[dict[str, Any]] = [{"mode": "RGB"}, {"mode": "RGBA"}, {"mode": "L"},
+                                  {"mode": "LA", "dtype": np.uint16},
+                                  {"mode": "RGB", "strict": False, "scale": "1/2"}]
+    for seed, opts in enumerate(sets):
         assert_same_outcome(data, seed=seed, what=f"{name} {opts}",
                             check_warning=not name.startswith("x"), **dict(opts))
     assert_same_outcome(data, seed=None, what=f"{name} 1-byte")
@@ -254,8 +254,9 @@ def test_jpeg_and_kodak_corpus_equal_decode(corpus_dir: Path, name: str) -> None
     if not path.is_file():
         pytest.skip("not in the corpus")
     data = path.read_bytes()
-    for seed, opts in enumerate(({"mode": "RGB"}, {"mode": "L", "scale": "1/4"},
-                                 {"mode": "RGBA", "strict": False})):
+    sets: list[dict[str, Any]] = [{"mode": "RGB"}, {"mode": "L", "scale": "1/4"},
+                                  {"mode": "RGBA", "strict": False}]
+    for seed, opts in enumerate(sets):
         assert_same_outcome(data, seed=seed, what=f"{name} {opts}", **dict(opts))
 
 
@@ -267,7 +268,7 @@ def header_length(data: bytes) -> int:
     if data.startswith(b"\x89PNG"):
         return data.index(b"IDAT") + 4
     sos = data.index(b"\xff\xda")
-    return sos + 2 + struct.unpack(">H", data[sos + 2 : sos + 4])[0]
+    return sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
 
 
 @pytest.mark.parametrize("name", ["jpeg-exif6", "png-exif8", "png-rgb16-interlaced",
@@ -277,7 +278,8 @@ def test_info_before_body_and_no_output_yet(name: str) -> None:
     n = header_length(data)
     dec = IncrementalDecoder()
     dec.feed(data[: n - 1])
-    assert dec.info is None and dec.state == "header" and dec.rows_total == 0
+    state: str = dec.state
+    assert dec.info is None and state == "header" and dec.rows_total == 0
     tracemalloc.start()
     try:
         dec.feed(data[n - 1 : n])
@@ -465,7 +467,11 @@ def test_concurrent_use_raises_busy() -> None:
             done = threading.Event()
             result: list[Any] = []
 
-            def worker(d: IncrementalDecoder = dec) -> None:
+            def worker(
+                d: IncrementalDecoder = dec,
+                result: list[Any] = result,
+                done: threading.Event = done,
+            ) -> None:
                 d.feed(big)  # GIL released while libjpeg works
                 result.append(d.finish())
                 done.set()
