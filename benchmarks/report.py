@@ -60,6 +60,14 @@ PIPELINE_ORDER = (
     "decode_base64 jpeg kodim01 768x512",
     "encode_base64 kodim01 768x512 (jpeg q85)",
 )
+# The incremental-decoding groups (test_bench_incremental.py): 64 KiB chunks
+# against decoding the whole input.
+INCREMENTAL_ORDER = (
+    "incremental jpeg kodim01 768x512",
+    "incremental jpeg mosaic 3072x2048",
+    "incremental png 640x480",
+    "incremental png mosaic 3072x2048",
+)
 # Peers shown in the pipeline summary table, per group prefix: (label, peer).
 PIPELINE_SUMMARY = (
     (
@@ -227,7 +235,7 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER
+    order = GROUP_ORDER + PIPELINE_ORDER + INCREMENTAL_ORDER
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -339,7 +347,7 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
     ]
     for gname in ordered_groups(groups):
         g = groups[gname]
-        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER:
+        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + INCREMENTAL_ORDER:
             continue
         cells = []
         for label, names in COMPACT_PEERS:
