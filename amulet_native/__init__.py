@@ -40,6 +40,7 @@ from .image import (
     probe,
     set_default_limits,
 )
+from .incremental import IncrementalDecoder
 from .locks import LockManager, thread_safe_operation
 from .memory import (
     GarbageCollectionManager,
@@ -86,6 +87,7 @@ __all__ = [
     "ImageCache",
     "ImageInfo",
     "ImageTooLargeError",
+    "IncrementalDecoder",
     "LimitedRead",
     "Limits",
     "LockManager",

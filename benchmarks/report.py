@@ -77,6 +77,14 @@ CACHE_ORDER = (
     "cache get-hit, 2 threads x 20000 ops",
     "ImageCache hit vs decode jpeg 768x512",
 )
+# The incremental-decoding groups (test_bench_incremental.py): 64 KiB chunks
+# against decoding the whole input.
+INCREMENTAL_ORDER = (
+    "incremental jpeg kodim01 768x512",
+    "incremental jpeg mosaic 3072x2048",
+    "incremental png 640x480",
+    "incremental png mosaic 3072x2048",
+)
 # Peers shown in the pipeline summary table, per group prefix: (label, peer).
 PIPELINE_SUMMARY = (
     (
@@ -266,7 +274,10 @@ def fmt_time(seconds: float) -> str:
 
 
 def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = GROUP_ORDER + PIPELINE_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER + SYNC_ORDER
+    order = (
+        GROUP_ORDER + PIPELINE_ORDER + INCREMENTAL_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER
+        + SYNC_ORDER
+    )
     known = [g for g in order if g in groups]
     return known + sorted(g for g in groups if g not in order)
 
@@ -381,6 +392,8 @@ def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
         if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + CACHE_ORDER:
             continue
         if gname in TIERED_ORDER or gname in STREAM_ORDER or gname in POOL_ORDER or gname in SYNC_ORDER:
+            continue
+        if gname in INCREMENTAL_ORDER:
             continue
         cells = []
         for label, names in COMPACT_PEERS:

@@ -64,6 +64,8 @@ typedef enum an_status {
     AN_ERR_POOL_TIMEOUT,
     AN_ERR_POOL_CLOSED,
     AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
+    AN_ERR_DECODER_STATE,   /* IncrementalDecoder used after finish/close/error */
+    AN_ERR_DECODER_BUSY,    /* IncrementalDecoder used by two threads at once */
     AN_STATUS_COUNT
 } an_status;
 

@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "an_incr.h"
 #include "an_internal.h"
 
 struct an_decoder {
@@ -52,6 +53,16 @@ const an_allocator *
 an_decoder_allocator(const an_decoder *dec)
 {
     return dec->opts.alloc;
+}
+
+void
+an_decoder_geometry(const an_decoder *dec, an_geometry *g)
+{
+    g->denom = dec->denom;
+    g->codec_w = dec->codec_w;
+    g->codec_h = dec->codec_h;
+    g->png_scale = dec->png_scale;
+    g->orientation = dec->orientation;
 }
 
 void

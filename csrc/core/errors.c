@@ -65,6 +65,10 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "timed out waiting for a pooled object"},
     {AN_ERR_POOL_CLOSED, "pool.closed", "PoolClosedError", "the pool is closed"},
     {AN_ERR_QUEUE_CLOSED, "queue.closed", "QueueClosed", "the queue is closed"},
+    {AN_ERR_DECODER_STATE, "decoder.state", "ValidationError",
+     "the incremental decoder has finished, failed or been closed"},
+    {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
+     "the incremental decoder is in use by another thread"},
 };
 
 const an_error_entry *

@@ -156,5 +156,7 @@ int an_wait_interrupt(void *ctx);
 PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...);
 /* sync.c: AtomicCounter, ThreadSafeDict, ThreadSafeQueue */
 int an_sync_exec(PyObject *m, an_state *st);
+/* incremental.c: registers _core.IncrementalDecoder. */
+int an_incremental_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */

@@ -133,6 +133,8 @@ core_exec(PyObject *module)
         return -1;
     if (an_locks_exec(module, st) < 0)
         return -1;
+    if (an_incremental_exec(module, st) < 0)
+        return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)
         return -1;
