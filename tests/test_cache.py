@@ -598,6 +598,28 @@ def test_eq_that_mutates_the_cache_does_not_corrupt() -> None:
     assert len(c) == 0 and c.stats().bytes == 0
 
 
+def test_store_racing_a_store_of_the_same_key_leaves_one_entry() -> None:
+    # The timer (like sizeof, or a finalizer run by a GC pass) is Python code
+    # that runs in the middle of set(): here it stores the same key itself, as
+    # another thread could at that moment.  The outer set must replace that
+    # entry, not leave it linked but unreachable by its key.
+    armed = [True]
+    cache: an.Cache[str, bytes]
+
+    def timer() -> float:
+        if armed[0]:
+            armed[0] = False
+            cache.set("k", b"inner")
+        return 0.0
+
+    cache = an.Cache(max_items=10, ttl=5, timer=timer)
+    cache.set("k", b"outer")
+    assert len(cache) == 1 and list(cache) == ["k"]
+    assert cache["k"] == b"outer" and cache.stats().bytes == len(b"outer")
+    del cache["k"]
+    assert len(cache) == 0 and cache.stats().bytes == 0
+
+
 def test_cycles_are_collected() -> None:
     class Node:
         pass

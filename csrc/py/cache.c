@@ -797,6 +797,17 @@ store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl)
         goto error;
     if ((e = entry_new(self, key, value, ttl)) == NULL)
         goto error;
+    /* The timer, sizeof and the allocation above may run Python code (a GC
+     * pass runs finalizers), and another thread may have stored this key
+     * meanwhile: look the entry up again, after the last call-out, so the
+     * entry replaced below is the one the dict maps to now and no entry is
+     * left linked but unreachable by its key. */
+    Py_XDECREF(old);
+    old = find_entry(self, key);
+    if (old == NULL && PyErr_Occurred()) {
+        Py_DECREF(e);
+        return -1;
+    }
     victims_init(&v);
     AN_BEGIN_CRITICAL_SECTION(self);
     purge_expired(self, &v, now);
@@ -808,7 +819,6 @@ store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl)
         evict_over_bounds(self, &v, e, 0);
     }
     AN_END_CRITICAL_SECTION();
-    Py_XDECREF(old);
     int rc = 0;
     if (s != AN_OK) {
         an_raise_status(self->st, s, "cannot grow the cache's deadline heap");
@@ -825,6 +835,7 @@ store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl)
             Py_DECREF(e);
     }
     Py_DECREF(e);
+    Py_XDECREF(old); /* only now: its value's finalizer may run Python code */
     if (finish(self, &v) < 0)
         rc = -1;
     return rc;
