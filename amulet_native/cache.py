@@ -645,6 +645,8 @@ class ImageCache:
             max_items, max_bytes, ttl, timer=timer
         )
         self._memo = _Memo(_decode_readonly, self._cache, None, False)
+        self._named = _NamedImages(self._cache)
+        self._named_memo = _Memo(_decode_readonly, self._named, None, False)
 
     @property
     def cache(self) -> Cache[Hashable, npt.NDArray[Any]]:
@@ -691,13 +693,19 @@ class ImageCache:
 
     def cache_image(self, image_bytes: Any, name: str | None = None) -> str:
         """Decodes (RGB, default options) and stores the image; returns its key:
-        ``name``, or the hex BLAKE2b digest of the bytes."""
+        ``name``, or the hex BLAKE2b digest of the bytes.  Caching other bytes
+        under a ``name`` already in use replaces that name's image."""
+        if name is not None and not isinstance(name, str):
+            raise ValidationError("name must be a str or None", field="name")
         options, lim = _image._core_options("RGB", None, None, True, None, True, np.uint8, None)
         buf = _image._read_source(image_bytes, lim.max_bytes)
-        key = name if name is not None else self._digest(buf).hex()
-        if not isinstance(key, str):
-            raise ValidationError("name must be a str or None", field="name")
-        self._get_or_decode(key, buf, options)
+        digest = self._digest(buf)
+        if name is None:
+            key = digest.hex()  # content-addressed: the key says which bytes
+            self._get_or_decode(key, buf, options)
+        else:
+            key = name
+            self._named_memo.miss(_NoCounter, (name, digest), (buf, *options, None), None)
         return key
 
     def get_image(self, key: str) -> npt.NDArray[Any] | None:
@@ -742,6 +750,38 @@ class ImageCache:
             f"ImageCache(max_bytes={self._cache.max_bytes!r}) <items={s.items}, "
             f"bytes={s.bytes}, hit_rate={s.hit_rate:.1%}>"
         )
+
+
+class _NamedImages:
+    """The @cached-protocol view of ImageCache's named entries, keyed by
+    ``(name, digest)``: a hit only when ``name`` holds the image of exactly
+    these bytes, so new bytes under an old name are decoded and replace it."""
+
+    def __init__(self, cache: Cache[Hashable, npt.NDArray[Any]]) -> None:
+        self.cache = cache
+        #: name -> (digest, weakref to the array stored under name); an item goes
+        #: away with its array, so this never outgrows the live images.
+        self.origin: dict[str, tuple[bytes, weakref.ref[npt.NDArray[Any]]]] = {}
+
+    def get(self, key: tuple[str, bytes], default: Any = None) -> Any:
+        name, digest = key
+        arr = self.cache.peek(name, None)
+        rec = self.origin.get(name)
+        if arr is None or rec is None or rec[0] != digest or rec[1]() is not arr:
+            return default
+        return self.cache.get(name, default)  # counts the hit, marks it recently used
+
+    def set(self, key: tuple[str, bytes], value: Any, ttl: float | None = None) -> None:
+        name, digest = key
+        origin = self.origin
+
+        def forget(ref: weakref.ref[npt.NDArray[Any]]) -> None:
+            rec = origin.get(name)
+            if rec is not None and rec[1] is ref:
+                origin.pop(name, None)
+
+        self.cache.set(name, value)  # too large: raises before origin changes
+        origin[name] = (digest, weakref.ref(value, forget))
 
 
 def _decode_readonly(*args: Any) -> npt.NDArray[Any]:
