@@ -299,7 +299,10 @@ class _Memo:
         self.cache = cache
         self.ttl = ttl
         self.cache_exceptions = cache_exceptions
-        self.native = type(cache).get is _core.Cache.get and isinstance(cache, _core.Cache)
+        self.native = (
+            getattr(type(cache), "get", None) is _core.Cache.get
+            and isinstance(cache, _core.Cache)
+        )
         self.flights: dict[Any, _Flight] = {}
         self.aflights: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]
@@ -516,7 +519,8 @@ def cached(
     ``cache``: where results go; by default a new ``Cache(max_items, ttl=ttl)``.
     Any object with ``get(key, default)`` and ``set(key, value, ttl=None)``
     works (e.g. a ``TieredCache``); for coroutine functions its ``aget``/``aset``
-    coroutine methods are awaited when it has them.  A native :class:`Cache`
+    coroutine methods are awaited when it has them, and a cache with only those
+    (an ``AsyncTieredCache``) serves ``async def`` functions alone.  A native :class:`Cache`
     gets the native hit path (key building and lookup in C).
 
     Keys are like functools': the positional arguments and the keyword
@@ -538,9 +542,11 @@ def cached(
         raise ValidationError("key must be a callable or None", field="key")
     target = cache if cache is not None else Cache(max_items, ttl=ttl)
     set_ttl = ttl if cache is not None else None
-    if not (callable(getattr(target, "get", None)) and callable(getattr(target, "set", None))):
+    has_sync = _has_methods(target, "get", "set")
+    if not (has_sync or _has_methods(target, "aget", "aset")):
         raise ValidationError(
-            f"cache must have get(key, default) and set(key, value, ttl=None), got {target!r}",
+            f"cache must have get(key, default) and set(key, value, ttl=None) (or the "
+            f"coroutines aget/aset, for async def functions), got {target!r}",
             field="cache",
         )
 
@@ -550,6 +556,12 @@ def cached(
         memo = _Memo(func, target, set_ttl, cache_exceptions)
         if inspect.iscoroutinefunction(func):
             return _async_wrapper(func, memo, key, typed)
+        if not has_sync:  # e.g. an AsyncTieredCache under a plain function
+            raise ValidationError(
+                f"{type(target).__name__} has only aget/aset: it caches async def "
+                f"functions, not {getattr(func, '__qualname__', func)!r}",
+                field="cache",
+            )
         wrapper = _core.CachedFunction(
             func,
             target,
@@ -575,6 +587,10 @@ def cached(
     return decorate
 
 
+def _has_methods(obj: Any, *names: str) -> bool:
+    return all(callable(getattr(obj, n, None)) for n in names)
+
+
 def _async_wrapper(
     func: Callable[..., Awaitable[Any]],
     memo: _Memo,
@@ -593,7 +609,12 @@ def _async_wrapper(
         return CacheInfo(counters[0], counters[1], _maxsize(memo.cache), _currsize(memo.cache))
 
     def cache_clear() -> None:
-        memo.cache.clear()
+        clear = getattr(memo.cache, "clear", None)
+        if clear is None:  # AsyncTieredCache: clearing is a coroutine
+            raise TypeError(
+                f"{type(memo.cache).__name__} has no clear(): await its aclear() instead"
+            )
+        clear()
         counters[0] = counters[1] = 0
 
     wrapper.cache = memo.cache  # type: ignore[attr-defined]
