@@ -79,7 +79,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -106,11 +106,18 @@ __all__ = [
 class L1Cache(Protocol):
     """What TieredCache needs from its L1: ``amulet_native.Cache`` fits."""
 
-    def get(self, key: Any, default: Any = None, /) -> Any: ...
+    # Overloads, so that Mapping-style get/pop (amulet_native.Cache) match.
+    @overload
+    def get(self, key: Any, /) -> Any: ...
+    @overload
+    def get(self, key: Any, default: Any, /) -> Any: ...
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> Any: ...
 
-    def pop(self, key: Any, default: Any = None, /) -> Any: ...
+    @overload
+    def pop(self, key: Any, /) -> Any: ...
+    @overload
+    def pop(self, key: Any, default: Any, /) -> Any: ...
 
     def clear(self) -> Any: ...
 
