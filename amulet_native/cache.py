@@ -308,6 +308,11 @@ class _Memo:
             asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]
         ] = weakref.WeakKeyDictionary()
         self.name = getattr(func, "__qualname__", repr(func))
+        #: a new object each time a flight (thread or task) finishes, before its
+        #: slot is freed: an owner re-reads the cache only when one finished
+        #: since its first lookup (for a TieredCache that re-read is a second
+        #: Redis round trip).  Assignment is atomic; ``+= 1`` would not be.
+        self.finished: object = object()
 
     def lookup(self, key: Any) -> Any:
         if self.native:
@@ -359,6 +364,7 @@ class _Memo:
     # -- threads ------------------------------------------------------------------
 
     def miss(self, wrapper: Any, key: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        seen = self.finished
         if not self.native:
             value = self.cache.get(key, _MISSING)
             wrapper._record(value is not _MISSING)
@@ -376,7 +382,9 @@ class _Memo:
             if value is not _MISSING:
                 return value
         try:
-            value = self.lookup(key)  # a flight may have just finished
+            # A flight may have finished between the first lookup and now (the
+            # native hit path's lookup ran just before this call: re-peek).
+            value = self.lookup(key) if self.native or self.finished is not seen else _MISSING
             if value is not _MISSING:
                 flight.value = value = self.unwrap(value)
                 return value
@@ -398,12 +406,14 @@ class _Memo:
                 flight.error = exc
             raise
         finally:
+            self.finished = object()  # before the slot is free: see __init__
             flights.pop(key, None)
             flight.event.set()
 
     # -- asyncio ------------------------------------------------------------------
 
     async def acall(self, counters: list[int], key: Any, args: Any, kwargs: Any) -> Any:
+        seen = self.finished
         value = await self.alookup(key)
         if value is not _MISSING:
             counters[0] += 1
@@ -426,7 +436,7 @@ class _Memo:
         flights[key] = fut
         token = _computing.set(_computing.get() | {marker})
         try:
-            value = await self.alookup(key)
+            value = await self.alookup(key) if self.finished is not seen else _MISSING
             if value is not _MISSING:
                 value = self.unwrap(value)
             else:
@@ -451,6 +461,7 @@ class _Memo:
             raise
         finally:
             _computing.reset(token)
+            self.finished = object()
             if flights.get(key) is fut:
                 del flights[key]
 
