@@ -204,6 +204,7 @@ class CachedFunction(Generic[_R]):
     def __func__(self) -> Callable[..., _R]: ...
 
 def make_key(args: tuple[Any, ...], kwargs: dict[str, Any] | None, typed: bool, /) -> Hashable: ...
+_KWD_MARK: object  # separates positional from keyword arguments in make_key's keys
 # locks.c / pool.c: the native halves of amulet_native.locks and amulet_native.pool
 class LockHold:
     @property

@@ -299,12 +299,20 @@ class _Memo:
         self.cache = cache
         self.ttl = ttl
         self.cache_exceptions = cache_exceptions
-        self.native = type(cache).get is _core.Cache.get and isinstance(cache, _core.Cache)
+        self.native = (
+            getattr(type(cache), "get", None) is _core.Cache.get
+            and isinstance(cache, _core.Cache)
+        )
         self.flights: dict[Any, _Flight] = {}
         self.aflights: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]
         ] = weakref.WeakKeyDictionary()
         self.name = getattr(func, "__qualname__", repr(func))
+        #: a new object each time a flight (thread or task) finishes, before its
+        #: slot is freed: an owner re-reads the cache only when one finished
+        #: since its first lookup (for a TieredCache that re-read is a second
+        #: Redis round trip).  Assignment is atomic; ``+= 1`` would not be.
+        self.finished: object = object()
 
     def lookup(self, key: Any) -> Any:
         if self.native:
@@ -356,6 +364,7 @@ class _Memo:
     # -- threads ------------------------------------------------------------------
 
     def miss(self, wrapper: Any, key: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        seen = self.finished
         if not self.native:
             value = self.cache.get(key, _MISSING)
             wrapper._record(value is not _MISSING)
@@ -373,7 +382,9 @@ class _Memo:
             if value is not _MISSING:
                 return value
         try:
-            value = self.lookup(key)  # a flight may have just finished
+            # A flight may have finished between the first lookup and now (the
+            # native hit path's lookup ran just before this call: re-peek).
+            value = self.lookup(key) if self.native or self.finished is not seen else _MISSING
             if value is not _MISSING:
                 flight.value = value = self.unwrap(value)
                 return value
@@ -395,12 +406,14 @@ class _Memo:
                 flight.error = exc
             raise
         finally:
+            self.finished = object()  # before the slot is free: see __init__
             flights.pop(key, None)
             flight.event.set()
 
     # -- asyncio ------------------------------------------------------------------
 
     async def acall(self, counters: list[int], key: Any, args: Any, kwargs: Any) -> Any:
+        seen = self.finished
         value = await self.alookup(key)
         if value is not _MISSING:
             counters[0] += 1
@@ -423,7 +436,7 @@ class _Memo:
         flights[key] = fut
         token = _computing.set(_computing.get() | {marker})
         try:
-            value = await self.alookup(key)
+            value = await self.alookup(key) if self.finished is not seen else _MISSING
             if value is not _MISSING:
                 value = self.unwrap(value)
             else:
@@ -448,6 +461,7 @@ class _Memo:
             raise
         finally:
             _computing.reset(token)
+            self.finished = object()
             if flights.get(key) is fut:
                 del flights[key]
 
@@ -516,7 +530,8 @@ def cached(
     ``cache``: where results go; by default a new ``Cache(max_items, ttl=ttl)``.
     Any object with ``get(key, default)`` and ``set(key, value, ttl=None)``
     works (e.g. a ``TieredCache``); for coroutine functions its ``aget``/``aset``
-    coroutine methods are awaited when it has them.  A native :class:`Cache`
+    coroutine methods are awaited when it has them, and a cache with only those
+    (an ``AsyncTieredCache``) serves ``async def`` functions alone.  A native :class:`Cache`
     gets the native hit path (key building and lookup in C).
 
     Keys are like functools': the positional arguments and the keyword
@@ -538,9 +553,11 @@ def cached(
         raise ValidationError("key must be a callable or None", field="key")
     target = cache if cache is not None else Cache(max_items, ttl=ttl)
     set_ttl = ttl if cache is not None else None
-    if not (callable(getattr(target, "get", None)) and callable(getattr(target, "set", None))):
+    has_sync = _has_methods(target, "get", "set")
+    if not (has_sync or _has_methods(target, "aget", "aset")):
         raise ValidationError(
-            f"cache must have get(key, default) and set(key, value, ttl=None), got {target!r}",
+            f"cache must have get(key, default) and set(key, value, ttl=None) (or the "
+            f"coroutines aget/aset, for async def functions), got {target!r}",
             field="cache",
         )
 
@@ -550,6 +567,12 @@ def cached(
         memo = _Memo(func, target, set_ttl, cache_exceptions)
         if inspect.iscoroutinefunction(func):
             return _async_wrapper(func, memo, key, typed)
+        if not has_sync:  # e.g. an AsyncTieredCache under a plain function
+            raise ValidationError(
+                f"{type(target).__name__} has only aget/aset: it caches async def "
+                f"functions, not {getattr(func, '__qualname__', func)!r}",
+                field="cache",
+            )
         wrapper = _core.CachedFunction(
             func,
             target,
@@ -575,6 +598,10 @@ def cached(
     return decorate
 
 
+def _has_methods(obj: Any, *names: str) -> bool:
+    return all(callable(getattr(obj, n, None)) for n in names)
+
+
 def _async_wrapper(
     func: Callable[..., Awaitable[Any]],
     memo: _Memo,
@@ -593,7 +620,12 @@ def _async_wrapper(
         return CacheInfo(counters[0], counters[1], _maxsize(memo.cache), _currsize(memo.cache))
 
     def cache_clear() -> None:
-        memo.cache.clear()
+        clear = getattr(memo.cache, "clear", None)
+        if clear is None:  # AsyncTieredCache: clearing is a coroutine
+            raise TypeError(
+                f"{type(memo.cache).__name__} has no clear(): await its aclear() instead"
+            )
+        clear()
         counters[0] = counters[1] = 0
 
     wrapper.cache = memo.cache  # type: ignore[attr-defined]
@@ -645,6 +677,8 @@ class ImageCache:
             max_items, max_bytes, ttl, timer=timer
         )
         self._memo = _Memo(_decode_readonly, self._cache, None, False)
+        self._named = _NamedImages(self._cache)
+        self._named_memo = _Memo(_decode_readonly, self._named, None, False)
 
     @property
     def cache(self) -> Cache[Hashable, npt.NDArray[Any]]:
@@ -691,13 +725,19 @@ class ImageCache:
 
     def cache_image(self, image_bytes: Any, name: str | None = None) -> str:
         """Decodes (RGB, default options) and stores the image; returns its key:
-        ``name``, or the hex BLAKE2b digest of the bytes."""
+        ``name``, or the hex BLAKE2b digest of the bytes.  Caching other bytes
+        under a ``name`` already in use replaces that name's image."""
+        if name is not None and not isinstance(name, str):
+            raise ValidationError("name must be a str or None", field="name")
         options, lim = _image._core_options("RGB", None, None, True, None, True, np.uint8, None)
         buf = _image._read_source(image_bytes, lim.max_bytes)
-        key = name if name is not None else self._digest(buf).hex()
-        if not isinstance(key, str):
-            raise ValidationError("name must be a str or None", field="name")
-        self._get_or_decode(key, buf, options)
+        digest = self._digest(buf)
+        if name is None:
+            key = digest.hex()  # content-addressed: the key says which bytes
+            self._get_or_decode(key, buf, options)
+        else:
+            key = name
+            self._named_memo.miss(_NoCounter, (name, digest), (buf, *options, None), None)
         return key
 
     def get_image(self, key: str) -> npt.NDArray[Any] | None:
@@ -742,6 +782,38 @@ class ImageCache:
             f"ImageCache(max_bytes={self._cache.max_bytes!r}) <items={s.items}, "
             f"bytes={s.bytes}, hit_rate={s.hit_rate:.1%}>"
         )
+
+
+class _NamedImages:
+    """The @cached-protocol view of ImageCache's named entries, keyed by
+    ``(name, digest)``: a hit only when ``name`` holds the image of exactly
+    these bytes, so new bytes under an old name are decoded and replace it."""
+
+    def __init__(self, cache: Cache[Hashable, npt.NDArray[Any]]) -> None:
+        self.cache = cache
+        #: name -> (digest, weakref to the array stored under name); an item goes
+        #: away with its array, so this never outgrows the live images.
+        self.origin: dict[str, tuple[bytes, weakref.ref[npt.NDArray[Any]]]] = {}
+
+    def get(self, key: tuple[str, bytes], default: Any = None) -> Any:
+        name, digest = key
+        arr = self.cache.peek(name, None)
+        rec = self.origin.get(name)
+        if arr is None or rec is None or rec[0] != digest or rec[1]() is not arr:
+            return default
+        return self.cache.get(name, default)  # counts the hit, marks it recently used
+
+    def set(self, key: tuple[str, bytes], value: Any, ttl: float | None = None) -> None:
+        name, digest = key
+        origin = self.origin
+
+        def forget(ref: weakref.ref[npt.NDArray[Any]]) -> None:
+            rec = origin.get(name)
+            if rec is not None and rec[1] is ref:
+                origin.pop(name, None)
+
+        self.cache.set(name, value)  # too large: raises before origin changes
+        origin[name] = (digest, weakref.ref(value, forget))
 
 
 def _decode_readonly(*args: Any) -> npt.NDArray[Any]:

@@ -21,7 +21,8 @@ only this prefix's keys (``SCAN MATCH``, never ``FLUSHDB``).
 
 Keys are encoded deterministically across processes (never ``hash()``, which is
 randomised per process): ``str``, ``bytes``, ``int``, ``float``, ``bool``,
-``None``, classes (by module and qualified name) and tuples or lists of these
+``None``, classes (by module and qualified name), the keyword marker of
+``@cached`` keys and tuples or lists of these
 get a type-tagged encoding (so ``1``, ``True``,
 ``1.0`` and ``"1"`` are four different keys), replaced by its BLAKE2b-256 hex
 digest when longer than 128 bytes.  Other key types raise
@@ -78,11 +79,12 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypedDict, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from . import _core
 from .errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
@@ -104,11 +106,18 @@ __all__ = [
 class L1Cache(Protocol):
     """What TieredCache needs from its L1: ``amulet_native.Cache`` fits."""
 
-    def get(self, key: Any, default: Any = None, /) -> Any: ...
+    # Overloads, so that Mapping-style get/pop (amulet_native.Cache) match.
+    @overload
+    def get(self, key: Any, /) -> Any: ...
+    @overload
+    def get(self, key: Any, default: Any, /) -> Any: ...
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> Any: ...
 
-    def pop(self, key: Any, default: Any = None, /) -> Any: ...
+    @overload
+    def pop(self, key: Any, /) -> Any: ...
+    @overload
+    def pop(self, key: Any, default: Any, /) -> Any: ...
 
     def clear(self) -> Any: ...
 
@@ -146,6 +155,7 @@ MAX_RAW_KEY = 128
 MAX_KEY_DEPTH = 16
 
 KeySerializer = Callable[[Any], bytes | str]
+_KWD_MARK: Final = _core._KWD_MARK
 
 
 def _key_part(key: Any, key_serializer: KeySerializer | None, depth: int) -> bytes:
@@ -168,6 +178,8 @@ def _key_part(key: Any, key_serializer: KeySerializer | None, depth: int) -> byt
         return b"(" + b"".join(_key_part(k, key_serializer, depth + 1) for k in key) + b")"
     if key is None:
         return b"N"
+    if key is _KWD_MARK:  # @cached keys of calls with keyword arguments
+        return b"K"
     if t is bool:
         return b"T" if key else b"F"
     if t is float:

@@ -522,6 +522,45 @@ def test_clear_reports_every_entry() -> None:
     assert {r for _, r in got} == {"clear"}
 
 
+def test_reinserting_callback_cannot_make_clear_trim_or_expire_loop() -> None:
+    """A write-back style on_evict that puts every evicted entry back used to
+    keep clear() (and trim/expire) evicting for ever: each does one pass."""
+    now = [1.0]
+    c: an.Cache[int, int] = an.Cache(ttl=1e-300, timer=lambda: now[0])
+    calls: list[str] = []
+
+    def put_back(key: int, value: int, reason: str) -> None:
+        calls.append(reason)
+        if len(calls) < 10_000:  # a bound so that the old behaviour fails, not hangs
+            c.set(key, value, ttl=1e-300 if reason == "ttl" else 60.0)
+
+    c.on_evict = put_back
+    for i in range(3):
+        c.set(i, i, ttl=60.0)
+    c.clear()
+    assert calls == ["clear"] * 3 and sorted(c) == [0, 1, 2]
+    calls.clear()
+    assert c.trim(max_bytes=0) > 0
+    assert calls == ["trim"] * 3 and len(c) == 3
+    calls.clear()
+    c.on_evict = None
+    c.clear()
+    now[0] = 0.0
+    for i in range(3):
+        c.set(i, i)
+    now[0] = 1.0  # now + 1e-300 == now: what put_back stores is expired at once
+    c.on_evict = put_back
+    with warnings.catch_warnings():
+        # each put_back's set() purges the entry the previous one stored: a
+        # recursion that ends in a RecursionError, reported as a warning
+        warnings.simplefilter("ignore", an.CacheCallbackWarning)
+        assert c.expire() == 3
+    assert 3 <= len(calls) < 10_000 and set(calls) == {"ttl"}
+    c.on_evict = None
+    c.clear()
+    assert len(c) == 0 and c.stats().bytes == 0
+
+
 # ---- hostile keys ------------------------------------------------------------------------
 
 

@@ -421,6 +421,47 @@ def test_generic_cache_protocol(fast_switch: None) -> None:
         an.cached(object())
 
 
+class AsyncOnlyCache:
+    """Only the coroutine protocol, like AsyncTieredCache."""
+
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        await asyncio.sleep(0)
+        return self.data.get(key, default)
+
+    async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        await asyncio.sleep(0)
+        self.data[key] = value
+
+
+def test_async_only_cache_serves_coroutines() -> None:
+    """A cache with only aget/aset (AsyncTieredCache) was refused by cached()
+    although its docstring promises @cached(cache=tc) on async def functions."""
+    store = AsyncOnlyCache()
+    calls: list[int] = []
+
+    @an.cached(cache=store)
+    async def square(x: int) -> int:
+        calls.append(x)
+        await asyncio.sleep(0.01)
+        return x * x
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(square(5) for _ in range(32)))
+
+    assert asyncio.run(main()) == [25] * 32 and calls == [5] and store.data == {5: 25}
+    assert asyncio.run(square(5)) == 25 and calls == [5]
+    info = square.cache_info()
+    assert (info.hits, info.misses) == (1, 32)
+    with pytest.raises(TypeError, match="aclear"):
+        square.cache_clear()
+    with pytest.raises(an.ValidationError) as refused:
+        an.cached(cache=store)(lambda x: x)  # a plain function needs get/set
+    assert refused.value.code == "validation"
+
+
 def test_cached_wrapper_is_collectable() -> None:
     import gc
     import weakref

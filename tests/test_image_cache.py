@@ -134,6 +134,28 @@ def test_original_api(jpeg: bytes) -> None:
         ic.cache_image(jpeg, name=5)  # type: ignore[arg-type]
 
 
+def test_cache_image_under_a_used_name_replaces_it() -> None:
+    """New bytes under an old name used to return the old image (a silent
+    wrong result: one user's avatar served for another's upload)."""
+    ic = an.ImageCache()
+    first, second = jpeg_bytes(photo(32, 48, seed=1)), jpeg_bytes(photo(32, 48, seed=2))
+    assert ic.cache_image(first, name="avatar") == "avatar"
+    img = ic.get_image("avatar")
+    assert img is not None and np.array_equal(img, an.decode(first))
+    assert ic.cache_image(second, name="avatar") == "avatar"
+    img = ic.get_image("avatar")
+    assert img is not None and np.array_equal(img, an.decode(second))
+    assert len(ic) == 1 and ic.get_stats()["bytes"] == img.nbytes  # the old one is gone
+    before = ic.get_stats()["hits"]
+    ic.cache_image(second, name="avatar")  # same bytes again: a hit, no decode
+    assert ic.get_stats()["hits"] == before + 1
+    ic.cache.pop("avatar")
+    assert ic.get_image("avatar") is None
+    ic.cache_image(first, name="avatar")
+    img = ic.get_image("avatar")
+    assert img is not None and np.array_equal(img, an.decode(first))
+
+
 def test_shrink(jpeg: bytes) -> None:
     ic = an.ImageCache()
     for s in range(4):

@@ -820,3 +820,53 @@ def test_cached_decorator_uses_the_tiered_cache(server: RedisServer, raw: redis.
     assert raw.dbsize() == 2  # both results reached Redis
     s = tc.stats()
     assert s["l1_hits"] >= 2 and s["l2_errors"] == 0
+
+
+@needs_redis
+def test_cached_with_keyword_arguments(server: RedisServer, raw: redis.Redis, make_l1: Any,
+                                       prefix: str) -> None:
+    """@cached keys of keyword calls hold a marker object; encode_key refused it
+    (SerializationError on every call of f(x=...) with a TieredCache)."""
+    calls: list[tuple[int, int]] = []
+
+    def _area(w: int, h: int = 1) -> int:
+        calls.append((w, h))
+        return w * h
+
+    area = an.cached(cache=_tc(server, make_l1(), prefix=prefix))(_area)
+    assert area(3, h=4) == 12 and area(3, h=4) == 12 and area(w=3, h=4) == 12
+    assert calls == [(3, 4), (3, 4)]  # f(3, h=4) and f(w=3, h=4) are distinct keys
+    assert raw.dbsize() == 2
+    # a fresh L1 (another worker) finds the entry in Redis under the same key
+    other = an.cached(cache=_tc(server, make_l1(), prefix=prefix))(_area)
+    assert other(3, h=4) == 12 and calls == [(3, 4), (3, 4)]
+    key = an._core.make_key((3,), {"h": 4}, False)
+    assert encode_key(key) == b"(i3;Ks1:hi4;)"
+
+
+@needs_redis
+def test_cached_cold_miss_reads_redis_once(server: RedisServer, raw: redis.Redis, make_l1: Any,
+                                           prefix: str) -> None:
+    """A cold @cached call used to GET the key twice (before and after taking
+    the single-flight slot): two round trips where one does."""
+    tc = _tc(server, make_l1(), prefix=prefix)
+
+    def _inc(x: int) -> int:
+        return x + 1
+
+    async def _ainc(x: int) -> int:
+        return x + 1
+
+    inc = an.cached(cache=tc)(_inc)
+    ainc = an.cached(cache=tc)(_ainc)
+
+    def gets() -> int:
+        stats = raw.info("commandstats").get("cmdstat_get", {"calls": 0})
+        return int(stats["calls"])
+
+    raw.config_resetstat()
+    assert inc(1) == 2
+    assert gets() == 1 and tc.stats()["l1_misses"] == 1
+    assert asyncio.run(ainc(10)) == 11
+    assert gets() == 2 and tc.stats()["l1_misses"] == 2
+    assert inc(1) == 2 and asyncio.run(ainc(10)) == 11 and gets() == 2  # L1 hits

@@ -161,13 +161,18 @@ evict_to(CacheObject *self, victims *v, CacheEntry *e, int reason)
         self->store.evictions++;
 }
 
-/* Moves every entry expired at now to v (step 2). */
-static void
+/* Moves every entry expired at now to v (step 2).  Returns 1 when it stopped
+ * early because v could not grow. */
+static int
 purge_expired(CacheObject *self, victims *v, double now)
 {
     an_cnode *n;
-    while ((n = an_store_expired(&self->store, now)) != NULL && victims_reserve(v))
+    while ((n = an_store_expired(&self->store, now)) != NULL) {
+        if (!victims_reserve(v))
+            return 1;
         evict_to(self, v, ENTRY_OF(n), R_TTL);
+    }
+    return 0;
 }
 
 /* Evicts LRU entries while the store is over its bounds, never `keep`. */
@@ -533,13 +538,18 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-/* Unlinks every entry into v (reason given). */
-static void
+/* Unlinks every entry into v (reason given).  Returns 1 when it stopped
+ * early because v could not grow (entries are left: call again after finish). */
+static int
 unlink_all(CacheObject *self, victims *v, int reason)
 {
     an_cnode *n;
-    while ((n = an_store_lru(&self->store)) != NULL && victims_reserve(v))
+    while ((n = an_store_lru(&self->store)) != NULL) {
+        if (!victims_reserve(v))
+            return 1;
         evict_to(self, v, ENTRY_OF(n), reason);
+    }
+    return 0;
 }
 
 static int
@@ -980,16 +990,20 @@ cache_clear(CacheObject *self, PyObject *unused)
     if (check_alive(self) < 0)
         return NULL;
     victims_init(&v);
-    for (;;) {
+    /* One pass over the entries present now: entries that on_evict (or another
+     * thread) adds while the callbacks run stay, so a callback that re-inserts
+     * cannot keep clear() going for ever.  More passes only when the victim
+     * vector could not grow. */
+    int more;
+    do {
         AN_BEGIN_CRITICAL_SECTION(self);
-        unlink_all(self, &v, R_CLEAR);
+        more = unlink_all(self, &v, R_CLEAR);
         AN_END_CRITICAL_SECTION();
-        if (v.n == 0)
-            break;
         if (finish(self, &v) < 0)
             return NULL;
-    }
-    PyDict_Clear(self->dict);
+    } while (more);
+    if (self->store.count == 0)
+        PyDict_Clear(self->dict); /* stale entries left by hostile keys */
     Py_RETURN_NONE;
 }
 
@@ -1164,14 +1178,15 @@ cache_expire(CacheObject *self, PyObject *unused)
         return NULL;
     victims_init(&v);
     size_t n = 0;
-    do {
+    int more;
+    do { /* repeats only when the victim vector could not grow */
         AN_BEGIN_CRITICAL_SECTION(self);
-        purge_expired(self, &v, now);
+        more = purge_expired(self, &v, now);
         AN_END_CRITICAL_SECTION();
         n += v.n;
         if (finish(self, &v) < 0)
             return NULL;
-    } while (an_store_expired(&self->store, now) != NULL);
+    } while (more);
     return PyLong_FromSize_t(n);
 }
 
@@ -1182,23 +1197,28 @@ evict_down_to(CacheObject *self, size_t items, size_t bytes, int reason, double 
 {
     victims v;
     size_t freed = 0;
+    int more;
     victims_init(&v);
-    for (;;) {
+    /* Passes repeat only when the victim vector could not grow, never because
+     * on_evict re-inserted entries (that would loop for ever). */
+    do {
+        more = 0;
         AN_BEGIN_CRITICAL_SECTION(self);
         purge_expired(self, &v, now);
         an_cnode *n;
         while ((n = an_store_lru(&self->store)) != NULL &&
-               (self->store.count > items || self->store.bytes > bytes) &&
-               victims_reserve(&v)) {
+               (self->store.count > items || self->store.bytes > bytes)) {
+            if (!victims_reserve(&v)) {
+                more = 1;
+                break;
+            }
             freed += n->bytes;
             evict_to(self, &v, ENTRY_OF(n), reason);
         }
         AN_END_CRITICAL_SECTION();
-        if (v.n == 0)
-            break;
         if (finish(self, &v) < 0)
             return (size_t)-1;
-    }
+    } while (more);
     return freed;
 }
 
