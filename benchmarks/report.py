@@ -39,6 +39,7 @@ pytest-benchmark times are those of the subprocesses and are not reported.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -142,6 +143,11 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
 
 
+def fmt_op_time(seconds: float) -> str:
+    """fmt_time with nanoseconds below 1 µs, for per-operation times."""
+    return f"{seconds * 1e9:.1f} ns" if seconds < 1e-6 else fmt_time(seconds)
+
+
 def fmt_size(n: float) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.2f} MiB"
@@ -225,9 +231,10 @@ def memory_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
         traced = bench.info("tracemalloc_peak_bytes")
         samples = [s for e in bench.extra for s in e.get("rss_peak_kib_samples", [])]
         rel = f"{ref_rss / rss:.1f}×" if ref_rss and rss and bench is not ref else "–"
+        # 0 is a measurement (no new pages touched), not a missing value
         name_txt = f"**{bench.peer}**" if bench.peer.startswith(AMULET) else bench.peer
         lines.append(
-            f"| {name_txt} | {fmt_size(rss * 1024) if rss else '–'} | {rel} "
+            f"| {name_txt} | {fmt_size(rss * 1024) if rss is not None else '–'} | {rel} "
             f"| {fmt_size(traced) if traced else '–'} "
             f"| {', '.join(f'{s:,}' for s in samples)} KiB |"
         )
@@ -520,7 +527,8 @@ def pipeline_table(groups: Groups, names: list[str]) -> list[str]:
             thumb, full = g.get(THUMBNAIL_OP), g.get(FULL_DECODE_OP)
             t = thumb.info("rss_peak_kib") if thumb else None
             f = full.info("rss_peak_kib") if full else None
-            if t and f:
+            if t is not None and f:
+                more = f"{f / t:.0f}× more" if t else "the thumbnail's rise is 0"
                 others = [
                     f"{b.peer} {fmt_size(b.info('rss_peak_kib') * 1024)}"
                     for b in g.values()
@@ -528,7 +536,7 @@ def pipeline_table(groups: Groups, names: list[str]) -> list[str]:
                 ]
                 lines.append(
                     f"| {gname} (RSS rise) | {fmt_size(t * 1024)} | amulet_native decode + "
-                    f"resize {fmt_size(f * 1024)} ({f / t:.0f}× more); " + ", ".join(others) + " |"
+                    f"resize {fmt_size(f * 1024)} ({more}); " + ", ".join(others) + " |"
                 )
             continue
         if AMULET not in g:
@@ -548,7 +556,9 @@ def pipeline_targets(groups: Groups, names: list[str]) -> list[Target]:
     def less_memory(key: str) -> float | None:
         t, f = memory.get(THUMBNAIL_OP), memory.get(FULL_DECODE_OP)
         tv, fv = (t.info(key) if t else None), (f.info(key) if f else None)
-        return fv / tv if tv and fv else None
+        if tv is None or not fv:
+            return None
+        return fv / tv if tv else math.inf  # a rise of 0: no new pages at all
 
     cpus = next((e["cpus"] for b in batch.values() for e in b.extra if e.get("cpus")), None)
     return [
@@ -615,7 +625,7 @@ def cache_table(groups: Groups, names: list[str]) -> list[str]:
             r = ratio(g, p)
             cells.append(f"{p} {r:.2f}×" if r is not None else f"{p} –")
         unit = " per op" if per_op > 1 else ""
-        lines.append(f"| {gname} | {fmt_time(t)}{unit} | " + "; ".join(cells) + " |")
+        lines.append(f"| {gname} | {fmt_op_time(t)}{unit} | " + "; ".join(cells) + " |")
     return lines if len(lines) > 2 else []
 
 
@@ -741,7 +751,7 @@ def pool_table(groups: Groups, names: list[str]) -> list[str]:
         items = g[AMULET].info("items") or 1
         cells = [f"{p} {r:.2f}×" for p in g if p != AMULET and (r := ratio(g, p)) is not None]
         lines.append(
-            f"| {gname} | {fmt_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
+            f"| {gname} | {fmt_op_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
         )
     return lines if len(lines) > 2 else []
 
