@@ -8,19 +8,41 @@ With several runs (the machine is noisy), each benchmark's time is the median
 of its per-run medians; the spread column shows the lowest and highest
 per-run median.  Ratios are peer time / amulet_native time, so > 1 means
 amulet_native is faster.  OpenCV (BGR output) is compared with amulet_native
-mode="BGR"; every other peer with amulet_native mode="RGB".  The compact
-README tables (decode, then pipeline) are printed to stdout.
+mode="BGR"; every other peer with amulet_native mode="RGB".
+
+The report is organised by ``SECTIONS``, one per domain (decode, pipeline,
+caches, ...).  A section claims its benchmark groups by name, in display
+order, and brings its README summary table and its targets.  RESULTS.md shows,
+section by section, one detailed table per group, then all targets, then the
+summary tables.  A group no section claims lands in a final "other" section
+(with a generic summary table), so a new benchmark is never silently dropped;
+give it a section by adding one entry to ``SECTIONS``.
+
+stdout carries the summary tables only, in README order, each block opened by
+a one-line ``### <section name>`` marker, blocks separated by a blank line::
+
+    ### decode
+
+    | input | amulet_native | raw C | Pillow | ...
+    ...
+
+    ### pipeline
+
+    | benchmark | amulet_native | peer time / amulet_native time |
+    ...
 
 Peak-memory groups (benchmarks of kind "memory", measured in subprocesses by
-``_memory.py``) are shown as memory tables; their pytest-benchmark times are
-those of the subprocesses and are not reported.
+``_memory.py`` or ``_stream_memory.py``) are shown as memory tables; their
+pytest-benchmark times are those of the subprocesses and are not reported.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,162 +51,6 @@ AMULET = "amulet_native"
 AMULET_BGR = "amulet_native BGR"
 TIE = 0.03  # |ratio - 1| below this is within run-to-run noise (see RESULTS.md)
 
-GROUP_ORDER = (
-    "jpeg kodim01 768x512",
-    "jpeg kodim05 768x512",
-    "jpeg kodim23 768x512",
-    "jpeg kodak24 (24 x 768x512)",
-    "jpeg 640x480",
-    "jpeg mosaic 3072x2048",
-    "png 640x480",
-    "png mosaic 3072x2048",
-    "max_size jpeg mosaic -> 384x256",
-    "probe jpeg 640x480",
-)
-# The pipeline groups, named as in test_bench_pipeline.py.
-BATCH = "decode_many 64 x jpeg 768x512"
-THUMB = "thumbnail jpeg mosaic -> 256x256 box"
-MEMORY = "peak memory: thumbnail jpeg mosaic -> 256x256 box"
-B64ENC = "base64 encode 1 MiB"
-B64DEC = "base64 decode 1 MiB"
-PIPELINE_ORDER = (
-    BATCH,
-    THUMB,
-    MEMORY,
-    "encode_jpeg kodim01 768x512 (q85 4:2:0)",
-    "encode_jpeg mosaic 3072x2048 (q85 4:2:0)",
-    "encode_png kodim01 768x512 (level 6)",
-    "encode_png mosaic 3072x2048 (level 6)",
-    B64ENC,
-    B64DEC,
-    "decode_base64 jpeg kodim01 768x512",
-    "encode_base64 kodim01 768x512 (jpeg q85)",
-)
-# The streaming groups, named as in test_bench_stream.py (shown in their own section).
-STREAM_ORDER = (
-    "stream_file 256 MiB page cache, 1 MiB chunks (read path)",
-    "stream_file 256 MiB page cache, 1 MiB chunks (mmap path)",
-    "read_limited 20 MB upload + blake2b",
-    "peak memory: 20 MB JPEG upload -> RGB array",
-)
-# The cache groups, named as in test_bench_cache.py (batches of CACHE_OPS operations).
-CACHE_OPS = 1000
-CACHE_ORDER = (
-    f"cache get-hit ({CACHE_OPS} ops)",
-    f"cache get-miss ({CACHE_OPS} ops)",
-    f"cache set with eviction, full cache ({CACHE_OPS} ops)",
-    f"@cached hit ({CACHE_OPS} calls)",
-    "cache get-hit, 2 threads x 20000 ops",
-    "ImageCache hit vs decode jpeg 768x512",
-)
-# The incremental-decoding groups (test_bench_incremental.py): 64 KiB chunks
-# against decoding the whole input.
-INCREMENTAL_ORDER = (
-    "incremental jpeg kodim01 768x512",
-    "incremental jpeg mosaic 3072x2048",
-    "incremental png 640x480",
-    "incremental png mosaic 3072x2048",
-)
-# Peers shown in the pipeline summary table, per group prefix: (label, peer).
-PIPELINE_SUMMARY = (
-    (
-        "decode_many",
-        (
-            ("threads=1", "amulet_native threads=1"),
-            ("Pillow in threads", "Pillow ThreadPoolExecutor"),
-            ("OpenCV in threads", "OpenCV ThreadPoolExecutor (BGR)"),
-            ("OpenCV setNumThreads", "OpenCV setNumThreads (BGR)"),
-        ),
-    ),
-    (
-        "thumbnail",
-        (
-            ("Pillow", "Pillow draft + thumbnail"),
-            ("OpenCV", "OpenCV (BGR)"),
-            ("simplejpeg", "simplejpeg + cv2.resize"),
-            ("PyTurboJPEG", "PyTurboJPEG + cv2.resize"),
-        ),
-    ),
-    (
-        "encode_base64",
-        (
-            ("encode_jpeg + binascii", "amulet_native.encode_jpeg + binascii"),
-            ("Pillow + base64", "Pillow + base64"),
-        ),
-    ),
-    (
-        "encode_",
-        (
-            ("Pillow", "Pillow"),
-            ("OpenCV", "OpenCV (BGR)"),
-            ("simplejpeg", "simplejpeg"),
-            ("PyTurboJPEG", "PyTurboJPEG"),
-        ),
-    ),
-    (
-        "base64 encode",
-        (
-            ("binascii", "binascii.b2a_base64"),
-            ("base64", "base64.b64encode"),
-            ("pybase64", "pybase64.b64encode"),
-        ),
-    ),
-    (
-        "base64 decode",
-        (
-            ("binascii", "binascii.a2b_base64"),
-            ("base64", "base64.b64decode"),
-            ("pybase64", "pybase64.b64decode validate"),
-        ),
-    ),
-    (
-        "decode_base64",
-        (
-            ("binascii + decode", "binascii + amulet_native.decode"),
-            ("pybase64 + decode", "pybase64 + amulet_native.decode"),
-            ("base64 + Pillow", "base64 + Pillow"),
-        ),
-    ),
-)
-# The pool and lock groups, named as in test_bench_pool.py (each call runs
-# extra_info["items"] acquire/release cycles).
-POOL_ORDER = (
-    "pool acquire/release x1000, 1 thread",
-    "pool acquire/release x250, 4 threads, max_size=2",
-    "named lock acquire/release x1000",
-    "named lock acquire/release x250, 4 threads",
-)
-THUMB_PEERS = (
-    "Pillow draft + thumbnail",
-    "OpenCV (BGR)",
-    "simplejpeg + cv2.resize",
-    "PyTurboJPEG + cv2.resize",
-)
-FULL_DECODE_OP = "amulet_native decode + resize"
-THUMBNAIL_OP = "amulet_native thumbnail"
-COMPACT_PEERS = (
-    ("raw C", ("raw C libjpeg", "raw C libpng")),
-    ("Pillow", ("Pillow",)),
-    ("OpenCV", ("OpenCV (BGR)",)),
-    ("simplejpeg", ("simplejpeg",)),
-    ("PyTurboJPEG", ("PyTurboJPEG",)),
-    ("pyspng", ("pyspng",)),
-)
-
-# The thread-safe structure groups, named as in test_bench_sync.py.
-SYNC_QUEUE = "queue put+get, 1 thread (x1000)"
-SYNC_QUEUE_MT = "queue 4 producers + 4 consumers (20000 items)"
-SYNC_COUNTER = "counter increment, 1 thread (x1000)"
-SYNC_ORDER = (
-    SYNC_QUEUE,
-    "priority queue put+get, 1 thread (x1000)",
-    SYNC_QUEUE_MT,
-    SYNC_COUNTER,
-    "counter increment, 4 threads (4 x 10000)",
-    "dict get hit (x1000)",
-    "dict set (x1000)",
-    "dict get_or_create hit (x1000)",
-)
 
 @dataclass
 class Bench:
@@ -206,6 +72,10 @@ class Bench:
         return statistics.median(values) if values else None
 
 
+# group name -> peer name -> Bench
+Groups = dict[str, dict[str, Bench]]
+
+
 def is_bgr(peer: str) -> bool:
     """Peers whose output is BGR, compared with amulet_native mode="BGR"."""
     return peer.endswith("(BGR)")
@@ -215,8 +85,8 @@ def is_memory(group: dict[str, Bench]) -> bool:
     return any(b.kind == "memory" for b in group.values())
 
 
-def load(paths: list[Path]) -> tuple[dict[str, dict[str, Bench]], dict[str, Any], list[str]]:
-    groups: dict[str, dict[str, Bench]] = {}
+def load(paths: list[Path]) -> tuple[Groups, dict[str, Any], list[str]]:
+    groups: Groups = {}
     machine: dict[str, Any] = {}
     stamps: list[str] = []
     for path in paths:
@@ -251,7 +121,7 @@ def reference(group: dict[str, Bench], peer: str) -> Bench | None:
 
 def ratio(group: dict[str, Bench], peer: str) -> float | None:
     """peer / its amulet_native reference: the paired (interleaved) ratio when
-    recorded, else the ratio of the medians."""
+    recorded, else the ratio of the medians; None when either is missing."""
     bench = group.get(peer)
     if bench is not None and bench.paired:
         return statistics.median(bench.paired)
@@ -273,19 +143,26 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
 
 
-def ordered_groups(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    order = (
-        GROUP_ORDER + PIPELINE_ORDER + INCREMENTAL_ORDER + TIERED_ORDER + CACHE_ORDER + POOL_ORDER
-        + SYNC_ORDER
-    )
-    known = [g for g in order if g in groups]
-    return known + sorted(g for g in groups if g not in order)
+def fmt_op_time(seconds: float) -> str:
+    """fmt_time with nanoseconds below 1 µs, for per-operation times."""
+    return f"{seconds * 1e9:.1f} ns" if seconds < 1e-6 else fmt_time(seconds)
 
 
 def fmt_size(n: float) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.2f} MiB"
     return f"{n / 1024:.0f} KiB"
+
+
+def fmt_ratio(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def fmt_percent(value: float) -> str:
+    return f"{value:+.1%}"
+
+
+# ---- the detailed table of one group (RESULTS.md, every section) ----------------------
 
 
 def group_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
@@ -354,9 +231,10 @@ def memory_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
         traced = bench.info("tracemalloc_peak_bytes")
         samples = [s for e in bench.extra for s in e.get("rss_peak_kib_samples", [])]
         rel = f"{ref_rss / rss:.1f}×" if ref_rss and rss and bench is not ref else "–"
+        # 0 is a measurement (no new pages touched), not a missing value
         name_txt = f"**{bench.peer}**" if bench.peer.startswith(AMULET) else bench.peer
         lines.append(
-            f"| {name_txt} | {fmt_size(rss * 1024) if rss else '–'} | {rel} "
+            f"| {name_txt} | {fmt_size(rss * 1024) if rss is not None else '–'} | {rel} "
             f"| {fmt_size(traced) if traced else '–'} "
             f"| {', '.join(f'{s:,}' for s in samples)} KiB |"
         )
@@ -377,138 +255,42 @@ def memory_table(name: str, group: dict[str, Bench], runs: int) -> list[str]:
     ]
 
 
-def compact_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    cols = [
-        label
-        for label, names in COMPACT_PEERS
-        if any(n in g for g in groups.values() for n in names)
-    ]
+def peer_ratios_table(groups: Groups, names: list[str], column: str = "benchmark") -> list[str]:
+    """The generic summary table: one row per group, amulet_native's median and
+    every peer's paired ratio (peer time / amulet_native time), fastest peer
+    first.  Rows for groups without an amulet_native reference list the peers'
+    medians; memory groups list the peak RSS rises."""
     lines = [
-        "| input | amulet_native | " + " | ".join(cols) + " |",
-        "|---|---:|" + "---:|" * len(cols),
-    ]
-    for gname in ordered_groups(groups):
-        g = groups[gname]
-        if AMULET not in g or gname.startswith("probe") or gname in PIPELINE_ORDER + CACHE_ORDER:
-            continue
-        if gname in TIERED_ORDER or gname in STREAM_ORDER or gname in POOL_ORDER or gname in SYNC_ORDER:
-            continue
-        if gname in INCREMENTAL_ORDER:
-            continue
-        cells = []
-        for label, names in COMPACT_PEERS:
-            if label not in cols:
-                continue
-            peer = next((n for n in names if n in g), None)
-            r = ratio(g, peer) if peer else None
-            cells.append(f"{r:.2f}×" if r is not None else "–")
-        lines.append(f"| {gname} | {g[AMULET].median * 1e3:.2f} ms | " + " | ".join(cells) + " |")
-    return lines
-
-
-def cache_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """One row per cache group: amulet_native's time per operation and every
-    peer's paired ratio (peer time / amulet_native time)."""
-    lines = [
-        "| operation | amulet_native | peer time / amulet_native time |",
+        f"| {column} | amulet_native | peer time / amulet_native time |",
         "|---|---:|---|",
     ]
-    for gname in CACHE_ORDER:
-        g = groups.get(gname)
-        if not g or AMULET not in g:
-            continue
-        per_op = CACHE_OPS if "ops)" in gname or "calls)" in gname else 1
-        t = g[AMULET].median / per_op
-        peers = sorted((p for p in g if p != AMULET), key=lambda p: g[p].median)
-        cells = []
-        for p in peers:
-            r = ratio(g, p)
-            cells.append(f"{p} {r:.2f}×" if r is not None else f"{p} –")
-        unit = " per op" if per_op > 1 else ""
-        lines.append(f"| {gname} | {fmt_time(t)}{unit} | " + "; ".join(cells) + " |")
-    return lines
-
-
-def pipeline_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """One row per pipeline group: amulet_native's median time and each named
-    peer's paired ratio (peer time / amulet_native time)."""
-    lines = [
-        "| benchmark | amulet_native | peer time / amulet_native time |",
-        "|---|---:|---|",
-    ]
-    for gname in ordered_groups(groups):
+    for gname in names:
         g = groups[gname]
-        if gname not in PIPELINE_ORDER:
-            continue
         if is_memory(g):
-            thumb, full = g.get(THUMBNAIL_OP), g.get(FULL_DECODE_OP)
-            t = thumb.info("rss_peak_kib") if thumb else None
-            f = full.info("rss_peak_kib") if full else None
-            if t and f:
-                others = [
-                    f"{b.peer} {fmt_size(b.info('rss_peak_kib') * 1024)}"
-                    for b in g.values()
-                    if b not in (thumb, full) and b.info("rss_peak_kib")
-                ]
-                lines.append(
-                    f"| {gname} (RSS rise) | {fmt_size(t * 1024)} | amulet_native decode + "
-                    f"resize {fmt_size(f * 1024)} ({f / t:.0f}× more); " + ", ".join(others) + " |"
-                )
+            cells = [
+                f"{b.peer} {fmt_size(rss * 1024)}"
+                for b in sorted(g.values(), key=lambda b: b.info("rss_peak_kib") or 0)
+                if (rss := b.info("rss_peak_kib"))
+            ]
+            lines.append(f"| {gname} (peak RSS rise) | – | " + ", ".join(cells) + " |")
             continue
-        if AMULET not in g:
-            continue
-        shown = next((peers for prefix, peers in PIPELINE_SUMMARY if gname.startswith(prefix)), ())
-        cells = []
-        for label, peer in shown:
-            r = ratio(g, peer) if peer in g else None
-            if r is not None:
-                cells.append(f"{label} {r:.2f}×")
-        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
-    return lines
-
-
-# The tiered-cache groups, named as in test_bench_tiered.py, and the peers of
-# their README table: (label, peer).  cashews and the async row are paired with
-# "amulet_native async", the others with sync "amulet_native".
-TIERED_ORDER = tuple(
-    f"tiered {op}: {value}"
-    for value in ("array 768x512x3 uint8", "bytes 1 KiB")
-    for op in ("get L1 hit", "get L2 hit (L1 miss)", "set both tiers")
-)
-TIERED_SUMMARY = (
-    ("redis-py + pickle", "redis-py GET/SET + pickle"),
-    ("async (vs sync)", "amulet_native async"),
-    ("cashews (vs async)", "cashews (redis)"),
-    ("cashews client_side (vs async)", "cashews (redis, client_side)"),
-)
-
-
-def tiered_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """One row per tiered-cache group: amulet_native's median time and each
-    peer's paired ratio."""
-    lines = [
-        "| tiered cache | amulet_native | peer time / amulet_native time |",
-        "|---|---:|---|",
-    ]
-    for gname in TIERED_ORDER:
-        g = groups.get(gname, {})
-        if AMULET not in g:
-            continue
-        cells = [
-            f"{label} {r:.2f}×"
-            for label, peer in TIERED_SUMMARY
-            if peer in g and (r := ratio(g, peer)) is not None
-        ]
-        lines.append(f"| {gname[len('tiered '):]} | {fmt_time(g[AMULET].median)} | "
-                     + ", ".join(cells) + " |")
-    return lines
+        peers = sorted((b for b in g.values() if b.peer != AMULET), key=lambda b: b.median)
+        if AMULET in g:
+            cells = [f"{b.peer} {r:.2f}×" for b in peers if (r := ratio(g, b.peer)) is not None]
+            ours = fmt_time(g[AMULET].median)
+        else:
+            cells = [f"{b.peer} {fmt_time(b.median)}" for b in peers]
+            ours = "–"
+        lines.append(f"| {gname} | {ours} | " + ", ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
 
 
 @dataclass
 class Target:
     text: str
-    checks: list[tuple[str, float | None, float]]  # (what, measured ratio, threshold)
+    checks: list[tuple[str, float | None, float]]  # (what, measured value, threshold)
     higher_is_better: bool = True
+    fmt: Callable[[float], str] = fmt_ratio  # how the measured values are shown
 
     def status(self) -> str:
         values = [(w, v, t) for w, v, t in self.checks if v is not None]
@@ -526,61 +308,83 @@ class Target:
 
     def detail(self) -> str:
         parts = []
-        for what, v, t in self.checks:
+        for what, v, _ in self.checks:
             if v is None:
                 parts.append(f"{what}: –")
             else:
-                parts.append(f"{what} {v:.2f}")
+                parts.append(f"{what} {self.fmt(v)}")
         return "; ".join(parts)
 
 
-def stream_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """Compact streaming table: amulet_native time and throughput, peer ratios;
-    peak RSS for the memory group."""
-    lines = [
-        "| streaming | amulet_native | throughput / peak RSS | peers: peer / amulet_native |",
-        "|---|---:|---:|---|",
+def no_targets(groups: Groups, names: list[str]) -> list[Target]:
+    return []
+
+
+# ---- decode (test_bench_decode.py, test_bench_probe_scale.py) ------------------------
+
+DECODE_ORDER = (
+    "jpeg kodim01 768x512",
+    "jpeg kodim05 768x512",
+    "jpeg kodim23 768x512",
+    "jpeg kodak24 (24 x 768x512)",
+    "jpeg 640x480",
+    "jpeg mosaic 3072x2048",
+    "png 640x480",
+    "png mosaic 3072x2048",
+    "max_size jpeg mosaic -> 384x256",
+    "probe jpeg 640x480",
+)
+COMPACT_PEERS = (
+    ("raw C", ("raw C libjpeg", "raw C libpng")),
+    ("Pillow", ("Pillow",)),
+    ("OpenCV", ("OpenCV (BGR)",)),
+    ("simplejpeg", ("simplejpeg",)),
+    ("PyTurboJPEG", ("PyTurboJPEG",)),
+    ("pyspng", ("pyspng",)),
+)
+
+
+def decode_table(groups: Groups, names: list[str]) -> list[str]:
+    """One row per decode input (probe excluded): amulet_native's median and
+    one column per peer library that appears in the section."""
+    rows = [g for g in names if AMULET in groups[g] and not g.startswith("probe")]
+    if not rows:
+        return []
+    cols = [
+        label
+        for label, peers in COMPACT_PEERS
+        if any(p in groups[g] for g in names for p in peers)
     ]
-    for gname in STREAM_ORDER:
-        g = groups.get(gname, {})
-        if is_memory(g):
-            ours = next((b for b in g.values() if b.peer.startswith(AMULET)), None)
-            ours_rss = ours.info("rss_peak_kib") if ours else None
-            if ours is None or not ours_rss:
+    lines = [
+        "| input | amulet_native | " + " | ".join(cols) + " |",
+        "|---|---:|" + "---:|" * len(cols),
+    ]
+    for gname in rows:
+        g = groups[gname]
+        cells = []
+        for label, peers in COMPACT_PEERS:
+            if label not in cols:
                 continue
-            peers = ", ".join(
-                f"{b.peer}: {fmt_size(rss * 1024)} ({rss / ours_rss:.1f}×)"
-                for b in g.values()
-                if b is not ours and (rss := b.info("rss_peak_kib"))
-            )
-            lines.append(f"| {gname} | – | {fmt_size(ours_rss * 1024)} | {peers} |")
-            continue
-        if AMULET not in g:
-            continue
-        ref = g[AMULET]
-        nbytes = ref.info("bytes")
-        tput = f"{nbytes / ref.median / 1e9:.2f} GB/s" if nbytes else "–"
-        peers = ", ".join(
-            f"{p}: {r:.2f}" for p in g if p != AMULET and (r := ratio(g, p)) is not None
-        )
-        lines.append(f"| {gname} | {fmt_time(ref.median)} | {tput} | {peers} |")
+            peer = next((p for p in peers if p in g), None)
+            r = ratio(g, peer) if peer else None
+            cells.append(f"{r:.2f}×" if r is not None else "–")
+        lines.append(f"| {gname} | {g[AMULET].median * 1e3:.2f} ms | " + " | ".join(cells) + " |")
     return lines
 
 
-def targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
-    jpeg = [g for g in ordered_groups(groups) if g.startswith("jpeg")]
-    png = [g for g in ordered_groups(groups) if g.startswith("png")]
+def decode_targets(groups: Groups, names: list[str]) -> list[Target]:
+    jpeg = [g for g in names if g.startswith("jpeg")]
+    png = [g for g in names if g.startswith("png")]
     at768 = [g for g in jpeg if "768x512" in g]
     mosaic = groups.get("jpeg mosaic 3072x2048", {})
 
     def amulet_over_raw(g: str, raw: str) -> tuple[str, float | None, float]:
-        r = ratio(groups[g], raw) if raw in groups[g] else None
+        r = ratio(groups[g], raw)
         return (g, 1 / r if r else None, 1.05)
 
     def worst_peer(g: str, peers: tuple[str, ...]) -> tuple[str, float | None, float]:
         grp = groups[g]
-        rs = [(ratio(grp, p), p) for p in peers if p in grp]
-        rs = [(r, p) for r, p in rs if r is not None]
+        rs = [(r, p) for p in peers if (r := ratio(grp, p)) is not None]
         if not rs:
             return (g, None, 1.0)
         r, p = min(rs)
@@ -619,30 +423,153 @@ def targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
     ]
 
 
-def pipeline_targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
+# ---- pipeline (test_bench_pipeline.py) ------------------------------------------------
+
+BATCH = "decode_many 64 x jpeg 768x512"
+THUMB = "thumbnail jpeg mosaic -> 256x256 box"
+MEMORY = "peak memory: thumbnail jpeg mosaic -> 256x256 box"
+B64ENC = "base64 encode 1 MiB"
+B64DEC = "base64 decode 1 MiB"
+PIPELINE_ORDER = (
+    BATCH,
+    THUMB,
+    MEMORY,
+    "encode_jpeg kodim01 768x512 (q85 4:2:0)",
+    "encode_jpeg mosaic 3072x2048 (q85 4:2:0)",
+    "encode_png kodim01 768x512 (level 6)",
+    "encode_png mosaic 3072x2048 (level 6)",
+    B64ENC,
+    B64DEC,
+    "decode_base64 jpeg kodim01 768x512",
+    "encode_base64 kodim01 768x512 (jpeg q85)",
+)
+# Peers shown in the pipeline summary table, per group prefix: (label, peer).
+PIPELINE_SUMMARY = (
+    (
+        "decode_many",
+        (
+            ("threads=1", "amulet_native threads=1"),
+            ("Pillow in threads", "Pillow ThreadPoolExecutor"),
+            ("OpenCV in threads", "OpenCV ThreadPoolExecutor (BGR)"),
+            ("OpenCV setNumThreads", "OpenCV setNumThreads (BGR)"),
+        ),
+    ),
+    (
+        "thumbnail",
+        (
+            ("Pillow", "Pillow draft + thumbnail"),
+            ("OpenCV", "OpenCV (BGR)"),
+            ("simplejpeg", "simplejpeg + cv2.resize"),
+            ("PyTurboJPEG", "PyTurboJPEG + cv2.resize"),
+        ),
+    ),
+    (
+        "encode_base64",
+        (
+            ("encode_jpeg + binascii", "amulet_native.encode_jpeg + binascii"),
+            ("Pillow + base64", "Pillow + base64"),
+        ),
+    ),
+    (
+        "encode_",
+        (
+            ("Pillow", "Pillow"),
+            ("OpenCV", "OpenCV (BGR)"),
+            ("simplejpeg", "simplejpeg"),
+            ("PyTurboJPEG", "PyTurboJPEG"),
+        ),
+    ),
+    (
+        "base64 encode",
+        (
+            ("binascii", "binascii.b2a_base64"),
+            ("base64", "base64.b64encode"),
+            ("pybase64", "pybase64.b64encode"),
+        ),
+    ),
+    (
+        "base64 decode",
+        (
+            ("binascii", "binascii.a2b_base64"),
+            ("base64", "base64.b64decode"),
+            ("pybase64", "pybase64.b64decode validate"),
+        ),
+    ),
+    (
+        "decode_base64",
+        (
+            ("binascii + decode", "binascii + amulet_native.decode"),
+            ("pybase64 + decode", "pybase64 + amulet_native.decode"),
+            ("base64 + Pillow", "base64 + Pillow"),
+        ),
+    ),
+)
+THUMB_PEERS = (
+    "Pillow draft + thumbnail",
+    "OpenCV (BGR)",
+    "simplejpeg + cv2.resize",
+    "PyTurboJPEG + cv2.resize",
+)
+FULL_DECODE_OP = "amulet_native decode + resize"
+THUMBNAIL_OP = "amulet_native thumbnail"
+
+
+def pipeline_table(groups: Groups, names: list[str]) -> list[str]:
+    """One row per pipeline group: amulet_native's median time and each named
+    peer's paired ratio (peer time / amulet_native time)."""
+    lines = [
+        "| benchmark | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in names:
+        g = groups[gname]
+        if is_memory(g):
+            thumb, full = g.get(THUMBNAIL_OP), g.get(FULL_DECODE_OP)
+            t = thumb.info("rss_peak_kib") if thumb else None
+            f = full.info("rss_peak_kib") if full else None
+            if t is not None and f:
+                more = f"{f / t:.0f}× more" if t else "the thumbnail's rise is 0"
+                others = [
+                    f"{b.peer} {fmt_size(b.info('rss_peak_kib') * 1024)}"
+                    for b in g.values()
+                    if b not in (thumb, full) and b.info("rss_peak_kib")
+                ]
+                lines.append(
+                    f"| {gname} (RSS rise) | {fmt_size(t * 1024)} | amulet_native decode + "
+                    f"resize {fmt_size(f * 1024)} ({more}); " + ", ".join(others) + " |"
+                )
+            continue
+        if AMULET not in g:
+            continue
+        shown = next((peers for prefix, peers in PIPELINE_SUMMARY if gname.startswith(prefix)), ())
+        cells = [f"{label} {r:.2f}×" for label, peer in shown if (r := ratio(g, peer)) is not None]
+        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def pipeline_targets(groups: Groups, names: list[str]) -> list[Target]:
     batch = groups.get(BATCH, {})
     thumb = groups.get(THUMB, {})
     memory = groups.get(MEMORY, {})
     enc, dec = groups.get(B64ENC, {}), groups.get(B64DEC, {})
 
-    def peer_ratio(g: dict[str, Bench], peer: str) -> float | None:
-        return ratio(g, peer) if peer in g else None
-
     def less_memory(key: str) -> float | None:
         t, f = memory.get(THUMBNAIL_OP), memory.get(FULL_DECODE_OP)
         tv, fv = (t.info(key) if t else None), (f.info(key) if f else None)
-        return fv / tv if tv and fv else None
+        if tv is None or not fv:
+            return None
+        return fv / tv if tv else math.inf  # a rise of 0: no new pages at all
 
     cpus = next((e["cpus"] for b in batch.values() for e in b.extra if e.get("cpus")), None)
     return [
         Target(
             f"decode_many: threads=available_cpus() ({cpus or '?'}) ≥ 1.8× the throughput "
             "of threads=1",
-            [("threads=1 / threads=N", peer_ratio(batch, "amulet_native threads=1"), 1.8)],
+            [("threads=1 / threads=N", ratio(batch, "amulet_native threads=1"), 1.8)],
         ),
         Target(
             "thumbnail ≥ 2× faster than the fastest peer (each peer / amulet ≥ 2)",
-            [(p, peer_ratio(thumb, p), 2.0) for p in THUMB_PEERS],
+            [(p, ratio(thumb, p), 2.0) for p in THUMB_PEERS],
         ),
         Target(
             "thumbnail ≥ 10× less peak memory than full decode + resize",
@@ -654,16 +581,421 @@ def pipeline_targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
         Target(
             "base64 codec at least as fast as binascii on 1 MiB (binascii / amulet ≥ 1)",
             [
-                ("encode: b2a_base64", peer_ratio(enc, "binascii.b2a_base64"), 1.0),
-                ("decode: a2b_base64", peer_ratio(dec, "binascii.a2b_base64"), 1.0),
+                ("encode: b2a_base64", ratio(enc, "binascii.b2a_base64"), 1.0),
+                ("decode: a2b_base64", ratio(dec, "binascii.a2b_base64"), 1.0),
             ],
         ),
     ]
 
 
-def render(paths: list[Path]) -> tuple[str, str]:
-    groups, machine, stamps = load(paths)
-    runs = len(paths)
+# ---- caches (test_bench_cache.py: batches of CACHE_OPS operations per call) -----------
+
+CACHE_OPS = 1000
+CACHE_GET_HIT = f"cache get-hit ({CACHE_OPS} ops)"
+CACHE_GET_MISS = f"cache get-miss ({CACHE_OPS} ops)"
+CACHE_SET_EVICT = f"cache set with eviction, full cache ({CACHE_OPS} ops)"
+CACHE_ORDER = (
+    CACHE_GET_HIT,
+    CACHE_GET_MISS,
+    CACHE_SET_EVICT,
+    f"@cached hit ({CACHE_OPS} calls)",
+    "cache get-hit, 2 threads x 20000 ops",
+    "ImageCache hit vs decode jpeg 768x512",
+)
+LRU_CACHE_HIT = "functools.lru_cache hit"  # paired with Cache(max_items)
+TTLCACHE = "cachetools TTLCache"  # paired with Cache(max_items, ttl=...)
+
+
+def cache_table(groups: Groups, names: list[str]) -> list[str]:
+    """One row per cache group: amulet_native's time per operation and every
+    peer's paired ratio (peer time / amulet_native time)."""
+    lines = [
+        "| operation | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in names:
+        g = groups[gname]
+        if AMULET not in g:
+            continue
+        per_op = CACHE_OPS if "ops)" in gname or "calls)" in gname else 1
+        t = g[AMULET].median / per_op
+        peers = sorted((p for p in g if p != AMULET), key=lambda p: g[p].median)
+        cells = []
+        for p in peers:
+            r = ratio(g, p)
+            cells.append(f"{p} {r:.2f}×" if r is not None else f"{p} –")
+        unit = " per op" if per_op > 1 else ""
+        lines.append(f"| {gname} | {fmt_op_time(t)}{unit} | " + "; ".join(cells) + " |")
+    return lines if len(lines) > 2 else []
+
+
+def cache_targets(groups: Groups, names: list[str]) -> list[Target]:
+    hit, miss = groups.get(CACHE_GET_HIT, {}), groups.get(CACHE_GET_MISS, {})
+    evict = groups.get(CACHE_SET_EVICT, {})
+    return [
+        Target(
+            "Cache get-hit within 1.2× of functools.lru_cache's hit "
+            "(lru_cache / amulet ≥ 1/1.2 = 0.83)",
+            [("lru_cache / amulet", ratio(hit, LRU_CACHE_HIT), 1 / 1.2)],
+        ),
+        Target(
+            "Cache(ttl=...) get ≥ 4× faster than cachetools TTLCache",
+            [
+                ("get-hit: TTLCache / amulet", ratio(hit, TTLCACHE), 4.0),
+                ("get-miss: TTLCache / amulet", ratio(miss, TTLCACHE), 4.0),
+            ],
+        ),
+        Target(
+            "Cache(ttl=...) set with eviction ≥ 10× faster than cachetools TTLCache",
+            [("TTLCache / amulet", ratio(evict, TTLCACHE), 10.0)],
+        ),
+    ]
+
+
+# ---- tiered cache (test_bench_tiered.py) ----------------------------------------------
+
+# The peers of the README table: (label, peer).  cashews and the async row are
+# paired with "amulet_native async", the others with sync "amulet_native".
+TIERED_ORDER = tuple(
+    f"tiered {op}: {value}"
+    for value in ("array 768x512x3 uint8", "bytes 1 KiB")
+    for op in ("get L1 hit", "get L2 hit (L1 miss)", "set both tiers")
+)
+TIERED_SUMMARY = (
+    ("redis-py + pickle", "redis-py GET/SET + pickle"),
+    ("async (vs sync)", "amulet_native async"),
+    ("cashews (vs async)", "cashews (redis)"),
+    ("cashews client_side (vs async)", "cashews (redis, client_side)"),
+)
+
+
+def tiered_table(groups: Groups, names: list[str]) -> list[str]:
+    """One row per tiered-cache group: amulet_native's median time and each
+    peer's paired ratio."""
+    lines = [
+        "| tiered cache | amulet_native | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in names:
+        g = groups[gname]
+        if AMULET not in g:
+            continue
+        cells = [
+            f"{label} {r:.2f}×"
+            for label, peer in TIERED_SUMMARY
+            if (r := ratio(g, peer)) is not None
+        ]
+        lines.append(
+            f"| {gname.removeprefix('tiered ')} | {fmt_time(g[AMULET].median)} | "
+            + ", ".join(cells)
+            + " |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+# ---- thread-safe structures (test_bench_sync.py) --------------------------------------
+
+SYNC_QUEUE = "queue put+get, 1 thread (x1000)"
+SYNC_COUNTER = "counter increment, 1 thread (x1000)"
+SYNC_ORDER = (
+    SYNC_QUEUE,
+    "priority queue put+get, 1 thread (x1000)",
+    "queue 4 producers + 4 consumers (20000 items)",
+    SYNC_COUNTER,
+    "counter increment, 4 threads (4 x 10000)",
+    "dict get hit (x1000)",
+    "dict set (x1000)",
+    "dict get_or_create hit (x1000)",
+)
+
+
+def sync_targets(groups: Groups, names: list[str]) -> list[Target]:
+    q, c = groups.get(SYNC_QUEUE, {}), groups.get(SYNC_COUNTER, {})
+    return [
+        Target(
+            "ThreadSafeQueue put+get ≥ 10× faster than queue.Queue (one thread)",
+            [("queue.Queue / amulet", ratio(q, "queue.Queue"), 10.0)],
+        ),
+        Target(
+            "ThreadSafeQueue put+get within 2× of queue.SimpleQueue (SimpleQueue / amulet ≥ 0.5)",
+            [("SimpleQueue / amulet", ratio(q, "queue.SimpleQueue"), 0.5)],
+        ),
+        Target(
+            "AtomicCounter.increment ≥ 3× faster than Lock + int",
+            [("Lock + int / amulet", ratio(c, "Lock + int"), 3.0)],
+        ),
+    ]
+
+
+# ---- pools and locks (test_bench_pool.py: extra_info["items"] cycles per call) --------
+
+POOL_ORDER = (
+    "pool acquire/release x1000, 1 thread",
+    "pool acquire/release x250, 4 threads, max_size=2",
+    "named lock acquire/release x1000",
+    "named lock acquire/release x250, 4 threads",
+)
+
+
+def pool_table(groups: Groups, names: list[str]) -> list[str]:
+    """amulet_native's time per acquire/release cycle and each peer's paired
+    ratio."""
+    lines = [
+        "| benchmark | amulet_native per cycle | peer time / amulet_native time |",
+        "|---|---:|---|",
+    ]
+    for gname in names:
+        g = groups[gname]
+        if AMULET not in g:
+            continue
+        items = g[AMULET].info("items") or 1
+        cells = [f"{p} {r:.2f}×" for p in g if p != AMULET and (r := ratio(g, p)) is not None]
+        lines.append(
+            f"| {gname} | {fmt_op_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+# ---- memory budgets (test_bench_memory.py: the reference runs inside a scope) ---------
+
+MEMORY_LIMIT_LOOPS = (  # the allocation-heavy NumPy loops of the overhead target
+    "memory_limit overhead: numpy loop, 128 B temporaries",
+    "memory_limit overhead: numpy loop, 32 KiB temporaries",
+)
+MEMORY_LIMIT_ORDER = (*MEMORY_LIMIT_LOOPS, "memory_limit overhead: decode jpeg 640x480")
+MEMORY_LIMIT_NO_SCOPE = "no scope (NumPy default handler)"
+MEMORY_LIMIT_TRACEMALLOC = "tracemalloc"
+
+
+def scope_overhead(group: dict[str, Bench]) -> float | None:
+    """Time in memory_limit() / time outside any scope - 1, from the paired
+    ratio of the no-scope peer."""
+    bare = ratio(group, MEMORY_LIMIT_NO_SCOPE)
+    return 1 / bare - 1 if bare else None
+
+
+def memory_limit_table(groups: Groups, names: list[str]) -> list[str]:
+    """Time inside memory_limit(), its overhead over no scope, and
+    tracemalloc's time relative to the scope."""
+    out = [
+        "| work | in memory_limit() | overhead vs no scope | tracemalloc / memory_limit |",
+        "|---|---|---|---|",
+    ]
+    for g in names:
+        group = groups[g]
+        ref = group.get(AMULET)
+        overhead = scope_overhead(group)
+        traced = ratio(group, MEMORY_LIMIT_TRACEMALLOC)
+        out.append(
+            f"| {g.split(': ', 1)[-1]} | {fmt_time(ref.median) if ref else '?'} | "
+            f"{fmt_percent(overhead) if overhead is not None else '?'} | "
+            f"{f'{traced:.2f}x' if traced else '?'} |"
+        )
+    return out if len(out) > 2 else []
+
+
+def memory_limit_targets(groups: Groups, names: list[str]) -> list[Target]:
+    return [
+        Target(
+            "memory_limit() overhead ≤ 5% on the allocation-heavy NumPy loops "
+            "(time in scope / time without - 1)",
+            [(g.split(": ", 1)[-1], scope_overhead(groups.get(g, {})), 0.05)
+             for g in MEMORY_LIMIT_LOOPS],
+            higher_is_better=False,
+            fmt=fmt_percent,
+        ),
+    ]
+
+
+# ---- streaming (test_bench_stream.py) -------------------------------------------------
+
+STREAM_READ = "stream_file 256 MiB page cache, 1 MiB chunks (read path)"
+STREAM_MMAP = "stream_file 256 MiB page cache, 1 MiB chunks (mmap path)"
+STREAM_ORDER = (
+    STREAM_READ,
+    STREAM_MMAP,
+    "read_limited 20 MB upload + blake2b",
+    "peak memory: 20 MB JPEG upload -> RGB array",
+)
+
+
+def throughput(group: dict[str, Bench]) -> float | None:
+    """amulet_native's bytes per second (extra_info["bytes"] per call)."""
+    ref = group.get(AMULET)
+    nbytes = ref.info("bytes") if ref else None
+    return nbytes / ref.median if ref and nbytes else None
+
+
+def stream_table(groups: Groups, names: list[str]) -> list[str]:
+    """amulet_native time and throughput, peer ratios; peak RSS for the memory
+    group."""
+    lines = [
+        "| streaming | amulet_native | throughput / peak RSS | peers: peer / amulet_native |",
+        "|---|---:|---:|---|",
+    ]
+    for gname in names:
+        g = groups[gname]
+        if is_memory(g):
+            ours = next((b for b in g.values() if b.peer.startswith(AMULET)), None)
+            ours_rss = ours.info("rss_peak_kib") if ours else None
+            if ours is None or not ours_rss:
+                continue
+            peers = ", ".join(
+                f"{b.peer}: {fmt_size(rss * 1024)} ({rss / ours_rss:.1f}×)"
+                for b in g.values()
+                if b is not ours and (rss := b.info("rss_peak_kib"))
+            )
+            lines.append(f"| {gname} | – | {fmt_size(ours_rss * 1024)} | {peers} |")
+            continue
+        if AMULET not in g:
+            continue
+        rate = throughput(g)
+        tput = f"{rate / 1e9:.2f} GB/s" if rate else "–"
+        peers = ", ".join(
+            f"{p}: {r:.2f}" for p in g if p != AMULET and (r := ratio(g, p)) is not None
+        )
+        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | {tput} | {peers} |")
+    return lines if len(lines) > 2 else []
+
+
+def stream_targets(groups: Groups, names: list[str]) -> list[Target]:
+    def gbps(gname: str) -> float | None:
+        rate = throughput(groups.get(gname, {}))
+        return rate / 1e9 if rate else None
+
+    return [
+        Target(
+            "stream_file ≥ 1 GB/s from the page cache (both paths)",
+            [("read path GB/s", gbps(STREAM_READ), 1.0), ("mmap path GB/s", gbps(STREAM_MMAP), 1.0)],
+        ),
+    ]
+
+
+# ---- incremental decoding (test_bench_incremental.py) ---------------------------------
+
+INCREMENTAL_ORDER = (
+    "incremental jpeg kodim01 768x512",
+    "incremental jpeg mosaic 3072x2048",
+    "incremental png 640x480",
+    "incremental png mosaic 3072x2048",
+)
+
+
+def incremental_table(groups: Groups, names: list[str]) -> list[str]:
+    return peer_ratios_table(groups, names, "incremental (64 KiB chunks) vs whole decode")
+
+
+# ---- the registry -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """One domain of the report.  ``name`` is the stdout marker (``### name``)
+    and the README summary heading; ``heading`` titles its part of RESULTS.md;
+    ``groups`` are the benchmark groups it claims, in display order."""
+
+    name: str
+    heading: str
+    groups: tuple[str, ...]
+    summary: Callable[[Groups, list[str]], list[str]]
+    targets: Callable[[Groups, list[str]], list[Target]] = no_targets
+    intro: str = ""  # a paragraph under the heading in RESULTS.md
+
+
+SECTIONS = (
+    Section("decode", "decode", DECODE_ORDER, decode_table, decode_targets),
+    Section("pipeline", "pipeline", PIPELINE_ORDER, pipeline_table, pipeline_targets),
+    Section(
+        "caches",
+        "caches",
+        CACHE_ORDER,
+        cache_table,
+        cache_targets,
+        intro=(
+            f"Each call runs a batch of {CACHE_OPS} operations; the summary table divides by "
+            "it. TTL peers are paired with `Cache(ttl=...)` (`amulet_native (ttl)`), LRU peers "
+            "and `functools.lru_cache` with a plain `Cache(max_items)`."
+        ),
+    ),
+    Section(
+        "tiered cache",
+        "tiered cache (L1 + Redis)",
+        TIERED_ORDER,
+        tiered_table,
+        intro=(
+            "A real redis-server on loopback. redis-py and the async row are paired with "
+            "sync `amulet_native`; cashews with `amulet_native async`."
+        ),
+    ),
+    Section(
+        "thread-safe structures",
+        "thread-safe structures",
+        SYNC_ORDER,
+        peer_ratios_table,
+        sync_targets,
+    ),
+    Section(
+        "pools and locks",
+        "pools and locks",
+        POOL_ORDER,
+        pool_table,
+        intro="Each call runs the number of acquire/release cycles in its group name.",
+    ),
+    Section(
+        "memory budgets",
+        "memory budgets (memory_limit)",
+        MEMORY_LIMIT_ORDER,
+        memory_limit_table,
+        memory_limit_targets,
+        intro=(
+            "The reference `amulet_native` runs the work inside `memory_limit()`; the "
+            "no-scope peer's ratio below 1 is the scope's overhead."
+        ),
+    ),
+    Section("streaming", "streaming", STREAM_ORDER, stream_table, stream_targets),
+    Section(
+        "incremental decoding",
+        "incremental decoding",
+        INCREMENTAL_ORDER,
+        incremental_table,
+        intro=(
+            "The reference `amulet_native` decodes the whole input at once; every peer "
+            "(IncrementalDecoder and Pillow's parser, fed 64 KiB slices) is paired with it."
+        ),
+    ),
+)
+OTHER = Section(
+    "other",
+    "other (groups no section of report.py claims)",
+    (),
+    peer_ratios_table,
+)
+
+
+def partition(groups: Groups) -> list[tuple[Section, list[str]]]:
+    """The sections that have measured groups, with those groups in display
+    order; unclaimed groups go, sorted, to OTHER."""
+    parts = [(s, [g for g in s.groups if g in groups]) for s in SECTIONS]
+    claimed = {g for s in SECTIONS for g in s.groups}
+    parts.append((OTHER, sorted(g for g in groups if g not in claimed)))
+    return [(s, names) for s, names in parts if names]
+
+
+def summaries(groups: Groups, parts: list[tuple[Section, list[str]]]) -> str:
+    """The README summary tables, one block per section: a ``### name`` line,
+    a blank line, the table; blocks separated by a blank line."""
+    blocks = [
+        "\n".join([f"### {s.name}", "", *table])
+        for s, names in parts
+        if (table := s.summary(groups, names))
+    ]
+    return "\n\n".join(blocks) + "\n"
+
+
+def preamble(machine: dict[str, Any], stamps: list[str]) -> list[str]:
+    """RESULTS.md down to the first results section: provenance, machine,
+    versions and method."""
+    runs = len(stamps)
     v = machine.get("versions", {})
     out: list[str] = ["# amulet_native benchmarks", ""]
     out += [
@@ -749,158 +1081,36 @@ def render(paths: list[Path]) -> tuple[str, str]:
             f"{TIE:.0%}, the run-to-run spread of medians on this machine."
         ),
         "",
-        "## Results: decode",
-        "",
     ]
-    pipeline = [g for g in ordered_groups(groups) if g in PIPELINE_ORDER]
-    stream = [g for g in STREAM_ORDER if g in groups]
-    sync = [g for g in ordered_groups(groups) if g in SYNC_ORDER]
-    for gname in ordered_groups(groups):
-        if gname not in pipeline and gname not in TIERED_ORDER and gname not in stream and gname not in sync:
-            out += group_table(gname, groups[gname], runs)
-    if pipeline:
-        out += ["## Results: pipeline", ""]
-        for gname in pipeline:
-            out += group_table(gname, groups[gname], runs)
-    tiered = [g for g in ordered_groups(groups) if g in TIERED_ORDER]
-    if tiered:
-        out += ["## Results: tiered cache (L1 + Redis)", ""]
-        for gname in tiered:
-            out += group_table(gname, groups[gname], runs)
-    if stream:
-        out += ["## Results: streaming", ""]
-        for gname in stream:
-            out += group_table(gname, groups[gname], runs)
-    if sync:
-        out += ["## Results: thread-safe structures", ""]
-        for gname in sync:
+    return out
+
+
+def render(paths: list[Path]) -> tuple[str, str]:
+    """RESULTS.md's text and the README summary tables (stdout)."""
+    groups, machine, stamps = load(paths)
+    runs = len(paths)
+    parts = partition(groups)
+    out = preamble(machine, stamps)
+    for section, names in parts:
+        out += [f"## Results: {section.heading}", ""]
+        if section.intro:
+            out += [section.intro, ""]
+        for gname in names:
             out += group_table(gname, groups[gname], runs)
     out += ["## Targets", "", "| target | status | measured |", "|---|---|---|"]
-    for t in (
-        targets(groups)
-        + (pipeline_targets(groups) if pipeline else [])
-        + (sync_targets(groups) if sync else [])
-    ):
-        out.append(f"| {t.text} | {t.status()} | {t.detail()} |")
-    compact = compact_table(groups)
+    for section, names in parts:
+        for t in section.targets(groups, names):
+            out.append(f"| {t.text} | {t.status()} | {t.detail()} |")
+    summary = summaries(groups, parts)
     out += [
         "",
         "## Summary tables (for the README)",
         "",
         "amulet_native median time; other columns are peer time / amulet_native time.",
         "",
+        summary,
     ]
-    out += compact
-    if pipeline:
-        compact += ["", *pipeline_table(groups)]
-        out += ["", *pipeline_table(groups)]
-    if tiered:
-        compact += ["", *tiered_table(groups)]
-        out += ["", *tiered_table(groups)]
-    if stream:
-        compact += ["", *stream_table(groups)]
-        out += ["", *stream_table(groups)]
-    if any(g in groups for g in CACHE_ORDER):
-        compact += ["", *cache_table(groups)]
-        out += ["", *cache_table(groups)]
-    if sync:
-        compact += ["", *sync_table(groups)]
-        out += ["", *sync_table(groups)]
-    return "\n".join(out) + "\n", "\n".join(compact) + "\n"
-
-
-# memory_limit groups (test_bench_memory.py): the reference runs inside a scope.
-MEMORY_LIMIT_ORDER = (
-    "memory_limit overhead: numpy loop, 128 B temporaries",
-    "memory_limit overhead: numpy loop, 32 KiB temporaries",
-    "memory_limit overhead: decode jpeg 640x480",
-)
-MEMORY_LIMIT_NO_SCOPE = "no scope (NumPy default handler)"
-MEMORY_LIMIT_TRACEMALLOC = "tracemalloc"
-
-
-def memory_limit_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """README table: time inside memory_limit(), its overhead over no scope
-    (1 / paired ratio - 1), and tracemalloc's time relative to the scope."""
-    rows = [g for g in MEMORY_LIMIT_ORDER if g in groups]
-    if not rows:
-        return []
-    out = [
-        "| work | in memory_limit() | overhead vs no scope | tracemalloc / memory_limit |",
-        "|---|---|---|---|",
-    ]
-    for g in rows:
-        group = groups[g]
-        ref = group.get(AMULET)
-        bare = ratio(group, MEMORY_LIMIT_NO_SCOPE)
-        traced = ratio(group, MEMORY_LIMIT_TRACEMALLOC)
-        out.append(
-            f"| {g.split(': ', 1)[-1]} | {fmt_time(ref.median) if ref else '?'} | "
-            f"{f'{1 / bare - 1:+.1%}' if bare else '?'} | "
-            f"{f'{traced:.2f}x' if traced else '?'} |"
-        )
-    return out
-
-
-def pool_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """README table of the pool/lock groups: amulet_native's time per
-    acquire/release cycle and each peer's paired ratio."""
-    lines = [
-        "| benchmark | amulet_native per cycle | peer time / amulet_native time |",
-        "|---|---:|---|",
-    ]
-    for gname in POOL_ORDER:
-        g = groups.get(gname, {})
-        if AMULET not in g:
-            continue
-        items = g[AMULET].info("items") or 1
-        cells = [f"{p} {r:.2f}×" for p in g if p != AMULET and (r := ratio(g, p)) is not None]
-        lines.append(
-            f"| {gname} | {fmt_time(g[AMULET].median / items)} | " + ", ".join(cells) + " |"
-        )
-    return lines if len(lines) > 2 else []
-
-
-def sync_table(groups: dict[str, dict[str, Bench]]) -> list[str]:
-    """Thread-safe structures: amulet_native's median per group and every
-    peer's paired ratio (peer time / amulet_native time)."""
-    lines = [
-        "| benchmark | amulet_native | peer time / amulet_native time |",
-        "|---|---:|---|",
-    ]
-    for gname in SYNC_ORDER:
-        g = groups.get(gname, {})
-        if AMULET not in g:
-            continue
-        cells = [
-            f"{b.peer} {r:.2f}×"
-            for b in sorted(g.values(), key=lambda b: b.median)
-            if b.peer != AMULET and (r := ratio(g, b.peer)) is not None
-        ]
-        lines.append(f"| {gname} | {fmt_time(g[AMULET].median)} | " + ", ".join(cells) + " |")
-    return lines
-
-
-def sync_targets(groups: dict[str, dict[str, Bench]]) -> list[Target]:
-    q, c = groups.get(SYNC_QUEUE, {}), groups.get(SYNC_COUNTER, {})
-
-    def peer_ratio(g: dict[str, Bench], peer: str) -> float | None:
-        return ratio(g, peer) if peer in g else None
-
-    return [
-        Target(
-            "ThreadSafeQueue put+get ≥ 10× faster than queue.Queue (one thread)",
-            [("queue.Queue / amulet", peer_ratio(q, "queue.Queue"), 10.0)],
-        ),
-        Target(
-            "ThreadSafeQueue put+get within 2× of queue.SimpleQueue (SimpleQueue / amulet ≥ 0.5)",
-            [("SimpleQueue / amulet", peer_ratio(q, "queue.SimpleQueue"), 0.5)],
-        ),
-        Target(
-            "AtomicCounter.increment ≥ 3× faster than Lock + int",
-            [("Lock + int / amulet", peer_ratio(c, "Lock + int"), 3.0)],
-        ),
-    ]
+    return "\n".join(out), summary
 
 
 def main(argv: list[str]) -> int:
@@ -909,21 +1119,12 @@ def main(argv: list[str]) -> int:
         return 2
     paths = [Path(p) for p in argv[1:-1]]
     output = Path(argv[-1])
-    full, compact = render(paths)
-    text = full
+    text, summary = render(paths)
     notes = output.with_name("NOTES.md")
     if notes.exists():  # hand-written analysis kept next to the generated tables
         text += "\n" + notes.read_text()
-    mem_table = memory_limit_table(load(paths)[0])
-    if mem_table:
-        text += "\n## memory_limit overhead\n\n" + "\n".join(mem_table) + "\n"
     output.write_text(text)
-    sys.stdout.write(compact)
-    if mem_table:
-        sys.stdout.write("\n" + "\n".join(mem_table) + "\n")
-    pools = pool_table(load(paths)[0])
-    if pools:
-        sys.stdout.write("\n" + "\n".join(pools) + "\n")
+    sys.stdout.write(summary)
     return 0
 
 
