@@ -63,6 +63,10 @@ int an_jpeg_base_rows(an_jpeg_base *b, uint8_t *out);
 /* The source has no more bytes: warn (truncation) and feed a fake EOI. */
 void an_jpeg_base_eof(j_decompress_ptr cinfo);
 
+/* skip_input_data of a source whose bytes are all there: skipping past the
+ * end is truncation (an_jpeg_base_eof). */
+void an_jpeg_base_skip(j_decompress_ptr cinfo, long n);
+
 /* Frees what the base owns (not b itself). */
 void an_jpeg_base_close(an_jpeg_base *b);
 

@@ -272,15 +272,15 @@ src_fill(j_decompress_ptr cinfo)
     return TRUE;
 }
 
-static void
-src_skip(j_decompress_ptr cinfo, long n)
+void
+an_jpeg_base_skip(j_decompress_ptr cinfo, long n)
 {
     struct jpeg_source_mgr *src = cinfo->src;
     if (n <= 0)
         return;
     while ((size_t)n > src->bytes_in_buffer) {
         n -= (long)src->bytes_in_buffer;
-        (void)src_fill(cinfo);
+        an_jpeg_base_eof(cinfo);
     }
     src->next_input_byte += n;
     src->bytes_in_buffer -= (size_t)n;
@@ -318,7 +318,7 @@ an_jpeg_open(an_jpeg **out, const uint8_t *data, size_t len, const an_decode_opt
         return err->status;
     }
     j->src.fill_input_buffer = src_fill;
-    j->src.skip_input_data = src_skip;
+    j->src.skip_input_data = an_jpeg_base_skip;
     j->src.next_input_byte = data;
     j->src.bytes_in_buffer = len;
     an_jpeg_base_create(&j->b, &j->src);

@@ -67,12 +67,7 @@ src_skip(j_decompress_ptr cinfo, long n)
         src->bytes_in_buffer = 0;
         return;
     }
-    while ((size_t)n > src->bytes_in_buffer) {
-        n -= (long)src->bytes_in_buffer;
-        (void)src_fill(cinfo);
-    }
-    src->next_input_byte += n;
-    src->bytes_in_buffer -= (size_t)n;
+    an_jpeg_base_skip(cinfo, n); /* all there, or the input has ended */
 }
 
 /* ---- public ---- */
