@@ -4,7 +4,7 @@
 #   make test      run the whole test suite (C unit tests, pytest, mypy)
 #   make bench     pytest-benchmark suites against named peers -> benchmarks/RESULTS.md
 #   make sanitize  rebuild with ASan+UBSan in build/asan and run the test suite there (not the leak loops)
-#   make fuzz      build the libFuzzer target and fuzz for FUZZ_SECONDS
+#   make fuzz      build the libFuzzer targets (decode, incremental) and fuzz for FUZZ_SECONDS
 #
 # Every target installs what it is missing first: Debian -dev packages (apt-get,
 # as root or via sudo), a .venv, and the package with its extras.
@@ -75,7 +75,9 @@ sanitize: build
 fuzz: system
 	@command -v clang >/dev/null || { echo "make: installing clang (libFuzzer)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang >/dev/null; }
-	$(MAKE) -C tests/fuzz run SECONDS=$(FUZZ_SECONDS)
+	@# FUZZ_SECONDS is shared: half for whole-file decode, half for the incremental decoder.
+	$(MAKE) -C tests/fuzz run SECONDS=$$(( ($(FUZZ_SECONDS) + 1) / 2 ))
+	$(MAKE) -C tests/fuzz run-incr SECONDS=$$(( ($(FUZZ_SECONDS) + 1) / 2 ))
 
 lint: build
 	$(VPY) -m ruff check amulet_native tests benchmarks python

@@ -540,8 +540,12 @@ HOSTILE = textwrap.dedent(r'''
     N = int(sys.argv[2])
     names = ["jpeg-420", "jpeg-progressive", "jpeg-restart", "png-rgb", "png-rgb-interlaced",
              "png-rgb16", "png-palette4-trns", "png-gray2-interlaced", "png-ga"]
+    # decode() and IncrementalDecoder run the same code on these: libjpeg with
+    # jpeg.c's set-up, and png_idat.c's engine for 8-bit non-interlaced PNGs.
+    same_engine = {"jpeg-420", "jpeg-progressive", "jpeg-restart", "png-rgb", "png-ga"}
     rng = random.Random(2024)
-    stats = {"runs": 0, "same": 0, "truncation_same": 0, "truncations": 0}
+    stats = {"runs": 0, "same": 0, "truncation_same": 0, "truncations": 0,
+             "engine_runs": 0, "engine_same": 0}
     odd = []
     warnings.simplefilter("ignore")
 
@@ -559,7 +563,8 @@ HOSTILE = textwrap.dedent(r'''
         return d.finish()
 
     for it in range(N):
-        src = IMAGES[rng.choice(names)]
+        name = rng.choice(names)
+        src = IMAGES[name]
         b = bytearray(src)
         kind = rng.randrange(4)
         if kind == 0:
@@ -581,11 +586,14 @@ HOSTILE = textwrap.dedent(r'''
             want[1] == got[1] if want[0] == "err" else np.array_equal(want[1], got[1]))
         stats["runs"] += 1
         stats["same"] += same
+        if name in same_engine:
+            stats["engine_runs"] += 1
+            stats["engine_same"] += same
         if kind == 1:
             stats["truncations"] += 1
             stats["truncation_same"] += same
         if not same and len(odd) < 20:
-            odd.append([it, kind, strict, str(want[0] == "err" and want[1]),
+            odd.append([it, name, kind, strict, str(want[0] == "err" and want[1]),
                         str(got[0] == "err" and got[1])])
     print(json.dumps({"stats": stats, "odd": odd}))
 ''')
@@ -601,15 +609,21 @@ def run_python(code: str, *args: str, timeout: float = 900) -> Any:
 
 def test_hostile_mutations_never_crash() -> None:
     """Seeded mutations fed in random chunks: no crash, nothing on stderr, only
-    typed errors; truncations agree with decode() exactly, and nearly every
-    other mutation too (the rest differ only in how libpng's progressive and
-    sequential readers rank damage after the image data; see the module doc)."""
+    typed errors; truncations agree with decode() exactly, and so does every
+    mutation of a JPEG or of an 8-bit non-interlaced PNG (the same code decodes
+    them on both paths).  PNGs that decode() leaves to libpng's sequential
+    reader (16-bit, low depth, interlaced) go through its progressive reader
+    here, which locates some damage differently: in a 30000-run sample 8 of
+    about 13000 such mutations differed (tolerant pixels after inserted or
+    deleted bytes, or strict corrupt vs truncated), hence the 99.5% there."""
     n = 600 if "asan" in __import__("os").environ.get("LD_PRELOAD", "") else 3000
     res = run_python(HOSTILE, str(Path(__file__).parent), str(n))
     stats = res["stats"]
     assert stats["runs"] == n
     assert stats["truncation_same"] == stats["truncations"], res["odd"]
-    assert stats["same"] >= 0.98 * n, res
+    assert stats["engine_same"] == stats["engine_runs"], res["odd"]
+    libpng_runs = stats["runs"] - stats["engine_runs"]
+    assert stats["same"] - stats["engine_same"] >= 0.995 * libpng_runs, res
 
 
 LEAKS = MEMORY_PROBES + textwrap.dedent(r'''

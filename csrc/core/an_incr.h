@@ -5,8 +5,9 @@
  * (the bytes before the first JPEG SOS / PNG IDAT), runs exactly the checks of
  * an_decoder_open() on it as soon as it is complete (limits, format, geometry),
  * then asks the caller for the output buffer and decodes every later chunk
- * straight into it: libjpeg through a suspending data source, libpng through
- * its progressive reader.  Between feeds only the bytes the codec could not
+ * straight into it: libjpeg through a suspending data source, 8-bit
+ * non-interlaced PNGs through decode()'s own IDAT engine (png_idat.c), other
+ * PNGs through libpng's progressive reader.  Between feeds only the bytes the codec could not
  * consume yet (a JPEG MCU or marker segment; libpng keeps its own) are kept.
  *
  *     an_incr_new()          options as for an_decoder_open()
@@ -89,12 +90,23 @@ typedef struct an_geometry {
 
 void an_decoder_geometry(const an_decoder *dec, an_geometry *g);
 
+/* The buffer the codec writes into when a post-step follows (*stage NULL when
+ * none does: the codec writes the output itself); zeroed unless strict. */
+an_status an_stage_alloc(const an_geometry *g, const an_shape *shape, const an_decode_opts *opts,
+                         uint8_t **stage, an_error *err);
+
+/* decode()'s post-steps from stage into out: box reduction (PNG scale), then
+ * EXIF orientation.  Nothing to do when stage is NULL. */
+an_status an_post_steps(const an_geometry *g, const an_shape *shape, const an_allocator *a,
+                        const uint8_t *stage, uint8_t *out, an_error *err);
+
 /* ---- internal: the two incremental codecs ------------------------------- */
 
 /* Each decodes into target (codec_w x codec_h pixels of the requested mode),
  * fed with an_i*_feed(); an_i*_finish() handles the end of input exactly as
  * the one-shot codec does at the end of its buffer.  *done is set once the
- * codec needs no more bytes. */
+ * codec needs no more bytes.  (PNGs that decode() sends through png_idat.c
+ * are fed to that same engine, an_png.h, instead of an_ipng.) */
 typedef struct an_ijpeg an_ijpeg;
 an_status an_ijpeg_open(an_ijpeg **out, const an_decode_opts *opts, const an_geometry *g,
                         uint8_t *target, an_error *err);
@@ -105,7 +117,7 @@ void an_ijpeg_close(an_ijpeg *j);
 
 typedef struct an_ipng an_ipng;
 an_status an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g,
-                       int fast_path, uint8_t *target, an_error *err);
+                       uint8_t *target, an_error *err);
 an_status an_ipng_feed(an_ipng *p, const uint8_t *data, size_t len, int *done, an_error *err);
 an_status an_ipng_finish(an_ipng *p, an_error *err);
 uint32_t an_ipng_rows(const an_ipng *p);

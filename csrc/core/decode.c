@@ -183,64 +183,81 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
 }
 
 an_status
+an_stage_alloc(const an_geometry *g, const an_shape *shape, const an_decode_opts *opts,
+               uint8_t **stage, an_error *err)
+{
+    size_t n;
+    *stage = NULL;
+    if (!g->png_scale && g->orientation == 1)
+        return AN_OK;
+    if (!an_mul4_size(g->codec_w, g->codec_h, (size_t)shape->channels,
+                      (size_t)shape->bytes_per_sample, &n)) {
+        an_error_set(err, AN_ERR_LIMIT_PIXELS, "image size overflows");
+        return err->status;
+    }
+    *stage = opts->strict ? an_malloc(opts->alloc, n) : an_calloc(opts->alloc, 1, n);
+    if (*stage == NULL) {
+        an_error_set(err, an_nomem(opts->alloc), "cannot allocate %zu bytes", n);
+        return err->status;
+    }
+    return AN_OK;
+}
+
+an_status
+an_post_steps(const an_geometry *g, const an_shape *shape, const an_allocator *a,
+              const uint8_t *stage, uint8_t *out, an_error *err)
+{
+    const size_t pix = (size_t)shape->channels * (size_t)shape->bytes_per_sample;
+    const uint8_t *src = stage;
+    uint8_t *scaled = NULL;
+    uint32_t w = g->codec_w, h = g->codec_h;
+    if (stage == NULL)
+        return AN_OK;
+    if (g->png_scale) {
+        uint32_t sw = an_scaled_dim(w, g->denom), sh = an_scaled_dim(h, g->denom);
+        uint8_t *dst = out;
+        if (g->orientation != 1) {
+            scaled = an_malloc(a, (size_t)sw * sh * pix);
+            if (scaled == NULL) {
+                an_error_set(err, an_nomem(a), "cannot allocate the scaled image");
+                return err->status;
+            }
+            dst = scaled;
+        }
+        an_box_reduce(src, w, h, shape->channels, shape->bytes_per_sample, g->denom, dst);
+        src = dst;
+        w = sw;
+        h = sh;
+    }
+    if (g->orientation != 1)
+        an_orient(src, w, h, pix, g->orientation, out);
+    an_free(a, scaled);
+    return AN_OK;
+}
+
+an_status
 an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err)
 {
-    const an_allocator *a = dec->opts.alloc;
-    const size_t pix = (size_t)dec->shape.channels * (size_t)dec->shape.bytes_per_sample;
-    uint8_t *stage = NULL, *scaled = NULL;
-    size_t codec_bytes;
+    an_geometry g;
+    uint8_t *stage;
     an_status st;
 
     /* Start from the header phase's record so its warnings are not lost. */
     *err = dec->header_warning;
     err->status = AN_OK;
     err->format = dec->info.format;
-    if (!an_mul_size((size_t)dec->codec_w * dec->codec_h, pix, &codec_bytes)) {
-        an_error_set(err, AN_ERR_LIMIT_PIXELS, "image size overflows");
-        return err->status;
-    }
+    an_decoder_geometry(dec, &g);
     /* The codec writes straight into out unless a post-step follows. */
-    int post = dec->png_scale || dec->orientation != 1;
-    uint8_t *target = out;
-    if (post) {
-        stage = dec->opts.strict ? an_malloc(a, codec_bytes) : an_calloc(a, 1, codec_bytes);
-        if (stage == NULL) {
-            an_error_set(err, an_nomem(a), "cannot allocate %zu bytes", codec_bytes);
-            return err->status;
-        }
-        target = stage;
-    }
+    if (an_stage_alloc(&g, &dec->shape, &dec->opts, &stage, err) != AN_OK)
+        return err->status;
+    uint8_t *target = stage != NULL ? stage : out;
     if (dec->jpeg)
         st = an_jpeg_run(dec->jpeg, target, err);
     else
         st = an_png_run(dec->png, target, err);
-    if (st != AN_OK)
-        goto done;
-    uint8_t *src = target;
-    uint32_t w = dec->codec_w, h = dec->codec_h;
-    if (dec->png_scale) {
-        uint32_t sw = an_scaled_dim(w, dec->denom), sh = an_scaled_dim(h, dec->denom);
-        uint8_t *dst = out;
-        if (dec->orientation != 1) {
-            scaled = an_malloc(a, (size_t)sw * sh * pix);
-            if (scaled == NULL) {
-                an_error_set(err, an_nomem(a), "cannot allocate the scaled image");
-                st = err->status;
-                goto done;
-            }
-            dst = scaled;
-        }
-        an_box_reduce(src, w, h, dec->shape.channels, dec->shape.bytes_per_sample, dec->denom,
-                      dst);
-        src = dst;
-        w = sw;
-        h = sh;
-    }
-    if (dec->orientation != 1)
-        an_orient(src, w, h, pix, dec->orientation, out);
-done:
-    an_free(a, stage);
-    an_free(a, scaled);
+    if (st == AN_OK)
+        st = an_post_steps(&g, &dec->shape, dec->opts.alloc, stage, out, err);
+    an_free(dec->opts.alloc, stage);
     return st;
 }
 

@@ -10,8 +10,9 @@
  * and the size limits (checked when the PNG IHDR or the JPEG frame header is
  * complete), so a hostile header never waits for its body.
  *
- * The body then goes to an incremental codec (jpeg_incr.c, png_incr.c) that
- * writes straight into the caller's output (or into a stage buffer when a PNG
+ * The body then goes to an incremental codec (jpeg_incr.c; for PNG the IDAT
+ * engine of png_idat.c that decode() itself uses, or png_incr.c for the PNGs
+ * decode() leaves to libpng) that writes straight into the caller's output (or into a stage buffer when a PNG
  * box reduction or an EXIF rotation follows, as in decode.c).  If the input
  * ends before the header does, the collected bytes are simply the whole input:
  * they are decoded by an_decoder_run(), so even that corner is decode().
@@ -19,7 +20,7 @@
 #include <string.h>
 
 #include "an_incr.h"
-#include "an_internal.h"
+#include "an_png.h"
 
 struct an_incr {
     an_decode_opts opts;
@@ -45,6 +46,7 @@ struct an_incr {
     uint8_t *stage;         /* owned: codec output when a post-step follows */
     an_ijpeg *jpeg;
     an_ipng *png;
+    an_idat *idat;
     int codec_done;
     int collect_all;        /* arithmetic-coded JPEG: decoded whole at the end */
 };
@@ -82,6 +84,8 @@ an_incr_rows_done(const an_incr *d)
         return an_ijpeg_rows(d->jpeg);
     if (d->png != NULL)
         return an_ipng_rows(d->png);
+    if (d->idat != NULL)
+        return an_idat_rows(d->idat);
     return 0;
 }
 
@@ -110,11 +114,13 @@ release(an_incr *d)
     const an_allocator *a = d->opts.alloc;
     an_ijpeg_close(d->jpeg);
     an_ipng_close(d->png);
+    an_idat_free(d->idat);
     an_decoder_close(d->whole);
     an_free(a, d->hdr);
     an_free(a, d->stage);
     d->jpeg = NULL;
     d->png = NULL;
+    d->idat = NULL;
     d->whole = NULL;
     d->hdr = d->stage = NULL;
     d->out = NULL;
@@ -404,10 +410,38 @@ collect(an_incr *d, const uint8_t *data, size_t len, an_error *err)
 static an_status
 codec_feed(an_incr *d, const uint8_t *data, size_t len, an_error *err)
 {
-    an_status st = d->jpeg != NULL ? an_ijpeg_feed(d->jpeg, data, len, &d->codec_done, &d->cerr)
-                                   : an_ipng_feed(d->png, data, len, &d->codec_done, &d->cerr);
+    an_status st;
+    if (d->jpeg != NULL) {
+        st = an_ijpeg_feed(d->jpeg, data, len, &d->codec_done, &d->cerr);
+    } else if (d->png != NULL) {
+        st = an_ipng_feed(d->png, data, len, &d->codec_done, &d->cerr);
+    } else {
+        st = an_idat_feed(d->idat, data, len, &d->cerr);
+        d->codec_done = an_idat_done(d->idat);
+    }
     if (st != AN_OK)
         *err = d->cerr;
+    return st;
+}
+
+/* PNG: decode()'s own set-up on the collected header picks the engine, so the
+ * choice is decode()'s: png_idat.c's for the images it sends there (*skip is
+ * then where their IDAT payload starts), libpng's progressive reader else. */
+static an_status
+open_png(an_incr *d, uint8_t *target, size_t *skip)
+{
+    an_png *p;
+    an_status st = an_png_open(&p, d->hdr, d->hdr_len, &d->opts, &d->info, &d->cerr);
+    if (st != AN_OK)
+        return st;
+    const an_idat_job *job = an_png_idat_job(p);
+    if (job != NULL) {
+        *skip = job->pos;
+        st = an_idat_new(&d->idat, job, target, &d->cerr);
+    } else {
+        st = an_ipng_open(&d->png, &d->opts, &d->geo, target, &d->cerr);
+    }
+    an_png_close(p);
     return st;
 }
 
@@ -478,74 +512,24 @@ an_incr_set_output(an_incr *d, uint8_t *out, an_error *err)
     }
     if (d->collect_all)
         return AN_OK;
-    uint8_t *target = out;
-    if (d->geo.png_scale || d->geo.orientation != 1) {
-        size_t n;
-        if (!an_mul4_size(d->geo.codec_w, d->geo.codec_h, (size_t)d->shape.channels,
-                          (size_t)d->shape.bytes_per_sample, &n)) {
-            an_error_set(err, AN_ERR_LIMIT_PIXELS, "image size overflows");
-            return fail(d, err);
-        }
-        d->stage = d->opts.strict ? an_malloc(a, n) : an_calloc(a, 1, n);
-        if (d->stage == NULL) {
-            an_error_set(err, an_nomem(a), "cannot allocate %zu bytes", n);
-            return fail(d, err);
-        }
-        target = d->stage;
-    }
-    if (d->info.format == AN_FMT_JPEG) {
+    if (an_stage_alloc(&d->geo, &d->shape, &d->opts, &d->stage, err) != AN_OK)
+        return fail(d, err);
+    uint8_t *target = d->stage != NULL ? d->stage : out;
+    size_t skip = 0;
+    if (d->info.format == AN_FMT_JPEG)
         st = an_ijpeg_open(&d->jpeg, &d->opts, &d->geo, target, &d->cerr);
-    } else {
-        /* decode() takes its fast IDAT path (png_idat.c) for these; the
-         * progressive reader must then tolerate what that path tolerates. */
-        int want_alpha = d->opts.mode == AN_MODE_RGBA || d->opts.mode == AN_MODE_LA;
-        int fast = d->info.bit_depth == 8 && !d->opts.depth16 && !d->info.progressive &&
-                   !(d->info.png_color_type == 2 && d->info.png_has_trns && want_alpha);
-        st = an_ipng_open(&d->png, &d->opts, &d->geo, fast, target, &d->cerr);
-    }
+    else
+        st = open_png(d, target, &skip);
     if (st != AN_OK) {
         *err = d->cerr;
         return fail(d, err);
     }
     /* The collected bytes are the codec's first input. */
-    st = codec_feed(d, d->hdr, d->hdr_len, err);
+    st = codec_feed(d, d->hdr + skip, d->hdr_len - skip, err);
     an_free(a, d->hdr);
     d->hdr = NULL;
     d->hdr_len = d->hdr_cap = 0;
     return st != AN_OK ? fail(d, err) : AN_OK;
-}
-
-/* decode.c's post-steps: box reduction (PNG scale), then EXIF orientation. */
-static an_status
-post_steps(an_incr *d, an_error *err)
-{
-    const an_allocator *a = d->opts.alloc;
-    const size_t pix = (size_t)d->shape.channels * (size_t)d->shape.bytes_per_sample;
-    uint8_t *src = d->stage, *scaled = NULL;
-    uint32_t w = d->geo.codec_w, h = d->geo.codec_h;
-    if (src == NULL)
-        return AN_OK;
-    if (d->geo.png_scale) {
-        uint32_t sw = an_scaled_dim(w, d->geo.denom), sh = an_scaled_dim(h, d->geo.denom);
-        uint8_t *dst = d->out;
-        if (d->geo.orientation != 1) {
-            scaled = an_malloc(a, (size_t)sw * sh * pix);
-            if (scaled == NULL) {
-                an_error_set(err, an_nomem(a), "cannot allocate the scaled image");
-                return err->status;
-            }
-            dst = scaled;
-        }
-        an_box_reduce(src, w, h, d->shape.channels, d->shape.bytes_per_sample, d->geo.denom,
-                      dst);
-        src = dst;
-        w = sw;
-        h = sh;
-    }
-    if (d->geo.orientation != 1)
-        an_orient(src, w, h, pix, d->geo.orientation, d->out);
-    an_free(a, scaled);
-    return AN_OK;
 }
 
 an_status
@@ -589,13 +573,15 @@ an_incr_finish(an_incr *d, an_error *err)
         d->hdr_len = d->hdr_cap = 0;
     }
     if (!d->codec_done) {
-        st = d->jpeg != NULL ? an_ijpeg_finish(d->jpeg, &d->cerr) : an_ipng_finish(d->png, &d->cerr);
+        st = d->jpeg != NULL  ? an_ijpeg_finish(d->jpeg, &d->cerr)
+             : d->png != NULL ? an_ipng_finish(d->png, &d->cerr)
+                              : an_idat_end(d->idat, &d->cerr);
         if (st != AN_OK) {
             *err = d->cerr;
             return fail(d, err);
         }
     }
-    if (post_steps(d, err) != AN_OK)
+    if (an_post_steps(&d->geo, &d->shape, d->opts.alloc, d->stage, d->out, err) != AN_OK)
         return fail(d, err);
     *err = d->cerr;
     err->status = AN_OK;
@@ -603,9 +589,11 @@ an_incr_finish(an_incr *d, an_error *err)
     const an_allocator *a = d->opts.alloc;
     an_ijpeg_close(d->jpeg);
     an_ipng_close(d->png);
+    an_idat_free(d->idat);
     an_free(a, d->stage);
     d->jpeg = NULL;
     d->png = NULL;
+    d->idat = NULL;
     d->stage = NULL;
     d->state = AN_INCR_DONE;
     return AN_OK;

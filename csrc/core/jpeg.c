@@ -8,55 +8,41 @@
  * output_message is silenced and emit_message turns corrupt-data warnings into
  * errors in strict mode, or records the first one otherwise.
  *
+ * The libjpeg set-up, error manager and row loop are shared with the
+ * incremental decoder (an_jpeg.h, the an_jpeg_base_* functions below).
+ *
  * Untrusted-input guards beyond the header limits checked in decode.c:
  *  - a progress monitor aborts progressive files with more than max_jpeg_scans
  *    scans (libjpeg-turbo #284: thousands of tiny scans burn minutes of CPU);
  *  - the source manager never reads past the buffer and reports truncation;
  *  - libjpeg's own memory manager is capped at what the pixel limit allows.
  */
-#include <setjmp.h>
-#include <stdio.h>
 #include <string.h>
 
-#include <jpeglib.h>
 #include <jerror.h>
 
-#include "an_internal.h"
+#include "an_jpeg.h"
 
 struct an_jpeg {
-    struct jpeg_decompress_struct cinfo;
-    struct jpeg_error_mgr jerr;
+    an_jpeg_base b;         /* first: libjpeg's callbacks find it from cinfo */
     struct jpeg_source_mgr src;
-    struct jpeg_progress_mgr progress;
-    jmp_buf jmp;
-    const an_allocator *alloc;
     const uint8_t *data;
     size_t len;
-    an_error *err;          /* where error_exit/emit_message report */
-    int created;
-    int strict;
-    int truncated;
-    uint32_t max_scans;
-    an_mode mode;
-    an_pixfmt pixfmt;       /* what libjpeg delivers when a conversion follows */
-    int direct;             /* libjpeg delivers the final mode itself */
-    uint8_t *rowbuf;        /* conversion rows, owned */
-    uint32_t out_w, out_h;
     size_t reserved;        /* libjpeg's own buffers, charged via an_reserve */
 };
 
 static const JOCTET fake_eoi[2] = {0xFF, JPEG_EOI};
 
-static an_jpeg *
-from_cinfo(j_common_ptr cinfo)
+static an_jpeg_base *
+base_of(j_common_ptr cinfo)
 {
-    return (an_jpeg *)(void *)((char *)cinfo - offsetof(an_jpeg, cinfo));
+    return (an_jpeg_base *)(void *)((char *)cinfo - offsetof(an_jpeg_base, cinfo));
 }
 
 /* ---- error manager ---- */
 
 static void
-jpeg_fail(an_jpeg *j, an_status status)
+jpeg_fail(an_jpeg_base *j, an_status status)
 {
     char buf[JMSG_LENGTH_MAX];
     (*j->cinfo.err->format_message)((j_common_ptr)&j->cinfo, buf);
@@ -68,7 +54,7 @@ jpeg_fail(an_jpeg *j, an_status status)
 static void
 on_error_exit(j_common_ptr cinfo)
 {
-    an_jpeg *j = from_cinfo(cinfo);
+    an_jpeg_base *j = base_of(cinfo);
     an_status st;
     switch (cinfo->err->msg_code) {
     case JERR_BAD_PRECISION:
@@ -98,7 +84,7 @@ on_emit_message(j_common_ptr cinfo, int level)
 {
     if (level >= 0)
         return; /* trace messages */
-    an_jpeg *j = from_cinfo(cinfo);
+    an_jpeg_base *j = base_of(cinfo);
     int code = cinfo->err->msg_code;
     if (code == JWRN_JFIF_MAJOR || code == JWRN_BOGUS_ICC || code == JWRN_ADOBE_XFORM)
         return; /* metadata oddities that do not affect the pixels */
@@ -117,7 +103,7 @@ on_emit_message(j_common_ptr cinfo, int level)
 static void
 on_progress(j_common_ptr cinfo)
 {
-    an_jpeg *j = from_cinfo(cinfo);
+    an_jpeg_base *j = base_of(cinfo);
     j_decompress_ptr d = (j_decompress_ptr)cinfo;
     if (j->max_scans && d->input_scan_number > (int)j->max_scans) {
         j->err->actual = (uint64_t)d->input_scan_number;
@@ -128,64 +114,51 @@ on_progress(j_common_ptr cinfo)
     }
 }
 
-/* ---- source manager over a memory buffer ---- */
+/* ---- the shared set-up (an_jpeg.h) ---- */
 
 static void
-src_init(j_decompress_ptr cinfo)
+src_noop(j_decompress_ptr cinfo)
 {
     (void)cinfo;
 }
-
-static boolean
-src_fill(j_decompress_ptr cinfo)
-{
-    an_jpeg *j = from_cinfo((j_common_ptr)cinfo);
-    j->truncated = 1;
-    WARNMS(cinfo, JWRN_JPEG_EOF);
-    cinfo->src->next_input_byte = fake_eoi;
-    cinfo->src->bytes_in_buffer = 2;
-    return TRUE;
-}
-
-static void
-src_skip(j_decompress_ptr cinfo, long n)
-{
-    struct jpeg_source_mgr *src = cinfo->src;
-    if (n <= 0)
-        return;
-    while ((size_t)n > src->bytes_in_buffer) {
-        n -= (long)src->bytes_in_buffer;
-        (void)src_fill(cinfo);
-    }
-    src->next_input_byte += n;
-    src->bytes_in_buffer -= (size_t)n;
-}
-
-static void
-src_term(j_decompress_ptr cinfo)
-{
-    (void)cinfo;
-}
-
-/* ---- public ---- */
 
 void
-an_jpeg_close(an_jpeg *j)
+an_jpeg_base_init(an_jpeg_base *b, const an_decode_opts *opts, int denom, an_error *err)
 {
-    if (j == NULL)
-        return;
-    if (j->created)
-        jpeg_destroy_decompress(&j->cinfo);
-    if (j->reserved)
-        an_release(j->alloc, j->reserved);
-    an_free(j->alloc, j->rowbuf);
-    an_free(j->alloc, j);
+    b->alloc = opts->alloc;
+    b->err = err;
+    b->strict = opts->strict;
+    b->mode = opts->mode;
+    b->limits = opts->limits;
+    b->max_scans = opts->limits.max_jpeg_scans;
+    b->denom = denom;
+    b->cinfo.err = jpeg_std_error(&b->jerr);
+    b->jerr.error_exit = on_error_exit;
+    b->jerr.output_message = on_output_message;
+    b->jerr.emit_message = on_emit_message;
+}
+
+void
+an_jpeg_base_create(an_jpeg_base *b, struct jpeg_source_mgr *src)
+{
+    jpeg_create_decompress(&b->cinfo);
+    b->created = 1;
+    /* libjpeg's own pools (coefficient buffers of progressive files) may not
+     * outgrow what the pixel limit admits: 2 bytes per coefficient, 4 comps. */
+    if (b->limits.max_pixels)
+        b->cinfo.mem->max_memory_to_use = (long)(b->limits.max_pixels * 8u + (64u << 20));
+    src->init_source = src_noop;
+    src->resync_to_restart = jpeg_resync_to_restart;
+    src->term_source = src_noop;
+    b->cinfo.src = src;
+    b->progress.progress_monitor = on_progress;
+    b->cinfo.progress = &b->progress;
 }
 
 /* Chooses libjpeg's output colour space for mode, or a raw space plus a
  * conversion.  Returns 1 when libjpeg can deliver the mode directly. */
 static int
-choose_color(an_jpeg *j)
+choose_color(an_jpeg_base *j)
 {
     struct jpeg_decompress_struct *c = &j->cinfo;
     if (c->jpeg_color_space == JCS_CMYK || c->jpeg_color_space == JCS_YCCK) {
@@ -209,6 +182,123 @@ choose_color(an_jpeg *j)
     return 1;
 }
 
+void
+an_jpeg_base_header(an_jpeg_base *b)
+{
+    struct jpeg_decompress_struct *c = &b->cinfo;
+    if (an_check_dims(&b->limits, c->image_width, c->image_height, b->err) != AN_OK)
+        longjmp(b->jmp, 1);
+    b->direct = choose_color(b);
+    c->scale_num = 1;
+    c->scale_denom = (unsigned)b->denom;
+    c->dct_method = JDCT_ISLOW;
+    c->do_fancy_upsampling = TRUE;
+    jpeg_calc_output_dimensions(c);
+    b->out_w = c->output_width;
+    b->out_h = c->output_height;
+}
+
+#define ROWS_PER_CALL 16
+
+void
+an_jpeg_base_started(an_jpeg_base *b)
+{
+    struct jpeg_decompress_struct *c = &b->cinfo;
+    if (c->output_width != b->out_w || c->output_height != b->out_h ||
+        (b->direct && c->output_components != an_mode_channels(b->mode))) {
+        an_error_set(b->err, AN_ERR_CORRUPT, "libjpeg changed the output geometry");
+        longjmp(b->jmp, 1);
+    }
+    if (!b->direct && b->rowbuf == NULL) {
+        size_t raw = (size_t)b->out_w * (size_t)c->output_components;
+        b->rowbuf = an_malloc(b->alloc, raw * ROWS_PER_CALL);
+        if (b->rowbuf == NULL) {
+            an_error_set(b->err, an_nomem(b->alloc), "cannot allocate JPEG row buffer");
+            longjmp(b->jmp, 1);
+        }
+    }
+}
+
+int
+an_jpeg_base_rows(an_jpeg_base *b, uint8_t *out)
+{
+    struct jpeg_decompress_struct *c = &b->cinfo;
+    const size_t stride = (size_t)b->out_w * (size_t)an_mode_channels(b->mode);
+    const size_t rawstride = (size_t)b->out_w * (size_t)c->output_components;
+    JSAMPROW rows[ROWS_PER_CALL];
+    while (c->output_scanline < c->output_height) {
+        JDIMENSION y = c->output_scanline;
+        JDIMENSION n = c->output_height - y;
+        if (n > ROWS_PER_CALL)
+            n = ROWS_PER_CALL;
+        for (JDIMENSION i = 0; i < n; i++)
+            rows[i] = b->direct ? out + (size_t)(y + i) * stride : b->rowbuf + i * rawstride;
+        JDIMENSION got = jpeg_read_scanlines(c, rows, n);
+        if (got == 0)
+            return 0;
+        if (!b->direct)
+            for (JDIMENSION i = 0; i < got; i++)
+                an_convert_row8(b->pixfmt, b->mode, b->rowbuf + i * rawstride,
+                                out + (size_t)(y + i) * stride, b->out_w);
+    }
+    return 1;
+}
+
+void
+an_jpeg_base_eof(j_decompress_ptr cinfo)
+{
+    base_of((j_common_ptr)cinfo)->truncated = 1;
+    WARNMS(cinfo, JWRN_JPEG_EOF);
+    cinfo->src->next_input_byte = fake_eoi;
+    cinfo->src->bytes_in_buffer = 2;
+}
+
+void
+an_jpeg_base_close(an_jpeg_base *b)
+{
+    if (b->created)
+        jpeg_destroy_decompress(&b->cinfo);
+    an_free(b->alloc, b->rowbuf);
+    b->rowbuf = NULL;
+    b->created = 0;
+}
+
+/* ---- source manager over a memory buffer ---- */
+
+static boolean
+src_fill(j_decompress_ptr cinfo)
+{
+    an_jpeg_base_eof(cinfo);
+    return TRUE;
+}
+
+void
+an_jpeg_base_skip(j_decompress_ptr cinfo, long n)
+{
+    struct jpeg_source_mgr *src = cinfo->src;
+    if (n <= 0)
+        return;
+    while ((size_t)n > src->bytes_in_buffer) {
+        n -= (long)src->bytes_in_buffer;
+        an_jpeg_base_eof(cinfo);
+    }
+    src->next_input_byte += n;
+    src->bytes_in_buffer -= (size_t)n;
+}
+
+/* ---- public ---- */
+
+void
+an_jpeg_close(an_jpeg *j)
+{
+    if (j == NULL)
+        return;
+    an_jpeg_base_close(&j->b);
+    if (j->reserved)
+        an_release(j->b.alloc, j->reserved);
+    an_free(j->b.alloc, j);
+}
+
 an_status
 an_jpeg_open(an_jpeg **out, const uint8_t *data, size_t len, const an_decode_opts *opts,
              const an_info *info, int denom, an_error *err)
@@ -220,57 +310,24 @@ an_jpeg_open(an_jpeg **out, const uint8_t *data, size_t len, const an_decode_opt
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the JPEG decoder");
         return err->status;
     }
-    j->alloc = opts->alloc;
     j->data = data;
     j->len = len;
-    j->err = err;
-    j->strict = opts->strict;
-    j->mode = opts->mode;
-    j->max_scans = opts->limits.max_jpeg_scans;
-
-    j->cinfo.err = jpeg_std_error(&j->jerr);
-    j->jerr.error_exit = on_error_exit;
-    j->jerr.output_message = on_output_message;
-    j->jerr.emit_message = on_emit_message;
-    if (setjmp(j->jmp)) {
+    an_jpeg_base_init(&j->b, opts, denom, err);
+    if (setjmp(j->b.jmp)) {
         an_jpeg_close(j);
         return err->status;
     }
-    jpeg_create_decompress(&j->cinfo);
-    j->created = 1;
-    /* libjpeg's own pools (coefficient buffers of progressive files) may not
-     * outgrow what the pixel limit admits: 2 bytes per coefficient, 4 comps. */
-    if (opts->limits.max_pixels)
-        j->cinfo.mem->max_memory_to_use = (long)(opts->limits.max_pixels * 8u + (64u << 20));
-
-    j->src.init_source = src_init;
     j->src.fill_input_buffer = src_fill;
-    j->src.skip_input_data = src_skip;
-    j->src.resync_to_restart = jpeg_resync_to_restart;
-    j->src.term_source = src_term;
+    j->src.skip_input_data = an_jpeg_base_skip;
     j->src.next_input_byte = data;
     j->src.bytes_in_buffer = len;
-    j->cinfo.src = &j->src;
-    j->progress.progress_monitor = on_progress;
-    j->cinfo.progress = &j->progress;
-
-    if (jpeg_read_header(&j->cinfo, TRUE) != JPEG_HEADER_OK) {
+    an_jpeg_base_create(&j->b, &j->src);
+    if (jpeg_read_header(&j->b.cinfo, TRUE) != JPEG_HEADER_OK) {
         an_error_set(err, AN_ERR_HEADER, "JPEG has no image (tables only)");
         an_jpeg_close(j);
         return err->status;
     }
-    if (an_check_dims(&opts->limits, j->cinfo.image_width, j->cinfo.image_height, err) != AN_OK) {
-        an_jpeg_close(j);
-        return err->status;
-    }
-    j->direct = choose_color(j);
-    j->cinfo.scale_num = 1;
-    j->cinfo.scale_denom = (unsigned)denom;
-    j->cinfo.dct_method = JDCT_ISLOW;
-    j->cinfo.do_fancy_upsampling = TRUE;
-    jpeg_calc_output_dimensions(&j->cinfo);
-    j->out_w = j->cinfo.output_width;
-    j->out_h = j->cinfo.output_height;
+    an_jpeg_base_header(&j->b);
     *out = j;
     return AN_OK;
 }
@@ -278,11 +335,9 @@ an_jpeg_open(an_jpeg **out, const uint8_t *data, size_t len, const an_decode_opt
 void
 an_jpeg_dims(const an_jpeg *j, uint32_t *w, uint32_t *h)
 {
-    *w = j->out_w;
-    *h = j->out_h;
+    *w = j->b.out_w;
+    *h = j->b.out_h;
 }
-
-#define ROWS_PER_CALL 16
 
 /* Bytes of the whole-image coefficient buffer libjpeg allocates (outside the
  * core allocator) for progressive and other multi-scan files: one JBLOCK per
@@ -306,58 +361,29 @@ coef_buffer_bytes(const struct jpeg_decompress_struct *c)
 an_status
 an_jpeg_run(an_jpeg *j, uint8_t *out, an_error *err)
 {
-    struct jpeg_decompress_struct *c = &j->cinfo;
-    const int oc = an_mode_channels(j->mode);
-    const size_t stride = (size_t)j->out_w * (size_t)oc;
-    j->err = err;
-    if (setjmp(j->jmp)) {
+    struct jpeg_decompress_struct *c = &j->b.cinfo;
+    j->b.err = err;
+    if (setjmp(j->b.jmp)) {
         if (err->status == AN_OK)
             an_error_set(err, AN_ERR_CORRUPT, "JPEG decoding failed");
         return err->status;
     }
     if (jpeg_has_multiple_scans(c) && j->reserved == 0) {
         size_t need = coef_buffer_bytes(c);
-        if (!an_reserve(j->alloc, need)) {
-            an_error_set(err, an_nomem(j->alloc),
+        if (!an_reserve(j->b.alloc, need)) {
+            an_error_set(err, an_nomem(j->b.alloc),
                          "cannot reserve %zu bytes for the JPEG coefficient buffer", need);
             return err->status;
         }
         j->reserved = need;
     }
     jpeg_start_decompress(c);
-    if (c->output_width != j->out_w || c->output_height != j->out_h ||
-        (j->direct && c->output_components != oc)) {
-        an_error_set(err, AN_ERR_CORRUPT, "libjpeg changed the output geometry");
+    an_jpeg_base_started(&j->b);
+    if (!an_jpeg_base_rows(&j->b, out)) {
+        an_error_set(err, AN_ERR_CORRUPT, "libjpeg returned no scanlines");
         return err->status;
     }
-    JSAMPROW rows[ROWS_PER_CALL];
-    size_t rawstride = 0;
-    if (!j->direct) {
-        rawstride = (size_t)j->out_w * (size_t)c->output_components;
-        j->rowbuf = an_malloc(j->alloc, rawstride * ROWS_PER_CALL);
-        if (j->rowbuf == NULL) {
-            an_error_set(err, an_nomem(j->alloc), "cannot allocate JPEG row buffer");
-            return err->status;
-        }
-    }
-    while (c->output_scanline < c->output_height) {
-        JDIMENSION y = c->output_scanline;
-        JDIMENSION n = c->output_height - y;
-        if (n > ROWS_PER_CALL)
-            n = ROWS_PER_CALL;
-        for (JDIMENSION i = 0; i < n; i++)
-            rows[i] = j->direct ? out + (size_t)(y + i) * stride : j->rowbuf + i * rawstride;
-        JDIMENSION got = jpeg_read_scanlines(c, rows, n);
-        if (got == 0) {
-            an_error_set(err, AN_ERR_CORRUPT, "libjpeg returned no scanlines");
-            return err->status;
-        }
-        if (!j->direct)
-            for (JDIMENSION i = 0; i < got; i++)
-                an_convert_row8(j->pixfmt, j->mode, j->rowbuf + i * rawstride,
-                                out + (size_t)(y + i) * stride, j->out_w);
-    }
-    if (j->strict)
+    if (j->b.strict)
         jpeg_finish_decompress(c); /* reads to EOI: trailing damage is an error */
     else
         jpeg_abort_decompress(c);

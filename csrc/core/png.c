@@ -19,12 +19,13 @@
 
 #include <png.h>
 
-#include "an_png_idat.h"
+#include "an_png.h"
 
 struct an_png {
     png_structp png;
     png_infop info;
     jmp_buf jmp;
+    an_png_mem mem;         /* libpng's mem_ptr */
     const an_allocator *alloc;
     const uint8_t *data;
     size_t len, pos;
@@ -33,18 +34,14 @@ struct an_png {
     an_mode mode;
     uint32_t w, h;
     int bps;                /* bytes per output sample */
-    int interlaced;
-    int convert;            /* colour source, grey mode: convert from pixfmt */
-    an_pixfmt pixfmt;
+    an_png_layout lay;
     size_t rowbytes;        /* libpng's transformed row size */
     uint8_t *rowbuf;        /* owned */
     uint8_t *image;         /* owned: interlaced + convert */
     png_bytep *rowptrs;     /* owned: interlaced */
     uint32_t rows_done;
-    int nomem;              /* a libpng/zlib allocation failed: errors are NOMEM */
     int fast;               /* image data goes through png_idat.c */
     an_idat_job job;
-    uint8_t lut[256 * 4];   /* palette / grey lookup in the output layout */
 };
 
 /* Chunks whose content we never use; libpng skips them without decompressing. */
@@ -60,7 +57,7 @@ on_error(png_structp png, png_const_charp msg)
 {
     an_png *p = png_get_error_ptr(png);
     if (p->err->status == AN_OK)
-        an_error_set(p->err, p->nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
+        an_error_set(p->err, p->mem.nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
     longjmp(p->jmp, 1);
 }
 
@@ -74,21 +71,38 @@ on_warning(png_structp png, png_const_charp msg)
     }
 }
 
-static png_voidp
-on_malloc(png_structp png, png_alloc_size_t size)
+png_voidp
+an_png_malloc(png_structp png, png_alloc_size_t size)
 {
-    an_png *p = png_get_mem_ptr(png);
-    void *ptr = an_malloc(p->alloc, size);
+    an_png_mem *m = png_get_mem_ptr(png);
+    void *ptr = an_malloc(m->alloc, size);
     if (ptr == NULL)
-        p->nomem = 1; /* png_malloc() and zlib then fail with png_error() */
+        m->nomem = 1; /* png_malloc() and zlib then fail with png_error() */
     return ptr;
 }
 
-static void
-on_free(png_structp png, png_voidp ptr)
+void
+an_png_free(png_structp png, png_voidp ptr)
 {
-    an_png *p = png_get_mem_ptr(png);
-    an_free(p->alloc, ptr);
+    an_png_mem *m = png_get_mem_ptr(png);
+    an_free(m->alloc, ptr);
+}
+
+void
+an_png_setup_reader(png_structp png, const an_decode_opts *opts)
+{
+    png_set_user_limits(png, opts->limits.max_width ? opts->limits.max_width : 0x7FFFFFFF,
+                        opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
+    png_set_chunk_cache_max(png, 1000);
+    png_set_chunk_malloc_max(png, 8u << 20);
+    /* Strict: libpng's "benign" errors (a bad zlib checksum after the last row,
+     * an invalid tRNS, ...) are corrupt data like any other; tolerant mode keeps
+     * them as warnings. */
+    if (opts->strict)
+        png_set_benign_errors(png, 0);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
+                                (int)(sizeof(skipped_chunks) / 5));
 }
 
 static void
@@ -117,17 +131,14 @@ an_png_close(an_png *p)
     an_free(p->alloc, p);
 }
 
-/* Requests the libpng transforms for opts->mode; returns the channel count of
- * the rows libpng will deliver. */
-static int
-configure(an_png *p, int depth16)
+void
+an_png_configure(png_structp png, png_infop info, an_mode mode, int depth16, an_png_layout *lay)
 {
-    png_structp png = p->png;
-    int ct = png_get_color_type(png, p->info);
-    int bd = png_get_bit_depth(png, p->info);
-    int trns = png_get_valid(png, p->info, PNG_INFO_tRNS) != 0;
+    int ct = png_get_color_type(png, info);
+    int bd = png_get_bit_depth(png, info);
+    int trns = png_get_valid(png, info, PNG_INFO_tRNS) != 0;
     int color = (ct & PNG_COLOR_MASK_COLOR) != 0;
-    int want_alpha = p->mode == AN_MODE_RGBA || p->mode == AN_MODE_LA;
+    int want_alpha = mode == AN_MODE_RGBA || mode == AN_MODE_LA;
     int alpha = (ct & PNG_COLOR_MASK_ALPHA) != 0;
 
     if (ct == PNG_COLOR_TYPE_PALETTE) {
@@ -150,22 +161,30 @@ configure(an_png *p, int depth16)
         png_set_strip_alpha(png);
     if (!alpha && want_alpha)
         png_set_add_alpha(png, 0xFFFF, PNG_FILLER_AFTER);
-    p->convert = color && (p->mode == AN_MODE_L || p->mode == AN_MODE_LA);
-    if (!color && p->mode != AN_MODE_L && p->mode != AN_MODE_LA)
+    lay->convert = color && (mode == AN_MODE_L || mode == AN_MODE_LA);
+    if (!color && mode != AN_MODE_L && mode != AN_MODE_LA)
         png_set_gray_to_rgb(png);
-    if (p->mode == AN_MODE_BGR)
+    if (mode == AN_MODE_BGR)
         png_set_bgr(png);
     if (depth16) {
         const uint16_t one = 1;
         if (*(const uint8_t *)&one == 1)
             png_set_swap(png); /* PNG is big-endian; NumPy wants native order */
     }
-    p->interlaced = png_set_interlace_handling(png) > 1;
-    if (p->convert) {
-        p->pixfmt = want_alpha ? AN_PIX_RGBA : AN_PIX_RGB;
-        return want_alpha ? 4 : 3;
-    }
-    return an_mode_channels(p->mode);
+    lay->interlaced = png_set_interlace_handling(png) > 1;
+    lay->pixfmt = want_alpha ? AN_PIX_RGBA : AN_PIX_RGB;
+    lay->channels = lay->convert ? (want_alpha ? 4 : 3) : an_mode_channels(mode);
+}
+
+void
+an_png_convert_row(const an_png_layout *lay, an_mode mode, int bps, uint32_t w,
+                   const uint8_t *s, uint8_t *d)
+{
+    if (bps == 1)
+        an_convert_row8(lay->pixfmt, mode, s, d, w);
+    else
+        an_convert_row16(lay->pixfmt, mode, (const uint16_t *)(const void *)s,
+                         (uint16_t *)(void *)d, w);
 }
 
 static uint32_t
@@ -229,8 +248,7 @@ setup_fast(an_png *p)
         }
         an_convert_row8(AN_PIX_RGBA, p->mode, rgba, packed, 256);
         for (int i = 0; i < 256; i++)
-            memcpy(p->lut + 4 * i, packed + i * j->out_channels, (size_t)j->out_channels);
-        j->lut = p->lut;
+            memcpy(j->lut + 4 * i, packed + i * j->out_channels, (size_t)j->out_channels);
         j->emit = (ct == PNG_COLOR_TYPE_GRAY && p->mode == AN_MODE_L) ? AN_IDAT_COPY : AN_IDAT_LUT;
     } else {
         if (trns && want_alpha)
@@ -243,8 +261,6 @@ setup_fast(an_png *p)
                    (j->pixfmt == AN_PIX_RGBA && p->mode == AN_MODE_RGBA);
         j->emit = same ? AN_IDAT_COPY : AN_IDAT_CONVERT;
     }
-    j->data = p->data;
-    j->len = p->len;
     j->pos = p->pos;
     j->first_len = be32(p->data + p->pos - 8);
     j->width = p->w;
@@ -272,8 +288,9 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
     p->strict = opts->strict;
     p->mode = opts->mode;
     p->bps = opts->depth16 ? 2 : 1;
-    p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, p,
-                                      on_malloc, on_free);
+    p->mem.alloc = opts->alloc;
+    p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, &p->mem,
+                                      an_png_malloc, an_png_free);
     if (p->png == NULL) {
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng reader");
         an_png_close(p);
@@ -290,18 +307,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
         return err->status;
     }
     png_set_read_fn(p->png, p, on_read);
-    png_set_user_limits(p->png, opts->limits.max_width ? opts->limits.max_width : 0x7FFFFFFF,
-                        opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
-    png_set_chunk_cache_max(p->png, 1000);
-    png_set_chunk_malloc_max(p->png, 8u << 20);
-    /* Strict: libpng's "benign" errors (a bad zlib checksum after the last row,
-     * an invalid tRNS, ...) are corrupt data like any other; tolerant mode keeps
-     * them as warnings. */
-    if (opts->strict)
-        png_set_benign_errors(p->png, 0);
-    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
-    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
-                                (int)(sizeof(skipped_chunks) / 5));
+    an_png_setup_reader(p->png, opts);
     png_read_info(p->png, p->info);
     p->w = png_get_image_width(p->png, p->info);
     p->h = png_get_image_height(p->png, p->info);
@@ -313,11 +319,11 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
         *out = p;
         return AN_OK;
     }
-    int ch = configure(p, opts->depth16);
+    an_png_configure(p->png, p->info, p->mode, opts->depth16, &p->lay);
     png_read_update_info(p->png, p->info);
     p->rowbytes = png_get_rowbytes(p->png, p->info);
-    if (png_get_channels(p->png, p->info) != ch ||
-        p->rowbytes != (size_t)p->w * (size_t)ch * (size_t)p->bps) {
+    if (png_get_channels(p->png, p->info) != p->lay.channels ||
+        p->rowbytes != (size_t)p->w * (size_t)p->lay.channels * (size_t)p->bps) {
         an_error_set(err, AN_ERR_UNSUPPORTED, "unexpected libpng row layout");
         an_png_close(p);
         return err->status;
@@ -327,20 +333,17 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
 }
 
 static void
-convert_row(const an_png *p, const uint8_t *s, uint8_t *d)
-{
-    if (p->bps == 1)
-        an_convert_row8(p->pixfmt, p->mode, s, d, p->w);
-    else
-        an_convert_row16(p->pixfmt, p->mode, (const uint16_t *)(const void *)s,
-                         (uint16_t *)(void *)d, p->w);
-}
-
-static void
 convert_rows(const an_png *p, const uint8_t *src, size_t sstride, uint8_t *out, size_t ostride)
 {
     for (uint32_t y = 0; y < p->h; y++)
-        convert_row(p, src + (size_t)y * sstride, out + (size_t)y * ostride);
+        an_png_convert_row(&p->lay, p->mode, p->bps, p->w, src + (size_t)y * sstride,
+                           out + (size_t)y * ostride);
+}
+
+const an_idat_job *
+an_png_idat_job(const an_png *p)
+{
+    return p->fast ? &p->job : NULL;
 }
 
 an_status
@@ -349,14 +352,14 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     const size_t ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->err = err;
     if (p->fast) {
-        an_status st = an_png_idat_decode(&p->job, out, &p->rows_done, err);
-        /* Tolerant mode keeps what damaged data yields, even no complete row. */
-        if (st == AN_OK || p->strict || (st != AN_ERR_TRUNCATED && st != AN_ERR_CORRUPT))
-            return st;
-        memset(out + (size_t)p->rows_done * ostride, 0, (size_t)(p->h - p->rows_done) * ostride);
-        err->warned = 1;
-        err->status = AN_OK;
-        return AN_OK;
+        /* The whole rest of the file, then its end: png_idat.c's engine. */
+        an_idat *s;
+        an_status st = an_idat_new(&s, &p->job, out, err);
+        if (st == AN_OK && (st = an_idat_feed(s, p->data + p->job.pos, p->len - p->job.pos,
+                                               err)) == AN_OK)
+            st = an_idat_end(s, err);
+        an_idat_free(s);
+        return st;
     }
     if (setjmp(p->jmp)) {
         /* Running out of memory is not damage: never a partial result. */
@@ -364,31 +367,31 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
             return err->status;
         /* Tolerant mode: keep what was decoded, zero the rest, report it.
          * Interlaced targets were zeroed before the first pass. */
-        if (!p->interlaced)
+        if (!p->lay.interlaced)
             memset(out + (size_t)p->rows_done * ostride, 0,
                    (size_t)(p->h - p->rows_done) * ostride);
-        else if (p->convert)
+        else if (p->lay.convert)
             convert_rows(p, p->image, p->rowbytes, out, ostride);
         err->warned = 1;
         err->status = AN_OK;
         return AN_OK;
     }
-    if (!p->interlaced) {
-        if (p->convert && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL) {
+    if (!p->lay.interlaced) {
+        if (p->lay.convert && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL) {
             an_error_set(err, an_nomem(p->alloc), "cannot allocate PNG row buffer");
             return err->status;
         }
         for (uint32_t y = 0; y < p->h; y++) {
             uint8_t *dst = out + (size_t)y * ostride;
-            png_read_row(p->png, p->convert ? p->rowbuf : dst, NULL);
-            if (p->convert)
-                convert_row(p, p->rowbuf, dst);
+            png_read_row(p->png, p->lay.convert ? p->rowbuf : dst, NULL);
+            if (p->lay.convert)
+                an_png_convert_row(&p->lay, p->mode, p->bps, p->w, p->rowbuf, dst);
             p->rows_done = y + 1;
         }
     } else {
         uint8_t *target = out;
         size_t tstride = ostride;
-        if (p->convert) {
+        if (p->lay.convert) {
             size_t total;
             if (!an_mul_size(p->rowbytes, p->h, &total) ||
                 (p->image = an_calloc(p->alloc, 1, total)) == NULL) {
@@ -409,7 +412,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
          * keeps whatever the passes reached. */
         p->rows_done = 1;
         png_read_image(p->png, p->rowptrs);
-        if (p->convert)
+        if (p->lay.convert)
             convert_rows(p, p->image, p->rowbytes, out, ostride);
     }
     if (p->strict)

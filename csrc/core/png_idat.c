@@ -1,5 +1,5 @@
 /*
- * png_idat.c - the fast path for the common PNG: 8-bit, not interlaced.
+ * png_idat.c - the engine for the common PNG: 8-bit, not interlaced.
  *
  * libpng parses and validates everything up to the first IDAT (signature, IHDR,
  * PLTE, tRNS, chunk CRCs, limits); from there this file takes over the image
@@ -9,13 +9,20 @@
  * are undone with SSE2 where it pays (Paeth, 3 and 4 bytes per pixel), and each
  * row goes straight to the output (copy, conversion or 256-entry lookup table).
  *
+ * It is a resumable state machine (an_png.h): chunk framing over the bytes fed
+ * so far -> inflate -> unfilter rows.  IDAT payload goes to zlib straight from
+ * the caller's buffer; only a chunk header or CRC split between two feeds is
+ * copied (into hold[]).  Whole-file decode feeds the rest of the file at once,
+ * incremental decode each chunk as it arrives; every decision depends only on
+ * the byte stream, never on where it was cut, so both get identical results.
+ * Rows are unfiltered when a batch of rows is full, and at each suspension.
+ *
  * Validation matches libpng's defaults: IDAT CRCs are checked, the zlib stream
  * is inflated with the window its header declares (so "distance too far back"
  * is an error), an invalid filter byte or a stream that ends early is corrupt
  * data, missing bytes are truncation; in strict mode the zlib checksum and the
  * chunks after the image up to IEND (lengths and CRCs) are verified as well.
- * All memory is taken from the core allocator and released before returning;
- * there is no longjmp on this path.
+ * All memory is taken from the core allocator; there is no longjmp here.
  */
 #include <string.h>
 
@@ -25,7 +32,7 @@
 #include <emmintrin.h>
 #endif
 
-#include "an_png_idat.h"
+#include "an_png.h"
 
 static uint32_t
 be32(const uint8_t *p)
@@ -198,249 +205,501 @@ emit_lut(const uint8_t *lut, const uint8_t *s, uint8_t *o, uint32_t w, int oc)
     }
 }
 
-/* ---- chunk reader over the IDAT sequence ---- */
+/* ---- the state machine ---- */
 
-typedef struct {
-    const uint8_t *data;
-    size_t len, pos;
-    uint32_t left;          /* payload bytes left in the current chunk */
+typedef enum { R_PAYLOAD, R_CRC, R_HDR } rstate;          /* IDAT sequence framing */
+typedef enum { P_ROWS, P_ZEND, P_IDAT_REST, P_TRAIL, P_DONE } phase;
+enum { GO = 0, WAIT, FAIL };                               /* step results */
+
+struct an_idat {
+    an_idat_job job;
+    uint8_t *out;
+    size_t rb, fstride, ostride;
+    uint8_t *buf;           /* owned: a batch of filtered rows */
+    uint8_t *prev;          /* owned: the last row of the previous batch */
+    size_t batch;           /* rows per batch */
+    z_stream zs;
+    int zinit, zret;
+    phase ph;
+    /* input of the current call */
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    uint64_t in_base;       /* file offset of in[0] */
+    int eof;
+    /* chunk framing */
+    rstate rs;
+    uint32_t left;          /* payload bytes of the current chunk not read yet */
     uLong crc;              /* running CRC of the current chunk */
-    int ended;              /* a non-IDAT chunk follows: no more image data */
-} idat_reader;
+    uint8_t hold[8];        /* chunk header or CRC being collected */
+    size_t hold_n;
+    /* rows: the batch holds rows bstart .. bstart+bn-1, bdone of them emitted */
+    uint32_t bstart, bn, bdone;
+    uint32_t rows;          /* output rows complete */
+    /* P_TRAIL: the chunk after the image data being checked */
+    uint8_t ttype[4];
+    uint32_t tlen;
+    uint64_t tseen;         /* bytes of it after its header */
+    int thave;              /* its header is in */
+};
 
-static an_status
-chunk_crc_check(idat_reader *r, an_error *err)
+static uint64_t
+at(const an_idat *s)
 {
-    if (r->len - r->pos < 4) {
-        an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu", r->len);
-        return err->status;
-    }
-    if (be32(r->data + r->pos) != (uint32_t)r->crc) {
-        an_error_set(err, AN_ERR_CORRUPT, "PNG chunk CRC mismatch at byte %zu", r->pos);
-        return err->status;
-    }
-    r->pos += 4;
-    return AN_OK;
+    return s->in_base + s->in_pos;
 }
 
-/* Starts the next chunk; sets ended when it is not an IDAT (pos stays at it). */
-static an_status
-next_chunk(idat_reader *r, an_error *err)
+static int
+fail_set(an_error *err, an_status st, const char *msg)
 {
-    if (r->len - r->pos < 8) {
-        an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu", r->len);
-        return err->status;
+    an_error_set(err, st, "%s", msg);
+    return FAIL;
+}
+
+/* Collects bytes into hold until it has want; 1 when it has. */
+static int
+fill_hold(an_idat *s, size_t want)
+{
+    size_t take = want - s->hold_n, avail = s->in_len - s->in_pos;
+    if (take > avail)
+        take = avail;
+    memcpy(s->hold + s->hold_n, s->in + s->in_pos, take);
+    s->hold_n += take;
+    s->in_pos += take;
+    return s->hold_n == want;
+}
+
+/* All input is used up: wait for more, or at the end, truncation. */
+static int
+need_bytes(an_idat *s, an_error *err)
+{
+    if (!s->eof)
+        return WAIT;
+    an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %llu",
+                 (unsigned long long)at(s));
+    return FAIL;
+}
+
+/* The CRC of the chunk just read (hold[0..4)). */
+static int
+check_crc(an_idat *s, an_error *err)
+{
+    if (be32(s->hold) != (uint32_t)s->crc) {
+        an_error_set(err, AN_ERR_CORRUPT, "PNG chunk CRC mismatch at byte %llu",
+                     (unsigned long long)(at(s) - 4));
+        return FAIL;
     }
-    uint32_t n = be32(r->data + r->pos);
+    return GO;
+}
+
+/* A chunk header is in hold: GO for the next IDAT, or FAIL; a chunk of another
+ * type ends the sequence (*ended; hold keeps its header). */
+static int
+next_header(an_idat *s, int *ended, an_error *err)
+{
+    uint32_t n = be32(s->hold);
     if (n > 0x7FFFFFFFu) {
         an_error_set(err, AN_ERR_CORRUPT, "PNG chunk length %u is invalid", n);
-        return err->status;
+        return FAIL;
     }
-    if (memcmp(r->data + r->pos + 4, "IDAT", 4) != 0) {
-        r->ended = 1;
-        return AN_OK;
+    if (memcmp(s->hold + 4, "IDAT", 4) != 0) {
+        *ended = 1;
+        return GO;
     }
-    r->crc = crc32(crc32(0L, Z_NULL, 0), r->data + r->pos + 4, 4);
-    r->left = n;
-    r->pos += 8;
-    return AN_OK;
+    s->crc = crc32(crc32(0L, Z_NULL, 0), s->hold + 4, 4);
+    s->left = n;
+    s->rs = R_PAYLOAD;
+    return GO;
+}
+
+/* Moves the framing past the end of the current chunk's payload: CRC, then the
+ * next header.  *ended when the next chunk is not an IDAT. */
+static int
+next_chunk(an_idat *s, int *ended, an_error *err)
+{
+    if (s->rs == R_PAYLOAD) {
+        s->rs = R_CRC;
+        s->hold_n = 0;
+    }
+    if (s->rs == R_CRC) {
+        if (!fill_hold(s, 4))
+            return need_bytes(s, err);
+        if (check_crc(s, err) != GO)
+            return FAIL;
+        s->rs = R_HDR;
+        s->hold_n = 0;
+    }
+    if (!fill_hold(s, 8))
+        return need_bytes(s, err);
+    return next_header(s, ended, err);
 }
 
 /* Hands the next run of IDAT payload to zlib. */
-static an_status
-feed(idat_reader *r, z_stream *zs, an_error *err)
+static int
+give_input(an_idat *s, an_error *err)
 {
-    while (r->left == 0) {
-        if (chunk_crc_check(r, err) != AN_OK || next_chunk(r, err) != AN_OK)
-            return err->status;
-        if (r->ended) {
-            an_error_set(err, AN_ERR_CORRUPT, "PNG image data ends early (not enough image data)");
-            return err->status;
+    while (s->rs != R_PAYLOAD || s->left == 0) {
+        int ended = 0, r = next_chunk(s, &ended, err);
+        if (r != GO)
+            return r;
+        if (ended)
+            return fail_set(err, AN_ERR_CORRUPT,
+                            "PNG image data ends early (not enough image data)");
+    }
+    size_t avail = s->in_len - s->in_pos;
+    if (avail == 0)
+        return need_bytes(s, err);
+    uInt give = (uInt)(s->left < avail ? s->left : avail);
+    s->crc = crc32(s->crc, s->in + s->in_pos, give);
+    s->zs.next_in = (Bytef *)(uintptr_t)(s->in + s->in_pos);
+    s->zs.avail_in = give;
+    s->in_pos += give;
+    s->left -= give;
+    return GO;
+}
+
+/* Unfilters and emits the batch's rows up to row index upto (exclusive). */
+static int
+emit_rows(an_idat *s, uint32_t upto, an_error *err)
+{
+    const an_idat_job *job = &s->job;
+    const int bpp = job->src_channels;
+    for (uint32_t i = s->bdone; i < upto; i++) {
+        uint8_t *f = s->buf + (size_t)i * s->fstride;
+        const uint8_t *up = i == 0 ? s->prev : f - s->fstride + 1;
+        uint32_t y = s->bstart + i;
+        if (!unfilter(f[0], f + 1, up, s->rb, bpp)) {
+            an_error_set(err, AN_ERR_CORRUPT, "PNG row %u has invalid filter type %d", y, f[0]);
+            return FAIL;
+        }
+        uint8_t *o = s->out + (size_t)y * s->ostride;
+        switch (job->emit) {
+        case AN_IDAT_COPY:
+            memcpy(o, f + 1, s->rb);
+            break;
+        case AN_IDAT_CONVERT:
+            an_convert_row8(job->pixfmt, job->mode, f + 1, o, job->width);
+            break;
+        case AN_IDAT_LUT:
+            emit_lut(job->lut, f + 1, o, job->width, job->out_channels);
+            break;
+        }
+        s->bdone = i + 1;
+        s->rows = y + 1;
+    }
+    return GO;
+}
+
+/* The rows complete in the batch, emitted before returning r (on damage the
+ * rows before it are kept; an invalid filter among them takes precedence). */
+static int
+flush_rows(an_idat *s, int r, an_error *err)
+{
+    uint32_t complete = (uint32_t)((size_t)(s->zs.next_out - s->buf) / s->fstride);
+    if (emit_rows(s, complete, err) != GO)
+        return FAIL;
+    return r;
+}
+
+static void
+start_batch(an_idat *s)
+{
+    uint32_t n = s->job.height - s->bstart;
+    s->bn = n > s->batch ? (uint32_t)s->batch : n;
+    s->bdone = 0;
+    s->zs.next_out = s->buf;
+    s->zs.avail_out = (uInt)((size_t)s->bn * s->fstride);
+}
+
+/* Inflates and emits rows until the image is complete or input runs out. */
+static int
+step_rows(an_idat *s, an_error *err)
+{
+    for (;;) {
+        if (s->zs.avail_out == 0) {
+            if (emit_rows(s, s->bn, err) != GO)
+                return FAIL;
+            memcpy(s->prev, s->buf + (size_t)(s->bn - 1) * s->fstride + 1, s->rb);
+            s->bstart += s->bn;
+            if (s->bstart == s->job.height)
+                return GO;
+            start_batch(s);
+        }
+        if (s->zs.avail_in == 0) {
+            int r = give_input(s, err);
+            if (r != GO)
+                return flush_rows(s, r, err);
+        }
+        s->zret = inflate(&s->zs, Z_NO_FLUSH);
+        if (s->zret == Z_STREAM_END && s->zs.avail_out > 0)
+            return flush_rows(s, fail_set(err, AN_ERR_CORRUPT,
+                                          "PNG image data ends early (not enough image data)"),
+                              err);
+        if (s->zret != Z_OK && s->zret != Z_STREAM_END &&
+            !(s->zret == Z_BUF_ERROR && s->zs.avail_in == 0)) {
+            an_error_set(err, s->zret == Z_MEM_ERROR ? an_nomem(s->job.alloc) : AN_ERR_CORRUPT,
+                         "PNG zlib stream: %s", s->zs.msg ? s->zs.msg : "invalid data");
+            return flush_rows(s, FAIL, err);
         }
     }
-    size_t avail = r->len - r->pos;
-    if (avail == 0) {
-        an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu", r->len);
-        return err->status;
+}
+
+/* Strict mode, after the last row: the zlib stream must end (checksum
+ * verified); extra compressed data after the image is tolerated, as libpng does. */
+static int
+step_zend(an_idat *s, an_error *err)
+{
+    uint8_t scratch[64];
+    while (s->zret != Z_STREAM_END) {
+        if (s->zs.avail_in == 0) {
+            int r = give_input(s, err);
+            if (r != GO)
+                return r;
+        }
+        s->zs.next_out = scratch;
+        s->zs.avail_out = sizeof(scratch);
+        s->zret = inflate(&s->zs, Z_NO_FLUSH);
+        if (s->zret != Z_OK && s->zret != Z_STREAM_END) {
+            an_error_set(err, AN_ERR_CORRUPT, "PNG zlib stream: %s",
+                         s->zs.msg ? s->zs.msg : "error");
+            return FAIL;
+        }
     }
-    uInt give = (uInt)(r->left < avail ? r->left : avail);
-    r->crc = crc32(r->crc, r->data + r->pos, give);
-    zs->next_in = (Bytef *)(uintptr_t)(r->data + r->pos);
-    zs->avail_in = give;
-    r->pos += give;
-    r->left -= give;
+    return GO;
+}
+
+/* Strict mode: the rest of the IDAT sequence (payload after the stream end is
+ * ignored, CRCs are not). */
+static int
+step_idat_rest(an_idat *s, an_error *err)
+{
+    for (;;) {
+        if (s->rs == R_PAYLOAD && s->left > 0) {
+            size_t avail = s->in_len - s->in_pos;
+            uInt n = (uInt)(s->left < avail ? s->left : avail);
+            s->crc = crc32(s->crc, s->in + s->in_pos, n);
+            s->in_pos += n;
+            s->left -= n;
+            if (s->left > 0)
+                return need_bytes(s, err);
+        }
+        int ended = 0, r = next_chunk(s, &ended, err);
+        if (r != GO)
+            return r;
+        if (ended)
+            return GO;
+    }
+}
+
+/* Strict mode: the chunks after the image up to IEND, one at a time.  An
+ * error is only decided once the whole chunk (at least 12 bytes) is in, so a
+ * stream cut anywhere in it is truncation, as when the file ends there. */
+static int
+step_trail(an_idat *s, an_error *err)
+{
+    for (;;) {
+        if (!s->thave) {
+            if (!fill_hold(s, 8)) {
+                if (!s->eof)
+                    return WAIT;
+                an_error_set(err, AN_ERR_TRUNCATED,
+                             "PNG data is truncated at byte %llu (no IEND)",
+                             (unsigned long long)at(s));
+                return FAIL;
+            }
+            s->thave = 1;
+            s->tlen = be32(s->hold);
+            memcpy(s->ttype, s->hold + 4, 4);
+            s->tseen = 0;
+            s->crc = crc32(crc32(0L, Z_NULL, 0), s->ttype, 4);
+            s->hold_n = 0;
+        }
+        /* Payload (CRC'd), then the 4 CRC bytes into hold. */
+        uint64_t total = s->tlen > 0x7FFFFFFFu ? 4 : (uint64_t)s->tlen + 4;
+        while (s->tseen < total) {
+            size_t avail = s->in_len - s->in_pos;
+            if (avail == 0) {
+                if (!s->eof)
+                    return WAIT;
+                an_error_set(err, AN_ERR_TRUNCATED,
+                             s->tseen < 4 ? "PNG data is truncated at byte %llu (no IEND)"
+                                          : "PNG data is truncated at byte %llu",
+                             (unsigned long long)at(s));
+                return FAIL;
+            }
+            if (s->tseen < total - 4 && s->tlen <= 0x7FFFFFFFu) {
+                uint64_t n = total - 4 - s->tseen;
+                if (n > avail)
+                    n = avail;
+                s->crc = crc32(s->crc, s->in + s->in_pos, (uInt)n);
+                s->in_pos += n;
+                s->tseen += n;
+            } else {
+                size_t before = s->hold_n;
+                fill_hold(s, 4);
+                s->tseen += s->hold_n - before;
+            }
+        }
+        if (s->tlen > 0x7FFFFFFFu)
+            return fail_set(err, AN_ERR_CORRUPT, "PNG chunk after the image is truncated or invalid");
+        if (memcmp(s->ttype, "IDAT", 4) == 0)
+            return fail_set(err, AN_ERR_CORRUPT, "PNG has IDAT chunks after other chunks");
+        s->thave = 0;
+        s->hold_n = 0;
+        if (be32(s->hold) != (uint32_t)s->crc) {
+            /* Ancillary chunks with a bad CRC are dropped by libpng; critical
+             * ones are errors. */
+            if (s->ttype[0] & 0x20)
+                continue;
+            an_error_set(err, AN_ERR_CORRUPT, "PNG chunk CRC mismatch at byte %llu",
+                         (unsigned long long)(at(s) - 4));
+            return FAIL;
+        }
+        if (memcmp(s->ttype, "IEND", 4) == 0)
+            return GO;
+    }
+}
+
+/* Runs the machine over s->in; the call's status. */
+static an_status
+pump(an_idat *s, an_error *err)
+{
+    int r = GO;
+    while (r == GO && s->ph != P_DONE) {
+        switch (s->ph) {
+        case P_ROWS:
+            if ((r = step_rows(s, err)) == GO)
+                s->ph = s->job.strict ? P_ZEND : P_DONE;
+            break;
+        case P_ZEND:
+            if ((r = step_zend(s, err)) == GO)
+                s->ph = P_IDAT_REST;
+            break;
+        case P_IDAT_REST:
+            if ((r = step_idat_rest(s, err)) == GO) {
+                /* hold has the header of the first chunk after the image */
+                memcpy(s->ttype, s->hold + 4, 4);
+                s->tlen = be32(s->hold);
+                s->thave = 1;
+                s->tseen = 0;
+                s->crc = crc32(crc32(0L, Z_NULL, 0), s->ttype, 4);
+                s->hold_n = 0;
+                s->ph = P_TRAIL;
+            }
+            break;
+        case P_TRAIL:
+            if ((r = step_trail(s, err)) == GO)
+                s->ph = P_DONE;
+            break;
+        case P_DONE:
+            break;
+        }
+    }
+    s->in = NULL;
+    s->in_len = s->in_pos = 0;
+    if (r != FAIL)
+        return AN_OK;
+    s->ph = P_DONE;
+    /* Tolerant mode keeps what damaged data yields, even no complete row.
+     * Running out of memory is not damage: never a partial result. */
+    if (s->job.strict || (err->status != AN_ERR_TRUNCATED && err->status != AN_ERR_CORRUPT))
+        return err->status;
+    memset(s->out + (size_t)s->rows * s->ostride, 0,
+           (size_t)(s->job.height - s->rows) * s->ostride);
+    err->warned = 1;
+    err->status = AN_OK;
     return AN_OK;
 }
 
-/* Strict mode: the zlib stream must end (checksum verified) and the chunks after
- * the image must be intact up to IEND. */
-static an_status
-finish(idat_reader *r, z_stream *zs, int zret, an_error *err)
+an_status
+an_idat_feed(an_idat *s, const uint8_t *data, size_t len, an_error *err)
 {
-    uint8_t scratch[64];
-    while (zret != Z_STREAM_END) {
-        if (zs->avail_in == 0 && feed(r, zs, err) != AN_OK)
-            return err->status;
-        zs->next_out = scratch;
-        zs->avail_out = sizeof(scratch);
-        zret = inflate(zs, Z_NO_FLUSH);
-        if (zret != Z_OK && zret != Z_STREAM_END) {
-            an_error_set(err, AN_ERR_CORRUPT, "PNG zlib stream: %s", zs->msg ? zs->msg : "error");
-            return err->status;
-        }
-        /* Extra compressed data after the image is tolerated, as libpng does. */
-    }
-    /* Rest of the IDAT sequence (payload after the stream end is ignored). */
-    for (;;) {
-        if (r->left > 0) {
-            if (r->len - r->pos < r->left) {
-                an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu", r->len);
-                return err->status;
-            }
-            r->crc = crc32(r->crc, r->data + r->pos, r->left);
-            r->pos += r->left;
-            r->left = 0;
-        }
-        if (chunk_crc_check(r, err) != AN_OK || next_chunk(r, err) != AN_OK)
-            return err->status;
-        if (r->ended)
-            break;
-    }
-    /* Trailing chunks up to IEND. */
-    for (;;) {
-        if (r->len - r->pos < 12) {
-            an_error_set(err, AN_ERR_TRUNCATED, "PNG data is truncated at byte %zu (no IEND)",
-                         r->len);
-            return err->status;
-        }
-        uint32_t n = be32(r->data + r->pos);
-        const uint8_t *type = r->data + r->pos + 4;
-        if (n > 0x7FFFFFFFu || (size_t)n > r->len - r->pos - 12) {
-            an_error_set(err, n > 0x7FFFFFFFu ? AN_ERR_CORRUPT : AN_ERR_TRUNCATED,
-                         "PNG chunk after the image is truncated or invalid");
-            return err->status;
-        }
-        if (memcmp(type, "IDAT", 4) == 0) {
-            an_error_set(err, AN_ERR_CORRUPT, "PNG has IDAT chunks after other chunks");
-            return err->status;
-        }
-        r->crc = crc32(crc32(0L, Z_NULL, 0), type, 4 + n);
-        r->pos += 8 + (size_t)n;
-        if (chunk_crc_check(r, err) != AN_OK) {
-            /* Ancillary chunks with a bad CRC are dropped by libpng; critical
-             * ones are errors. */
-            if (err->status == AN_ERR_CORRUPT && (type[0] & 0x20)) {
-                err->status = AN_OK;
-                r->pos += 4;
-                continue;
-            }
-            return err->status;
-        }
-        if (memcmp(type, "IEND", 4) == 0)
-            return AN_OK;
-    }
+    uint64_t base = s->in_base;
+    if (s->ph == P_DONE)
+        return AN_OK;
+    s->in = data;
+    s->in_len = len;
+    s->in_pos = 0;
+    an_status st = pump(s, err);
+    s->in_base = base + len;
+    return st;
 }
 
 an_status
-an_png_idat_decode(const an_idat_job *job, uint8_t *out, uint32_t *rows_done, an_error *err)
+an_idat_end(an_idat *s, an_error *err)
 {
-    const size_t rb = (size_t)job->width * (size_t)job->src_channels;
-    const size_t fstride = rb + 1;
-    const size_t ostride = (size_t)job->width * (size_t)job->out_channels;
-    const int bpp = job->src_channels;
-    idat_reader r = {job->data, job->len, job->pos, job->first_len, 0, 0};
-    z_stream zs;
-    uint8_t *buf = NULL, *prev = NULL;
-    an_status st = AN_OK;
-    int zret = Z_OK, zinit = 0;
+    static const uint8_t none[1] = {0}; /* zlib's crc32() resets on a NULL buffer */
+    s->eof = 1;
+    return an_idat_feed(s, none, 0, err);
+}
 
-    *rows_done = 0;
-    r.crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)"IDAT", 4);
+int
+an_idat_done(const an_idat *s)
+{
+    return s->ph == P_DONE;
+}
+
+uint32_t
+an_idat_rows(const an_idat *s)
+{
+    return s->rows;
+}
+
+void
+an_idat_free(an_idat *s)
+{
+    if (s == NULL)
+        return;
+    const an_allocator *a = s->job.alloc;
+    if (s->zinit)
+        inflateEnd(&s->zs);
+    an_free(a, s->buf);
+    an_free(a, s->prev);
+    an_free(a, s);
+}
+
+an_status
+an_idat_new(an_idat **out, const an_idat_job *job, uint8_t *pixels, an_error *err)
+{
+    const an_allocator *a = job->alloc;
+    *out = NULL;
+    an_idat *s = an_calloc(a, 1, sizeof(*s));
+    if (s == NULL) {
+        an_error_set(err, an_nomem(a), "cannot allocate the PNG decoder");
+        return err->status;
+    }
+    s->job = *job;
+    s->out = pixels;
+    s->rb = (size_t)job->width * (size_t)job->src_channels;
+    s->fstride = s->rb + 1;
+    s->ostride = (size_t)job->width * (size_t)job->out_channels;
+    s->in_base = job->pos;
+    s->rs = R_PAYLOAD;
+    s->left = job->first_len;
+    s->crc = crc32(crc32(0L, Z_NULL, 0), (const Bytef *)"IDAT", 4);
+    s->zret = Z_OK;
     /* Inflate about 256 KiB of rows per call: zlib's fast loop wants room. */
-    size_t batch = (256u << 10) / fstride;
-    if (batch < 1)
-        batch = 1;
-    if (batch > job->height)
-        batch = job->height;
+    s->batch = (256u << 10) / s->fstride;
+    if (s->batch < 1)
+        s->batch = 1;
+    if (s->batch > job->height)
+        s->batch = job->height;
     size_t bufsize;
-    if (!an_mul_size(batch, fstride, &bufsize) ||
-        (buf = an_malloc(job->alloc, bufsize)) == NULL ||
-        (prev = an_calloc(job->alloc, 1, rb)) == NULL) {
-        an_error_set(err, an_nomem(job->alloc), "cannot allocate PNG row buffers");
-        st = err->status;
-        goto done;
+    if (!an_mul_size(s->batch, s->fstride, &bufsize) || (s->buf = an_malloc(a, bufsize)) == NULL ||
+        (s->prev = an_calloc(a, 1, s->rb)) == NULL) {
+        an_error_set(err, an_nomem(a), "cannot allocate PNG row buffers");
+        an_idat_free(s);
+        return err->status;
     }
-    memset(&zs, 0, sizeof(zs));
-    zs.zalloc = z_alloc;
-    zs.zfree = z_free;
-    zs.opaque = (voidpf)(uintptr_t)job->alloc;
-    if (inflateInit2(&zs, 0) != Z_OK) { /* 0: the window the stream declares */
-        an_error_set(err, an_nomem(job->alloc), "cannot initialise zlib");
-        st = err->status;
-        goto done;
+    s->zs.zalloc = z_alloc;
+    s->zs.zfree = z_free;
+    s->zs.opaque = (voidpf)(uintptr_t)a;
+    if (inflateInit2(&s->zs, 0) != Z_OK) { /* 0: the window the stream declares */
+        an_error_set(err, an_nomem(a), "cannot initialise zlib");
+        an_idat_free(s);
+        return err->status;
     }
-    zinit = 1;
-
-    for (uint32_t y = 0; y < job->height;) {
-        size_t n = job->height - y;
-        if (n > batch)
-            n = batch;
-        zs.next_out = buf;
-        zs.avail_out = (uInt)(n * fstride);
-        while (zs.avail_out > 0) {
-            if (zs.avail_in == 0 && (st = feed(&r, &zs, err)) != AN_OK)
-                break;
-            zret = inflate(&zs, Z_NO_FLUSH);
-            if (zret == Z_STREAM_END && zs.avail_out > 0) {
-                an_error_set(err, AN_ERR_CORRUPT, "PNG image data ends early (not enough image data)");
-                st = err->status;
-                break;
-            }
-            if (zret != Z_OK && zret != Z_STREAM_END && !(zret == Z_BUF_ERROR && zs.avail_in == 0)) {
-                an_error_set(err, zret == Z_MEM_ERROR ? an_nomem(job->alloc) : AN_ERR_CORRUPT,
-                             "PNG zlib stream: %s", zs.msg ? zs.msg : "invalid data");
-                st = err->status;
-                break;
-            }
-        }
-        /* On damage, still emit the complete rows of this batch (tolerant mode
-         * keeps them; strict mode discards the output anyway). */
-        if (st != AN_OK)
-            n = (size_t)(zs.next_out - buf) / fstride;
-        const uint8_t *up = prev;
-        for (size_t i = 0; i < n; i++, y++) {
-            uint8_t *f = buf + i * fstride;
-            if (!unfilter(f[0], f + 1, up, rb, bpp)) {
-                an_error_set(err, AN_ERR_CORRUPT, "PNG row %u has invalid filter type %d", y, f[0]);
-                st = err->status;
-                goto done;
-            }
-            uint8_t *o = out + (size_t)y * ostride;
-            switch (job->emit) {
-            case AN_IDAT_COPY:
-                memcpy(o, f + 1, rb);
-                break;
-            case AN_IDAT_CONVERT:
-                an_convert_row8(job->pixfmt, job->mode, f + 1, o, job->width);
-                break;
-            case AN_IDAT_LUT:
-                emit_lut(job->lut, f + 1, o, job->width, job->out_channels);
-                break;
-            }
-            up = f + 1;
-            *rows_done = y + 1;
-        }
-        if (st != AN_OK)
-            goto done;
-        memcpy(prev, up, rb);
-    }
-    if (job->strict)
-        st = finish(&r, &zs, zret, err);
-
-done:
-    if (zinit)
-        inflateEnd(&zs);
-    an_free(job->alloc, buf);
-    an_free(job->alloc, prev);
-    return st;
+    s->zinit = 1;
+    start_batch(s);
+    *out = s;
+    return AN_OK;
 }

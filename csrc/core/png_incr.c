@@ -10,16 +10,15 @@
  * only the pixels of each pass are combined into the output, so the final
  * image is exact and a truncated one holds exactly the passes that arrived.
  *
- * decode() decodes the common 8-bit, non-interlaced PNGs with its own IDAT
- * reader (png_idat.c) and the rest with libpng's sequential reader; this file
- * follows the one decode() would use ("fast" or not) where they differ:
+ * decode() sends the common 8-bit, non-interlaced PNGs through png_idat.c, and
+ * so does incremental decoding (incremental.c drives the same engine); this
+ * file handles the rest, which decode() reads with libpng's sequential reader:
  *  - the sequential reader takes IDAT payload in blocks of PNG_IDAT_READ_SIZE
- *    bytes and never inflates a block the input cuts short; for those images
- *    a partial block is held back here until it is complete, so a truncated
- *    stream yields the same rows (tolerant) and the same error (strict);
- *  - after the last row, extra compressed data is tolerated by png_idat.c but
- *    an error for libpng; both reject a bad zlib checksum in strict mode, and
- *    neither looks past the last row in tolerant mode.
+ *    bytes and never inflates a block the input cuts short; a partial block is
+ *    held back here until it is complete, so a truncated stream yields the
+ *    same rows (tolerant) and the same error (strict);
+ *  - after the last row, strict decode() rejects extra compressed data and a
+ *    bad zlib checksum; tolerant decode() never looks past the IDAT data.
  */
 #include <setjmp.h>
 #include <stdio.h>
@@ -28,7 +27,7 @@
 #include <png.h>
 
 #include "an_incr.h"
-#include "an_internal.h"
+#include "an_png.h"
 
 enum { WALK_SIG, WALK_HDR, WALK_PAYLOAD, WALK_CRC, WALK_OFF };
 
@@ -36,18 +35,16 @@ struct an_ipng {
     png_structp png;
     png_infop info;
     jmp_buf jmp;
+    an_png_mem mem;         /* libpng's mem_ptr */
     const an_allocator *alloc;
     an_error *err;          /* the front end's record, for the decoder's life */
     int strict;
-    int fast;               /* decode() would use png_idat.c for this image */
     int depth16;
     an_mode mode;
     an_limits limits;
     uint32_t w, h;
     int bps;
-    int interlaced;
-    int convert;            /* colour source, grey mode: convert from pixfmt */
-    an_pixfmt pixfmt;
+    an_png_layout lay;
     size_t rowbytes;        /* libpng's transformed row */
     size_t pixbytes;        /* libpng's transformed pixel */
     size_t ostride;
@@ -60,8 +57,7 @@ struct an_ipng {
     uint32_t last_row;
     int rows_complete;      /* every row has been delivered */
     int ended;              /* IEND read (strict) or nothing more needed */
-    int nomem;
-    /* Hold-back for the sequential reader's IDAT blocks (!fast only): a
+    /* Hold-back for the sequential reader's IDAT blocks: a
      * walker over the chunk structure of everything fed, and the bytes of the
      * current IDAT block received so far. */
     int walk;               /* WALK_* */
@@ -70,6 +66,7 @@ struct an_ipng {
     uint32_t clen;
     int cidat;
     int idat_seen, idat_over; /* the walker is in / past the IDAT sequence */
+    int bad_name;           /* the first chunk after the IDATs has an invalid type */
     uint8_t *held;          /* owned: < PNG_IDAT_READ_SIZE bytes */
     size_t held_len;
 };
@@ -79,22 +76,14 @@ struct an_ipng {
 #define PNG_IDAT_READ_SIZE 8192
 #endif
 
-static const png_byte skipped_chunks[] = {
-    'i', 'C', 'C', 'P', '\0', 't', 'E', 'X', 't', '\0', 'z', 'T', 'X', 't', '\0',
-    'i', 'T', 'X', 't', '\0', 's', 'P', 'L', 'T', '\0', 'h', 'I', 'S', 'T', '\0',
-    'p', 'C', 'A', 'L', '\0', 's', 'C', 'A', 'L', '\0', 's', 'T', 'E', 'R', '\0',
-    't', 'I', 'M', 'E', '\0', 'p', 'H', 'Y', 's', '\0', 'o', 'F', 'F', 's', '\0',
-};
-
 /* Adam7: first column/row and step of each pass. */
 static const uint32_t xstart[7] = {0, 4, 0, 2, 0, 1, 0};
 static const uint32_t xinc[7] = {8, 8, 4, 4, 2, 2, 1};
 static const uint32_t ystart[7] = {0, 0, 4, 0, 2, 0, 1};
 static const uint32_t yinc[7] = {8, 8, 8, 4, 4, 2, 2};
 
-/* Tolerant decode() stops reading here: after the last row (png_idat.c), or
- * after the IDAT data libpng's sequential reader swallows and checks once the
- * last row is in. */
+/* Tolerant decode() stops reading here: after the IDAT data libpng's
+ * sequential reader swallows and checks once the last row is in. */
 static int
 past_idat(const an_ipng *p)
 {
@@ -105,7 +94,7 @@ past_idat(const an_ipng *p)
 static int
 image_final(const an_ipng *p)
 {
-    return p->rows_complete && (p->fast || past_idat(p));
+    return p->rows_complete && past_idat(p);
 }
 
 static void
@@ -113,8 +102,8 @@ on_error(png_structp png, png_const_charp msg)
 {
     an_ipng *p = png_get_error_ptr(png);
     /* Tolerant decoding never looks past the image data: no error there. */
-    if (p->err->status == AN_OK && (p->strict || !image_final(p) || p->nomem))
-        an_error_set(p->err, p->nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
+    if (p->err->status == AN_OK && (p->strict || !image_final(p) || p->mem.nomem))
+        an_error_set(p->err, p->mem.nomem ? an_nomem(p->alloc) : AN_ERR_CORRUPT, "%s", msg);
     longjmp(p->jmp, 1);
 }
 
@@ -124,87 +113,19 @@ on_warning(png_structp png, png_const_charp msg)
     an_ipng *p = png_get_error_ptr(png);
     if (p->rows_complete) {
         /* After the image, strict decode() rejects a bad or missing zlib end
-         * (and, on libpng's path, surplus image data); nothing else counts. */
+         * and surplus image data; nothing else counts. */
         if (p->strict && (strncmp(msg, "Truncated compressed data", 25) == 0 ||
-                          (!p->fast && strncmp(msg, "Extra compressed data", 21) == 0))) {
+                          strncmp(msg, "Extra compressed data", 21) == 0)) {
             an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
             longjmp(p->jmp, 1);
         }
-        if (p->fast || (!p->strict && past_idat(p)))
+        if (!p->strict && past_idat(p))
             return;
     }
     if (!p->err->warned) {
         p->err->warned = 1;
         snprintf(p->err->detail, sizeof(p->err->detail), "%s", msg);
     }
-}
-
-static png_voidp
-on_malloc(png_structp png, png_alloc_size_t size)
-{
-    an_ipng *p = png_get_mem_ptr(png);
-    void *ptr = an_malloc(p->alloc, size);
-    if (ptr == NULL)
-        p->nomem = 1;
-    return ptr;
-}
-
-static void
-on_free(png_structp png, png_voidp ptr)
-{
-    an_ipng *p = png_get_mem_ptr(png);
-    an_free(p->alloc, ptr);
-}
-
-/* png.c's configure(): the libpng transforms for the mode; returns the channel
- * count of the rows libpng will deliver. */
-static int
-configure(an_ipng *p)
-{
-    png_structp png = p->png;
-    int ct = png_get_color_type(png, p->info);
-    int bd = png_get_bit_depth(png, p->info);
-    int trns = png_get_valid(png, p->info, PNG_INFO_tRNS) != 0;
-    int color = (ct & PNG_COLOR_MASK_COLOR) != 0;
-    int want_alpha = p->mode == AN_MODE_RGBA || p->mode == AN_MODE_LA;
-    int alpha = (ct & PNG_COLOR_MASK_ALPHA) != 0;
-
-    if (ct == PNG_COLOR_TYPE_PALETTE) {
-        png_set_palette_to_rgb(png);
-        alpha = alpha || trns;
-    } else if (bd < 8) {
-        png_set_expand_gray_1_2_4_to_8(png);
-    }
-    if (trns && ct != PNG_COLOR_TYPE_PALETTE && want_alpha) {
-        png_set_tRNS_to_alpha(png);
-        alpha = 1;
-    }
-    if (bd == 16 && !p->depth16)
-        png_set_strip_16(png);
-    else if (bd < 16 && p->depth16) {
-        png_set_expand_16(png);
-        alpha = alpha || trns;
-    }
-    if (alpha && !want_alpha)
-        png_set_strip_alpha(png);
-    if (!alpha && want_alpha)
-        png_set_add_alpha(png, 0xFFFF, PNG_FILLER_AFTER);
-    p->convert = color && (p->mode == AN_MODE_L || p->mode == AN_MODE_LA);
-    if (!color && p->mode != AN_MODE_L && p->mode != AN_MODE_LA)
-        png_set_gray_to_rgb(png);
-    if (p->mode == AN_MODE_BGR)
-        png_set_bgr(png);
-    if (p->depth16) {
-        const uint16_t one = 1;
-        if (*(const uint8_t *)&one == 1)
-            png_set_swap(png);
-    }
-    p->interlaced = png_set_interlace_handling(png) > 1;
-    if (p->convert) {
-        p->pixfmt = want_alpha ? AN_PIX_RGBA : AN_PIX_RGB;
-        return want_alpha ? 4 : 3;
-    }
-    return an_mode_channels(p->mode);
 }
 
 static void
@@ -223,22 +144,23 @@ on_info(png_structp png, png_infop info)
         longjmp(p->jmp, 1);
     if (w != p->w || h != p->h)
         fail_now(p, AN_ERR_CORRUPT, "libpng changed the image size");
-    int ch = configure(p);
+    an_png_configure(png, info, p->mode, p->depth16, &p->lay);
+    int ch = p->lay.channels;
     png_read_update_info(png, info);
     p->rowbytes = png_get_rowbytes(png, info);
     if (png_get_channels(png, info) != ch ||
         p->rowbytes != (size_t)p->w * (size_t)ch * (size_t)p->bps)
         fail_now(p, AN_ERR_UNSUPPORTED, "unexpected libpng row layout");
     p->pixbytes = (size_t)ch * (size_t)p->bps;
-    if (p->convert && !p->interlaced && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL)
+    if (p->lay.convert && !p->lay.interlaced && (p->rowbuf = an_malloc(p->alloc, p->rowbytes)) == NULL)
         fail_now(p, an_nomem(p->alloc), "cannot allocate PNG row buffer");
-    if (p->convert && p->interlaced) {
+    if (p->lay.convert && p->lay.interlaced) {
         size_t total;
         if (!an_mul_size(p->rowbytes, p->h, &total) ||
             (p->image = an_calloc(p->alloc, 1, total)) == NULL)
             fail_now(p, an_nomem(p->alloc), "cannot allocate PNG deinterlace buffer");
     }
-    if (p->interlaced) {
+    if (p->lay.interlaced) {
         p->last_pass = 0;
         for (int k = 6; k >= 0; k--)
             if (p->w > xstart[k] && p->h > ystart[k]) {
@@ -253,11 +175,7 @@ on_info(png_structp png, png_infop info)
 static void
 convert_row(const an_ipng *p, const uint8_t *s, uint8_t *d)
 {
-    if (p->bps == 1)
-        an_convert_row8(p->pixfmt, p->mode, s, d, p->w);
-    else
-        an_convert_row16(p->pixfmt, p->mode, (const uint16_t *)(const void *)s,
-                         (uint16_t *)(void *)d, p->w);
+    an_png_convert_row(&p->lay, p->mode, p->bps, p->w, s, d);
 }
 
 static void
@@ -266,9 +184,9 @@ on_row(png_structp png, png_bytep row, png_uint_32 y, int pass)
     an_ipng *p = png_get_progressive_ptr(png);
     if (row == NULL || y >= p->h || p->rows_complete)
         return;
-    if (!p->interlaced) {
+    if (!p->lay.interlaced) {
         uint8_t *dst = p->target + (size_t)y * p->ostride;
-        if (p->convert)
+        if (p->lay.convert)
             convert_row(p, row, dst);
         else
             memcpy(dst, row, p->ostride);
@@ -280,7 +198,7 @@ on_row(png_structp png, png_bytep row, png_uint_32 y, int pass)
      * takes it, and only at the pass's columns (png_read_image's way). */
     if (pass < 0 || pass > 6 || y < ystart[pass] || (y - ystart[pass]) % yinc[pass] != 0)
         return;
-    uint8_t *dst = p->convert ? p->image + (size_t)y * p->rowbytes
+    uint8_t *dst = p->lay.convert ? p->image + (size_t)y * p->rowbytes
                               : p->target + (size_t)y * p->ostride;
     const size_t pb = p->pixbytes;
     for (uint32_t x = xstart[pass]; x < p->w; x += xinc[pass])
@@ -321,8 +239,8 @@ an_ipng_rows(const an_ipng *p)
 }
 
 an_status
-an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, int fast_path,
-             uint8_t *target, an_error *err)
+an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, uint8_t *target,
+             an_error *err)
 {
     *out = NULL;
     an_ipng *p = an_calloc(opts->alloc, 1, sizeof(*p));
@@ -333,7 +251,6 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, in
     p->alloc = opts->alloc;
     p->err = err;
     p->strict = opts->strict;
-    p->fast = fast_path;
     p->depth16 = opts->depth16;
     p->mode = opts->mode;
     p->limits = opts->limits;
@@ -342,10 +259,11 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, in
     p->h = g->codec_h;
     p->ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->target = target;
-    p->walk = fast_path ? WALK_OFF : WALK_SIG;
+    p->walk = WALK_SIG;
     p->need = 8;
-    p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, p,
-                                      on_malloc, on_free);
+    p->mem.alloc = opts->alloc;
+    p->png = png_create_read_struct_2(PNG_LIBPNG_VER_STRING, p, on_error, on_warning, &p->mem,
+                                      an_png_malloc, an_png_free);
     if (p->png == NULL) {
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng reader");
         an_ipng_close(p);
@@ -362,15 +280,7 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, in
         return err->status;
     }
     png_set_progressive_read_fn(p->png, p, on_info, on_row, on_end);
-    png_set_user_limits(p->png, opts->limits.max_width ? opts->limits.max_width : 0x7FFFFFFF,
-                        opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
-    png_set_chunk_cache_max(p->png, 1000);
-    png_set_chunk_malloc_max(p->png, 8u << 20);
-    if (opts->strict)
-        png_set_benign_errors(p->png, 0);
-    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
-    png_set_keep_unknown_chunks(p->png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
-                                (int)(sizeof(skipped_chunks) / 5));
+    an_png_setup_reader(p->png, opts);
     *out = p;
     return AN_OK;
 }
@@ -395,13 +305,25 @@ keep_partial(an_ipng *p)
 {
     if (!image_final(p)) {
         p->err->warned = 1;
-        if (p->rows_complete && !p->interlaced)
+        if (p->rows_complete && !p->lay.interlaced)
             memset(p->target + (size_t)(p->h - 1) * p->ostride, 0, p->ostride);
     }
     p->err->status = AN_OK;
     p->ended = 1;
     flush_image(p);
     return AN_OK;
+}
+
+/* png_check_chunk_name(): four ASCII letters.  The progressive reader skips
+ * that check for the chunk that ends the IDAT sequence; the sequential one
+ * (png_read_end, strict decode()) rejects it as corrupt. */
+static int
+valid_name(const uint8_t *t)
+{
+    for (int i = 0; i < 4; i++)
+        if (!((t[i] >= 'A' && t[i] <= 'Z') || (t[i] >= 'a' && t[i] <= 'z')))
+            return 0;
+    return 1;
 }
 
 /* Advances the chunk walker over n new bytes; returns how many bytes at the end
@@ -428,6 +350,8 @@ walk_chunks(an_ipng *p, const uint8_t *d, size_t n)
             p->clen = ((uint32_t)p->chdr[0] << 24) | ((uint32_t)p->chdr[1] << 16) |
                       ((uint32_t)p->chdr[2] << 8) | p->chdr[3];
             p->cidat = memcmp(p->chdr + 4, "IDAT", 4) == 0;
+            if (!p->idat_over && p->idat_seen && !p->cidat)
+                p->bad_name = !valid_name(p->chdr + 4);
             p->idat_over = p->idat_over || (p->idat_seen && !p->cidat);
             p->idat_seen = p->idat_seen || p->cidat;
             p->walk = p->clen > 0x7FFFFFFFu ? WALK_OFF : WALK_PAYLOAD;
@@ -484,6 +408,8 @@ an_ipng_feed(an_ipng *p, const uint8_t *data, size_t len, int *done, an_error *e
         memcpy(p->held + (p->held_len - from_held), data + (give - from_held),
                len - (give - from_held));
         p->held_len = keep;
+        if (p->bad_name && p->strict)
+            fail_now(p, AN_ERR_CORRUPT, "invalid chunk type after the image data");
     }
     if (p->ended || (!p->strict && image_final(p))) {
         flush_image(p);
