@@ -40,7 +40,8 @@ Where the budget applies:
 
 When NumPy itself is refused it raises its own ``MemoryError``; leaving the
 scope turns that into :class:`MemoryLimitError` with ``requested``, ``limit``
-and ``in_use``.  If you catch NumPy's error inside the scope, ``usage.refused``
+and ``in_use`` (only NumPy's error for the refused size: a MemoryError with
+another cause passes through untouched, even after a caught refusal).  If you catch NumPy's error inside the scope, ``usage.refused``
 has the same numbers.
 """
 
@@ -178,6 +179,26 @@ class _Frame(NamedTuple):
 _ids = itertools.count()
 
 
+#: The messages of the plain MemoryErrors NumPy raises when a realloc is refused
+#: (ndarray.resize; text parsing in fromstring/loadtxt raises one without args).
+_NUMPY_REALLOC_MESSAGES = ((), ("cannot allocate memory for array",))
+
+
+def _caused_by(exc: MemoryError, refused: MemoryRefusal) -> bool:
+    """Whether ``exc`` is NumPy reporting the refusal ``refused`` (the last one
+    of the scope).  A refusal the caller caught earlier must not relabel a later,
+    unrelated MemoryError (system OOM, ``bytearray(2**62)``, one raised by hand).
+
+    NumPy's array-creation error carries the size it asked for, which must be
+    the refused size; its realloc paths raise a bare MemoryError with one of
+    two known messages.  Anything else is somebody else's MemoryError."""
+    total = getattr(exc, "_total_size", None)
+    numpy_error = type(exc).__module__.partition(".")[0] == "numpy"  # _ArrayMemoryError
+    if numpy_error and isinstance(total, int):
+        return refused.requested in (total, max(total, 1))
+    return type(exc) is MemoryError and exc.args in _NUMPY_REALLOC_MESSAGES
+
+
 class memory_limit:
     """A memory budget for the current thread or asyncio task.
 
@@ -223,7 +244,7 @@ class memory_limit:
         _core.budget_exit(frame.previous)
         if isinstance(exc, MemoryError) and not isinstance(exc, AmuletError):
             refused = frame.usage.refused
-            if refused is not None:
+            if refused is not None and _caused_by(exc, refused):
                 # NumPy's own MemoryError after our handler said no.
                 raise MemoryLimitError(
                     f"allocation of {refused.requested} bytes would pass the memory budget "

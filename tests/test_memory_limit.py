@@ -700,3 +700,54 @@ def test_no_leaks() -> None:
     # A leak grows both halves; a one-time allocation shows in at most one.
     assert min(heap_growth) < 64 * 1024, heap_growth
     assert min(rss_growth) < 2 * 1024 * 1024, rss_growth
+
+
+# ---- review: MemoryError translation must not mislabel -------------------------
+
+
+def test_caught_refusal_does_not_relabel_a_later_unrelated_memory_error() -> None:
+    # Before: any MemoryError leaving a scope that had *ever* refused became a
+    # MemoryLimitError carrying the stale numbers of the caught refusal.
+    class OtherMemoryError(MemoryError):
+        pass
+
+    for late in (MemoryError("system out of memory"), OtherMemoryError()):
+        with pytest.raises(MemoryError) as info, an.memory_limit(max_bytes=10 * KB) as usage:
+            try:
+                np.empty(20 * KB, np.uint8)
+            except MemoryError:
+                pass
+            assert usage.refused is not None
+            raise late
+        assert info.value is late and not isinstance(info.value, an.MemoryLimitError)
+
+
+def test_numpy_error_of_another_size_is_not_relabelled() -> None:
+    # the scope refused 20 KB earlier; a NumPy error for a different size is not ours
+    with pytest.raises(MemoryError) as info, an.memory_limit(max_bytes=10 * KB):
+        try:
+            np.empty(20 * KB, np.uint8)
+        except MemoryError as e:
+            array_memory_error = type(e)
+        # what NumPy raises when the system (not the budget) refuses 12345 bytes
+        raise array_memory_error((12345,), np.dtype(np.uint8))
+    assert not isinstance(info.value, an.MemoryLimitError)
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        lambda: np.empty(20 * KB, np.uint8),
+        lambda: np.zeros((20, KB), np.uint8),
+        lambda: np.concatenate([np.ones(10, np.uint8), np.ones(20 * KB, np.uint8)]),
+        lambda: np.arange(10, dtype=np.uint8).resize(20 * KB, refcheck=False),
+        lambda: np.fromstring(" ".join(["1"] * 5000), sep=" "),
+    ],
+    ids=["empty", "zeros", "concatenate", "resize", "fromstring"],
+)
+def test_numpy_refusals_become_memory_limit_errors(refused: Any) -> None:
+    with pytest.raises(an.MemoryLimitError) as info, an.memory_limit(max_bytes=10 * KB) as u:
+        refused()
+    assert u.refused is not None
+    assert info.value.requested == u.refused.requested
+    assert info.value.limit == 10 * KB
