@@ -96,9 +96,12 @@ def _to_bytes(max_bytes: int | None, mb: float | None, what: str) -> int | None:
     if max_bytes is not None and mb is not None:
         raise ValidationError(f"{what}: give max_bytes or mb, not both", field="mb")
     if mb is not None:
-        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb > 0:
-            raise ValidationError(f"{what}: mb must be a positive number, got {mb!r}", field="mb")
-        max_bytes = int(mb * _MIB)
+        if (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb > 0
+                or not mb * _MIB < 2**63):  # inf used to escape as OverflowError
+            raise ValidationError(
+                f"{what}: mb must be a positive number below 2**43, got {mb!r}", field="mb"
+            )
+        max_bytes = max(int(mb * _MIB), 1)
     if max_bytes is None:
         return None
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):

@@ -144,6 +144,9 @@ def test_exit_without_enter_is_a_clear_error() -> None:
         ((), {"mb": 0}, "mb"),
         ((), {"mb": -1}, "mb"),
         ((), {"mb": True}, "mb"),
+        ((), {"mb": float("inf")}, "mb"),  # was an OverflowError
+        ((), {"mb": float("nan")}, "mb"),
+        ((), {"mb": 1e30}, "mb"),
         ((0,), {}, "max_bytes"),
         ((-5,), {}, "max_bytes"),
         ((1.5,), {}, "max_bytes"),
@@ -751,3 +754,13 @@ def test_numpy_refusals_become_memory_limit_errors(refused: Any) -> None:
     assert u.refused is not None
     assert info.value.requested == u.refused.requested
     assert info.value.limit == 10 * KB
+
+
+def test_tiny_mb_is_one_byte_and_infinite_mb_is_refused_by_the_process_limit_too(
+    no_process_limit: None,
+) -> None:
+    assert an.memory_limit(mb=1e-12).max_bytes == 1
+    with pytest.raises(an.ValidationError) as info:
+        an.set_process_memory_limit(mb=float("inf"))
+    assert info.value.field == "mb"
+    assert an.get_process_memory_limit() is None
