@@ -764,3 +764,57 @@ def test_tiny_mb_is_one_byte_and_infinite_mb_is_refused_by_the_process_limit_too
         an.set_process_memory_limit(mb=float("inf"))
     assert info.value.field == "mb"
     assert an.get_process_memory_limit() is None
+
+
+# ---- review: the per-scope small-block cache ------------------------------------
+
+
+def test_small_blocks_are_reused_with_exact_accounting_and_clean_zeros() -> None:
+    # Blocks under 1 KiB are kept per scope for reuse (the ~5% overhead on tiny
+    # arrays came from malloc/free).  A reused block must fit any size of its
+    # class (ASan checks the writes under `make sanitize`), np.zeros must not see
+    # a previous array's bytes, and every byte is still charged and credited.
+    rng = np.random.default_rng(6)
+    sizes = [0, 1, 15, 16, 17, 31, 32, 33, 1000, 1023, 1024, 1025, 4096]
+    sizes += [int(x) for x in rng.integers(0, 1100, 200)]
+    with an.memory_limit(max_bytes=256 * KB) as usage:
+        live: list[np.ndarray] = []
+        for i, n in enumerate(sizes):
+            dirty = np.full(n, 0xAB, np.uint8)
+            del dirty
+            z = np.zeros(n, np.uint8)
+            assert not z.any()
+            z[:] = 0xCD  # the whole block is writable
+            if i % 3 == 0:
+                live.append(z)  # keep some so that the cache depth overflows too
+            del z
+        assert usage.current == sum(max(a.nbytes, 1) for a in live)
+        grown = live[1]
+        old = grown.nbytes
+        grown.resize(5000, refcheck=False)  # realloc of a block that came from the cache
+        assert grown.nbytes == 5000 and (grown[:old] == 0xCD).all() and not grown[old:].any()
+        shrunk = np.full(3000, 7, np.uint8)
+        shrunk.resize(5, refcheck=False)  # realloc down into a cache class, then freed
+        assert (shrunk == 7).all()
+        del live, grown, shrunk
+        assert usage.current == 0
+        assert usage.peak <= 256 * KB
+    assert usage.current == 0
+
+
+def test_small_block_cache_lives_with_arrays_that_outlive_the_scope() -> None:
+    with an.memory_limit(max_bytes=64 * KB) as usage:
+        kept = [np.full(n, 1, np.uint8) for n in range(1, 200)]
+        for _ in range(20):
+            tmp = np.ones(16) + 1.0
+            del tmp
+    assert usage.current == sum(a.nbytes for a in kept)
+    # freed after the scope: into the (dead) scope's cache, credited to it
+    del kept
+    gc.collect()
+    assert usage.current == 0
+    with an.memory_limit(max_bytes=64 * KB) as other:
+        again = np.ones(16)
+        assert other.current == again.nbytes
+        del again
+    assert usage.current == 0 and other.current == 0
