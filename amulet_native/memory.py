@@ -260,6 +260,15 @@ class memory_limit:
                 ) from exc
 
     def __call__(self, func: F) -> F:
+        if not callable(func):
+            raise TypeError(f"memory_limit decorates a function, got {type(func).__name__}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The scope would end when the generator object is created, before
+            # its body runs: its allocations would silently go unbudgeted.
+            raise TypeError(
+                f"memory_limit cannot decorate the generator function {func.__qualname__}: "
+                "enter the scope around the loop that consumes it instead"
+            )
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)

@@ -818,3 +818,21 @@ def test_small_block_cache_lives_with_arrays_that_outlive_the_scope() -> None:
         assert other.current == again.nbytes
         del again
     assert usage.current == 0 and other.current == 0
+
+
+def test_decorating_a_generator_function_is_refused() -> None:
+    # Before: the scope ended when the generator object was made, so the body's
+    # allocations silently ran without a budget.
+    def gen() -> Iterator[np.ndarray]:
+        yield np.empty(20 * KB, np.uint8)
+
+    async def agen() -> Any:
+        yield np.empty(20 * KB, np.uint8)
+
+    for f in (gen, agen):
+        with pytest.raises(TypeError, match="generator"):
+            an.memory_limit(max_bytes=10 * KB)(f)
+        with pytest.raises(TypeError, match="generator"):
+            an.memory_efficient_operation(mb=1)(f)
+    with pytest.raises(TypeError, match="decorates a function"):
+        an.memory_limit(mb=1)(42)  # type: ignore[type-var]
