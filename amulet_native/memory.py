@@ -370,6 +370,10 @@ class MemorySnapshot:
     """Why the cgroup numbers are unknown (malformed files), else None."""
     effective_limit: int
     """What this process can use: the cgroup limit if there is one, else physical memory."""
+    cgroup_working_set: int | None = None
+    """``cgroup_usage`` minus the reclaimable page cache (``inactive_file`` in
+    ``memory.stat``): what the kernel cannot simply drop before an OOM kill.
+    Equal to ``cgroup_usage`` when ``memory.stat`` is unreadable."""
 
 
 @dataclass(frozen=True)
@@ -404,9 +408,12 @@ class MemoryMonitor:
     ``pressure()`` takes the largest of these usage ratios, so it reacts to
     whichever limit is closest:
 
-    * ``cgroup``: the cgroup's own usage (``memory.current`` / v1
-      ``memory.usage_in_bytes``, which includes page cache) over its limit,
-      when the process runs in a memory-limited cgroup;
+    * ``cgroup``: the cgroup's working set (``memory.current`` / v1
+      ``memory.usage_in_bytes`` minus the reclaimable page cache,
+      ``inactive_file`` in ``memory.stat``, as the kubelet counts it) over its
+      limit, when the process runs in a memory-limited cgroup.  Raw usage
+      would sit near the limit in any container that reads files, because
+      the kernel fills the cgroup with page cache until it reaches the limit;
     * ``system``: ``MemTotal - MemAvailable`` over ``MemTotal``;
     * ``process``: RSS over :func:`set_process_memory_limit`, when one is set.
 
@@ -439,8 +446,11 @@ class MemoryMonitor:
         when /proc is missing or malformed; a malformed cgroup only makes the
         cgroup numbers None (``cgroup_problem`` says why)."""
         rss, peak, total, available = _core.read_procmem(self.root)
-        version, known, limit, usage, _path, problem = _core.read_cgroup(self.root)
+        version, known, limit, usage, _path, problem, inactive = _core.read_cgroup(self.root)
         cg_limit = limit if known else None
+        working_set = None
+        if known:
+            working_set = usage - min(inactive, usage) if inactive is not None else usage
         effective = min(cg_limit, total) if cg_limit is not None else total
         return MemorySnapshot(
             rss=rss,
@@ -452,6 +462,7 @@ class MemoryMonitor:
             cgroup_usage=usage if known else None,
             cgroup_problem=problem or None,
             effective_limit=effective,
+            cgroup_working_set=working_set,
         )
 
     def level_for(self, ratio: float) -> PressureLevel:
@@ -469,9 +480,10 @@ class MemoryMonitor:
         if snap.total > 0:
             used = max(snap.total - snap.available, 0)
             candidates.append((used / snap.total, used, snap.total, "system"))
-        if snap.cgroup_limit is not None and snap.cgroup_usage is not None:
+        if snap.cgroup_limit is not None and snap.cgroup_working_set is not None:
             lim = max(snap.cgroup_limit, 1)
-            candidates.append((snap.cgroup_usage / lim, snap.cgroup_usage, lim, "cgroup"))
+            ws = snap.cgroup_working_set
+            candidates.append((ws / lim, ws, lim, "cgroup"))
         plimit = get_process_memory_limit()
         if plimit is not None:
             candidates.append((snap.rss / plimit, snap.rss, plimit, "process"))

@@ -611,7 +611,8 @@ an_py_read_procmem(PyObject *module, PyObject *arg)
                          (unsigned long long)m.total, (unsigned long long)m.available);
 }
 
-/* read_cgroup(root) -> (version, known, limit | None, usage, path, problem) */
+/* read_cgroup(root) -> (version, known, limit | None, usage, path, problem,
+ *                       inactive_file | None) */
 PyObject *
 an_py_read_cgroup(PyObject *module, PyObject *arg)
 {
@@ -631,10 +632,16 @@ an_py_read_cgroup(PyObject *module, PyObject *arg)
     limit = (cg->known && cg->limit != UINT64_MAX)
                 ? PyLong_FromUnsignedLongLong(cg->limit)
                 : Py_NewRef(Py_None);
-    PyObject *res = limit == NULL ? NULL
-                                  : Py_BuildValue("(iNNKss)", cg->version, PyBool_FromLong(cg->known),
-                                                  limit, (unsigned long long)cg->usage, cg->path,
-                                                  cg->problem);
+    PyObject *inactive = (cg->known && cg->have_inactive)
+                             ? PyLong_FromUnsignedLongLong(cg->inactive_file)
+                             : Py_NewRef(Py_None);
+    PyObject *res = NULL;
+    if (limit == NULL || inactive == NULL) {
+        Py_XDECREF(limit);
+        Py_XDECREF(inactive);
+    } else
+        res = Py_BuildValue("(iNNKssN)", cg->version, PyBool_FromLong(cg->known), limit,
+                            (unsigned long long)cg->usage, cg->path, cg->problem, inactive);
     PyMem_RawFree(cg);
     return res;
 }
