@@ -138,7 +138,7 @@ def _readinto_of(f: Any) -> ReadInto:
             if got is None or (
                 isinstance(got, int) and not isinstance(got, bool) and 0 <= got <= len(mv)
             ):
-                return got  # type: ignore[no-any-return]
+                return got
             raise _bad_count(f, len(mv), got)
 
         return checked_readinto

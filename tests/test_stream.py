@@ -981,9 +981,7 @@ def test_readinto_reporting_an_impossible_count_is_refused(report: Any) -> None:
 def test_closed_file_objects_are_refused_up_front(tmp_path: Path) -> None:
     p = tmp_path / "data.bin"
     p.write_bytes(b"abc" * 100)
-    for opener in (lambda: open(p, "rb"), lambda: open(p, "rb", buffering=0),
-                   lambda: io.BytesIO(b"abc")):
-        f = opener()
+    for f in (open(p, "rb"), open(p, "rb", buffering=0), io.BytesIO(b"abc")):  # noqa: SIM115
         f.close()
         with pytest.raises(an.ValidationError) as e:
             an.stream_file(f)  # at once, not at the first next()
