@@ -40,7 +40,8 @@ Where the budget applies:
 
 When NumPy itself is refused it raises its own ``MemoryError``; leaving the
 scope turns that into :class:`MemoryLimitError` with ``requested``, ``limit``
-and ``in_use``.  If you catch NumPy's error inside the scope, ``usage.refused``
+and ``in_use`` (only NumPy's error for the refused size: a MemoryError with
+another cause passes through untouched, even after a caught refusal).  If you catch NumPy's error inside the scope, ``usage.refused``
 has the same numbers.
 """
 
@@ -95,9 +96,12 @@ def _to_bytes(max_bytes: int | None, mb: float | None, what: str) -> int | None:
     if max_bytes is not None and mb is not None:
         raise ValidationError(f"{what}: give max_bytes or mb, not both", field="mb")
     if mb is not None:
-        if isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb > 0:
-            raise ValidationError(f"{what}: mb must be a positive number, got {mb!r}", field="mb")
-        max_bytes = int(mb * _MIB)
+        if (isinstance(mb, bool) or not isinstance(mb, (int, float)) or not mb > 0
+                or not mb * _MIB < 2**63):  # inf used to escape as OverflowError
+            raise ValidationError(
+                f"{what}: mb must be a positive number below 2**43, got {mb!r}", field="mb"
+            )
+        max_bytes = max(int(mb * _MIB), 1)
     if max_bytes is None:
         return None
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
@@ -178,6 +182,26 @@ class _Frame(NamedTuple):
 _ids = itertools.count()
 
 
+#: The messages of the plain MemoryErrors NumPy raises when a realloc is refused
+#: (ndarray.resize; text parsing in fromstring/loadtxt raises one without args).
+_NUMPY_REALLOC_MESSAGES = ((), ("cannot allocate memory for array",))
+
+
+def _caused_by(exc: MemoryError, refused: MemoryRefusal) -> bool:
+    """Whether ``exc`` is NumPy reporting the refusal ``refused`` (the last one
+    of the scope).  A refusal the caller caught earlier must not relabel a later,
+    unrelated MemoryError (system OOM, ``bytearray(2**62)``, one raised by hand).
+
+    NumPy's array-creation error carries the size it asked for, which must be
+    the refused size; its realloc paths raise a bare MemoryError with one of
+    two known messages.  Anything else is somebody else's MemoryError."""
+    total = getattr(exc, "_total_size", None)
+    numpy_error = type(exc).__module__.partition(".")[0] == "numpy"  # _ArrayMemoryError
+    if numpy_error and isinstance(total, int):
+        return refused.requested in (total, max(total, 1))
+    return type(exc) is MemoryError and exc.args in _NUMPY_REALLOC_MESSAGES
+
+
 class memory_limit:
     """A memory budget for the current thread or asyncio task.
 
@@ -223,7 +247,7 @@ class memory_limit:
         _core.budget_exit(frame.previous)
         if isinstance(exc, MemoryError) and not isinstance(exc, AmuletError):
             refused = frame.usage.refused
-            if refused is not None:
+            if refused is not None and _caused_by(exc, refused):
                 # NumPy's own MemoryError after our handler said no.
                 raise MemoryLimitError(
                     f"allocation of {refused.requested} bytes would pass the memory budget "
@@ -236,6 +260,15 @@ class memory_limit:
                 ) from exc
 
     def __call__(self, func: F) -> F:
+        if not callable(func):
+            raise TypeError(f"memory_limit decorates a function, got {type(func).__name__}")
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # The scope would end when the generator object is created, before
+            # its body runs: its allocations would silently go unbudgeted.
+            raise TypeError(
+                f"memory_limit cannot decorate the generator function {func.__qualname__}: "
+                "enter the scope around the loop that consumes it instead"
+            )
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
@@ -337,6 +370,10 @@ class MemorySnapshot:
     """Why the cgroup numbers are unknown (malformed files), else None."""
     effective_limit: int
     """What this process can use: the cgroup limit if there is one, else physical memory."""
+    cgroup_working_set: int | None = None
+    """``cgroup_usage`` minus the reclaimable page cache (``inactive_file`` in
+    ``memory.stat``): what the kernel cannot simply drop before an OOM kill.
+    Equal to ``cgroup_usage`` when ``memory.stat`` is unreadable."""
 
 
 @dataclass(frozen=True)
@@ -371,9 +408,12 @@ class MemoryMonitor:
     ``pressure()`` takes the largest of these usage ratios, so it reacts to
     whichever limit is closest:
 
-    * ``cgroup``: the cgroup's own usage (``memory.current`` / v1
-      ``memory.usage_in_bytes``, which includes page cache) over its limit,
-      when the process runs in a memory-limited cgroup;
+    * ``cgroup``: the cgroup's working set (``memory.current`` / v1
+      ``memory.usage_in_bytes`` minus the reclaimable page cache,
+      ``inactive_file`` in ``memory.stat``, as the kubelet counts it) over its
+      limit, when the process runs in a memory-limited cgroup.  Raw usage
+      would sit near the limit in any container that reads files, because
+      the kernel fills the cgroup with page cache until it reaches the limit;
     * ``system``: ``MemTotal - MemAvailable`` over ``MemTotal``;
     * ``process``: RSS over :func:`set_process_memory_limit`, when one is set.
 
@@ -406,8 +446,11 @@ class MemoryMonitor:
         when /proc is missing or malformed; a malformed cgroup only makes the
         cgroup numbers None (``cgroup_problem`` says why)."""
         rss, peak, total, available = _core.read_procmem(self.root)
-        version, known, limit, usage, _path, problem = _core.read_cgroup(self.root)
+        version, known, limit, usage, _path, problem, inactive = _core.read_cgroup(self.root)
         cg_limit = limit if known else None
+        working_set = None
+        if known:
+            working_set = usage - min(inactive, usage) if inactive is not None else usage
         effective = min(cg_limit, total) if cg_limit is not None else total
         return MemorySnapshot(
             rss=rss,
@@ -419,6 +462,7 @@ class MemoryMonitor:
             cgroup_usage=usage if known else None,
             cgroup_problem=problem or None,
             effective_limit=effective,
+            cgroup_working_set=working_set,
         )
 
     def level_for(self, ratio: float) -> PressureLevel:
@@ -436,9 +480,10 @@ class MemoryMonitor:
         if snap.total > 0:
             used = max(snap.total - snap.available, 0)
             candidates.append((used / snap.total, used, snap.total, "system"))
-        if snap.cgroup_limit is not None and snap.cgroup_usage is not None:
+        if snap.cgroup_limit is not None and snap.cgroup_working_set is not None:
             lim = max(snap.cgroup_limit, 1)
-            candidates.append((snap.cgroup_usage / lim, snap.cgroup_usage, lim, "cgroup"))
+            ws = snap.cgroup_working_set
+            candidates.append((ws / lim, ws, lim, "cgroup"))
         plimit = get_process_memory_limit()
         if plimit is not None:
             candidates.append((snap.rss / plimit, snap.rss, plimit, "process"))

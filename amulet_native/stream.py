@@ -109,11 +109,39 @@ def _check_binary(f: object) -> None:
         raise _text_mode_error(f)
 
 
+def _check_open(f: object) -> None:
+    """ValidationError ``input.closed`` for a file object that is already closed
+    (at once, rather than a bare ValueError at the first read)."""
+    if getattr(f, "closed", False) is True:
+        raise ValidationError(
+            f"{type(f).__name__} is closed", code="input.closed", field="source"
+        )
+
+
+def _bad_count(f: object, asked: int, got: object) -> ValidationError:
+    return ValidationError(
+        f"{type(f).__name__}.readinto() of {asked} bytes returned {got!r}",
+        code="input.read",
+        field="source",
+    )
+
+
 def _readinto_of(f: Any) -> ReadInto:
-    """f.readinto, or an equivalent built on f.read() (one copy per read)."""
+    """f.readinto (its result checked: a count outside [0, len] would hang the
+    reader or silently drop bytes), or an equivalent built on f.read() (one
+    copy per read)."""
     readinto = getattr(f, "readinto", None)
     if callable(readinto):
-        return readinto  # type: ignore[no-any-return]
+
+        def checked_readinto(mv: memoryview) -> int | None:
+            got = readinto(mv)
+            if got is None or (
+                isinstance(got, int) and not isinstance(got, bool) and 0 <= got <= len(mv)
+            ):
+                return got
+            raise _bad_count(f, len(mv), got)
+
+        return checked_readinto
     read = getattr(f, "read", None)
     if not callable(read):
         raise _type_error("expected a binary file object (readinto() or read())", f)
@@ -351,6 +379,7 @@ def stream_file(
         getattr(source, "read", None)
     ):
         raise _type_error("stream_file() takes a path or a binary file object", source)
+    _check_open(source)
     mapped = _map_if_large(source, mmap_threshold)
     if mapped is not None:
         m, start = mapped
@@ -464,6 +493,7 @@ def _read_file(f: Any, limit: int, hasher: Any, algorithm: str | None,
                hint: int | None) -> LimitedRead:
     """readinto straight into the result; never asks for more than limit + 1 bytes."""
     _check_binary(f)
+    _check_open(f)
     readinto = _readinto_of(f)
     if hint is None:
         hint = _remaining(f)

@@ -356,3 +356,59 @@ def test_gc_manager_background_thread() -> None:
 def test_gc_manager_validation(kwargs: dict[str, object]) -> None:
     with pytest.raises(an.ValidationError):
         an.GarbageCollectionManager(**kwargs)  # type: ignore[arg-type]
+
+
+# ---- review: pressure on the working set, not on page cache ----------------------
+
+
+def _with_stat(tmp_path: Path, tree: str, stat_dir: str, stat: str) -> Path:
+    root = tmp_path / tree
+    shutil.copytree(FIXTURES / tree, root)
+    (root / stat_dir / "memory.stat").write_text(stat)
+    return root
+
+
+def test_cgroup_pressure_ignores_reclaimable_page_cache(tmp_path: Path) -> None:
+    # Before: pressure used memory.current / usage_in_bytes, which the kernel
+    # fills with page cache up to the limit in any container that reads files,
+    # so the monitor sat at CRITICAL and the GC manager shrank caches for nothing.
+    v1 = _with_stat(tmp_path, "v1", "sys/fs/cgroup/memory",
+                    f"cache {110 * MB}\nrss {18 * MB}\ninactive_file {1 * MB}\n"
+                    f"total_cache {110 * MB}\ntotal_inactive_file {100 * MB}\n")
+    snap = an.MemoryMonitor(root=v1).snapshot()
+    assert snap.cgroup_usage == 128 * MB  # still the raw reading
+    assert snap.cgroup_working_set == 28 * MB  # 128 - total_inactive_file
+    r = an.MemoryMonitor(warning=0.4, critical=0.5, root=v1).pressure()
+    assert r.level == an.PressureLevel.NORMAL and r.source == "system"
+    # v2: "inactive_file", not "inactive_anon" nor a key that merely starts alike
+    v2 = _with_stat(tmp_path, "v2", "sys/fs/cgroup/user.slice/app.scope",
+                    f"anon {10 * MB}\ninactive_anon {3 * MB}\ninactive_filex 1\n"
+                    f"inactive_file {80 * MB}\nactive_file {5 * MB}\n")
+    snap = an.MemoryMonitor(root=v2).snapshot()
+    assert (snap.cgroup_usage, snap.cgroup_working_set) == (100 * MB, 20 * MB)
+
+
+def test_cgroup_working_set_without_or_with_a_bad_memory_stat(tmp_path: Path) -> None:
+    # no memory.stat (the fixture trees): working set = usage, as before
+    snap = an.MemoryMonitor(root=fixture("v1")).snapshot()
+    assert snap.cgroup_working_set == snap.cgroup_usage == 128 * MB
+    for i, stat in enumerate(["inactive_file -5\n", "inactive_file 12x\n", "", "inactive_file",
+                              "inactive_file 99999999999999999999999\n"]):
+        root = _with_stat(tmp_path / str(i), "v1", "sys/fs/cgroup/memory",
+                          stat.replace("inactive_file", "total_inactive_file"))
+        snap = an.MemoryMonitor(root=root).snapshot()
+        assert snap.cgroup_working_set == 128 * MB and snap.cgroup_problem is None
+    # page cache read after usage can exceed it: clamped at 0, never negative
+    root = _with_stat(tmp_path / "big", "v1", "sys/fs/cgroup/memory",
+                      f"total_inactive_file {500 * MB}\n")
+    assert an.MemoryMonitor(root=root).snapshot().cgroup_working_set == 0
+    # no cgroup: no working set
+    assert an.MemoryMonitor(root=fixture("none")).snapshot().cgroup_working_set is None
+
+
+def test_real_cgroup_working_set_agrees_with_memory_stat() -> None:
+    snap = an.MemoryMonitor().snapshot()
+    if snap.cgroup_usage is None:
+        pytest.skip("no readable memory cgroup here")
+    assert snap.cgroup_working_set is not None
+    assert 0 <= snap.cgroup_working_set <= snap.cgroup_usage

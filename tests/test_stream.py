@@ -932,3 +932,63 @@ def test_resize_bytearray_helper() -> None:
         _core.resize_bytearray(b"ab", 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         _core.resize_bytearray(buf, -1)
+
+
+# ---- review: misbehaving sources ------------------------------------------------
+
+
+class _CountingRaw(io.RawIOBase):
+    """A raw stream whose readinto() fills one byte and reports ``report(len)``."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+        self.calls = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> Any:
+        self.calls += 1
+        if self.calls > 3:
+            return 0
+        b[:1] = b"x"
+        return self.report(len(b))
+
+
+@pytest.mark.parametrize(
+    "report",
+    [lambda n: n + 100, lambda n: -5, lambda n: "3", lambda n: 2.0, lambda n: True],
+    ids=["more-than-asked", "negative", "str", "float", "bool"],
+)
+def test_readinto_reporting_an_impossible_count_is_refused(report: Any) -> None:
+    # Before: a count past the buffer silently dropped bytes, a negative one hung
+    # the reader forever, a str gave a bare TypeError from deep inside.
+    with pytest.raises(an.ValidationError) as e:
+        list(an.stream_file(_CountingRaw(report), 10))
+    assert e.value.code == "input.read"
+    with pytest.raises(an.ValidationError) as e:
+        an.read_limited(_CountingRaw(report), 100)
+    assert e.value.code == "input.read"
+
+    async def main() -> None:
+        await an.aread_limited(_CountingRaw(report), 100)
+
+    with pytest.raises(an.ValidationError) as e:
+        asyncio.run(main())
+    assert e.value.code == "input.read"
+
+
+def test_closed_file_objects_are_refused_up_front(tmp_path: Path) -> None:
+    p = tmp_path / "data.bin"
+    p.write_bytes(b"abc" * 100)
+    for f in (open(p, "rb"), open(p, "rb", buffering=0), io.BytesIO(b"abc")):  # noqa: SIM115
+        f.close()
+        with pytest.raises(an.ValidationError) as e:
+            an.stream_file(f)  # at once, not at the first next()
+        assert e.value.code == "input.closed"
+        with pytest.raises(an.ValidationError) as e:
+            an.read_limited(f, 1000)
+        assert e.value.code == "input.closed"
+        with pytest.raises(an.ValidationError) as e:
+            asyncio.run(an.aread_limited(f, 1000))
+        assert e.value.code == "input.closed"

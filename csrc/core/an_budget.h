@@ -124,6 +124,9 @@ typedef struct an_cgroup {
     uint64_t usage;         /* memory.current / memory.usage_in_bytes */
     char path[512];         /* the directory the numbers come from */
     char problem[200];      /* why known is 0 when version != 0; "" otherwise */
+    int have_inactive;      /* inactive_file below was read from memory.stat */
+    uint64_t inactive_file; /* reclaimable page cache (v2 inactive_file, v1
+                               total_inactive_file); usage - this = working set */
 } an_cgroup;
 
 /* Finds the process's memory cgroup (via <root>/proc/self/cgroup and

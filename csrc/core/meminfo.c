@@ -176,6 +176,40 @@ read_value(const char *root, const char *dir, const char *name, uint64_t *out, a
     return 1;
 }
 
+/* "key value" in a cgroup memory.stat; 0 when absent or malformed. */
+static int
+find_stat(const char *text, const char *key, uint64_t *out)
+{
+    size_t klen = strlen(key);
+    for (const char *line = text; line != NULL && *line;) {
+        if (strncmp(line, key, klen) == 0 && line[klen] == ' ') {
+            const char *p = parse_u64(line + klen + 1, out);
+            return p != NULL && (*p == '\n' || *p == '\0');
+        }
+        line = strchr(line, '\n');
+        if (line != NULL)
+            line++;
+    }
+    return 0;
+}
+
+/* The reclaimable page cache of dir from its memory.stat, when it can be read:
+ * memory.current / usage_in_bytes count it, yet the kernel drops it before it
+ * OOM-kills, so pressure is judged on usage minus it (the working set, as the
+ * kubelet and docker stats do).  Missing or malformed: left unknown. */
+static void
+read_inactive(const char *root, const char *dir, const char *key, an_cgroup *cg)
+{
+    char path[700], buf[8192];
+    an_error err;
+    uint64_t v;
+    snprintf(path, sizeof(path), "%s/memory.stat", dir);
+    if (read_file(root, path, buf, sizeof(buf), &err) == 0 && find_stat(buf, key, &v)) {
+        cg->inactive_file = v;
+        cg->have_inactive = 1;
+    }
+}
+
 static int
 is_dir_file(const char *root, const char *dir, const char *name)
 {
@@ -330,6 +364,7 @@ read_v2(const char *root, const char *dir, const char *mount_point, an_cgroup *c
     cg->usage = usage;
     cg->limit = limit;
     cg->known = 1;
+    read_inactive(root, dir, "inactive_file", cg);
 }
 
 static void
@@ -338,8 +373,10 @@ read_v1(const char *root, const char *dir, an_cgroup *cg)
     cg->version = 1;
     snprintf(cg->path, sizeof(cg->path), "%s", dir);
     if (read_value(root, dir, "memory.limit_in_bytes", &cg->limit, cg) &&
-        read_value(root, dir, "memory.usage_in_bytes", &cg->usage, cg))
+        read_value(root, dir, "memory.usage_in_bytes", &cg->usage, cg)) {
         cg->known = 1;
+        read_inactive(root, dir, "total_inactive_file", cg);
+    }
 }
 
 void

@@ -31,14 +31,108 @@
 
 /* ---- the NEP 49 handler -------------------------------------------------- */
 
+/*
+ * A small-block cache per scope, as NumPy's default handler has one: without
+ * it every tiny temporary (a + 1 on a 16-element array) is a malloc and a
+ * free, and an allocation-heavy loop of tiny arrays ran ~6-10% slower inside
+ * a scope than outside.  Blocks under CACHE_LIMIT bytes are rounded up to a
+ * 16-byte class, and up to CACHE_DEPTH freed blocks per class are kept for
+ * reuse.  The accounting stays exact: a cached block is credited when it is
+ * freed and charged again when it is reused, so usage.current still returns
+ * to 0.  The cache relies on the GIL, like NumPy's (its default handler
+ * asserts the GIL is held: NumPy allocates and frees array data only with
+ * it); the free-threaded build goes straight to malloc.  The cache belongs to
+ * the handler, which every array it allocated holds, so it is emptied when the
+ * last of them is gone.
+ */
+#define CACHE_LIMIT 1024
+#define CACHE_CLASSES (CACHE_LIMIT / 16)
+#define CACHE_DEPTH 8
+
+typedef struct {
+    an_budget *budget; /* a reference */
+#ifndef Py_GIL_DISABLED
+    unsigned char count[CACHE_CLASSES];
+    unsigned char *blocks[CACHE_CLASSES][CACHE_DEPTH]; /* header pointers */
+#endif
+} h_ctx;
+
+/* Bytes actually allocated for a block charged `size` (header excluded): small
+ * sizes are rounded up to their class so that any block of a class fits any
+ * request of that class. */
+static size_t
+h_capacity(size_t size)
+{
+    if (size >= CACHE_LIMIT)
+        return size;
+    return size == 0 ? 16 : (size + 15) & ~(size_t)15;
+}
+
+/* The cache class of a size under CACHE_LIMIT: blocks of 16, 32, ... 1024 bytes. */
+static size_t
+h_class(size_t size)
+{
+    return h_capacity(size) / 16 - 1;
+}
+
+/* A cached block for size, or NULL. */
+static unsigned char *
+cache_take(h_ctx *c, size_t size)
+{
+#ifndef Py_GIL_DISABLED
+    if (size < CACHE_LIMIT) {
+        size_t k = h_class(size);
+        if (c->count[k] > 0)
+            return c->blocks[k][--c->count[k]];
+    }
+#else
+    (void)c;
+    (void)size;
+#endif
+    return NULL;
+}
+
+/* Keeps a freed block of charged size for reuse; 0 when the cache is full. */
+static int
+cache_put(h_ctx *c, unsigned char *p, size_t size)
+{
+#ifndef Py_GIL_DISABLED
+    if (size < CACHE_LIMIT) {
+        size_t k = h_class(size);
+        if (c->count[k] < CACHE_DEPTH) {
+            c->blocks[k][c->count[k]++] = p;
+            return 1;
+        }
+    }
+#else
+    (void)c;
+    (void)p;
+    (void)size;
+#endif
+    return 0;
+}
+
+static void
+cache_clear(h_ctx *c)
+{
+#ifndef Py_GIL_DISABLED
+    for (size_t k = 0; k < CACHE_CLASSES; k++)
+        while (c->count[k] > 0)
+            free(c->blocks[k][--c->count[k]]);
+#else
+    (void)c;
+#endif
+}
+
 static void *
 h_malloc(void *ctx, size_t size)
 {
-    if (size > SIZE_MAX - HDR || an_budget_charge(ctx, size, NULL) != AN_OK)
+    h_ctx *c = ctx;
+    if (size > SIZE_MAX - HDR - 15 || an_budget_charge(c->budget, size, NULL) != AN_OK)
         return NULL;
-    unsigned char *p = malloc(size + HDR);
-    if (p == NULL) {
-        an_budget_credit(ctx, size);
+    unsigned char *p = cache_take(c, size);
+    if (p == NULL && (p = malloc(h_capacity(size) + HDR)) == NULL) {
+        an_budget_credit(c->budget, size);
         return NULL;
     }
     memcpy(p, &size, sizeof(size));
@@ -48,13 +142,16 @@ h_malloc(void *ctx, size_t size)
 static void *
 h_calloc(void *ctx, size_t nelem, size_t elsize)
 {
+    h_ctx *c = ctx;
     size_t size;
-    if (!an_mul_size(nelem, elsize, &size) || size > SIZE_MAX - HDR ||
-        an_budget_charge(ctx, size, NULL) != AN_OK)
+    if (!an_mul_size(nelem, elsize, &size) || size > SIZE_MAX - HDR - 15 ||
+        an_budget_charge(c->budget, size, NULL) != AN_OK)
         return NULL;
-    unsigned char *p = calloc(1, size + HDR);
-    if (p == NULL) {
-        an_budget_credit(ctx, size);
+    unsigned char *p = cache_take(c, size);
+    if (p != NULL)
+        memset(p + HDR, 0, size);
+    else if ((p = calloc(1, h_capacity(size) + HDR)) == NULL) {
+        an_budget_credit(c->budget, size);
         return NULL;
     }
     memcpy(p, &size, sizeof(size));
@@ -64,38 +161,41 @@ h_calloc(void *ctx, size_t nelem, size_t elsize)
 static void
 h_free(void *ctx, void *ptr, size_t size_hint)
 {
+    h_ctx *c = ctx;
     (void)size_hint; /* the header knows what was charged */
     if (ptr == NULL)
         return;
     size_t size;
     unsigned char *p = (unsigned char *)ptr - HDR;
     memcpy(&size, p, sizeof(size));
-    free(p);
-    an_budget_credit(ctx, size);
+    if (!cache_put(c, p, size))
+        free(p);
+    an_budget_credit(c->budget, size);
 }
 
 static void *
 h_realloc(void *ctx, void *ptr, size_t new_size)
 {
+    h_ctx *c = ctx;
     if (ptr == NULL)
         return h_malloc(ctx, new_size);
-    if (new_size > SIZE_MAX - HDR)
+    if (new_size > SIZE_MAX - HDR - 15)
         return NULL;
     size_t old;
     unsigned char *p = (unsigned char *)ptr - HDR;
     memcpy(&old, p, sizeof(old));
     /* Growth is charged before it happens; shrinking is credited after. */
-    if (new_size > old && an_budget_charge(ctx, new_size - old, NULL) != AN_OK)
+    if (new_size > old && an_budget_charge(c->budget, new_size - old, NULL) != AN_OK)
         return NULL;
-    unsigned char *q = realloc(p, new_size + HDR);
+    unsigned char *q = realloc(p, h_capacity(new_size) + HDR);
     if (q == NULL) {
         if (new_size > old)
-            an_budget_credit(ctx, new_size - old);
+            an_budget_credit(c->budget, new_size - old);
         return NULL; /* the old block is untouched and still charged */
     }
     memcpy(q, &new_size, sizeof(new_size));
     if (new_size < old)
-        an_budget_credit(ctx, old - new_size);
+        an_budget_credit(c->budget, old - new_size);
     return q + HDR;
 }
 
@@ -107,7 +207,10 @@ capsule_destroy(PyObject *cap)
         PyErr_Clear();
         return;
     }
-    an_budget_decref(h->allocator.ctx);
+    h_ctx *c = h->allocator.ctx;
+    cache_clear(c);
+    an_budget_decref(c->budget);
+    PyMem_RawFree(c);
     PyMem_RawFree(h);
 }
 
@@ -116,11 +219,16 @@ static PyObject *
 new_handler(an_budget *b)
 {
     PyDataMem_Handler *h = PyMem_RawCalloc(1, sizeof(*h));
-    if (h == NULL)
+    h_ctx *c = PyMem_RawCalloc(1, sizeof(*c));
+    if (h == NULL || c == NULL) {
+        PyMem_RawFree(h);
+        PyMem_RawFree(c);
         return PyErr_NoMemory();
+    }
     snprintf(h->name, sizeof(h->name), "%s", HANDLER_NAME);
     h->version = 1;
-    h->allocator.ctx = b;
+    c->budget = b;
+    h->allocator.ctx = c;
     h->allocator.malloc = h_malloc;
     h->allocator.calloc = h_calloc;
     h->allocator.realloc = h_realloc;
@@ -129,6 +237,7 @@ new_handler(an_budget *b)
     PyObject *cap = PyCapsule_New(h, "mem_handler", capsule_destroy);
     if (cap == NULL) {
         an_budget_decref(b);
+        PyMem_RawFree(c);
         PyMem_RawFree(h);
     }
     return cap;
@@ -141,7 +250,8 @@ handler_budget(PyObject *cap)
     if (cap == NULL || !PyCapsule_IsValid(cap, "mem_handler"))
         return NULL;
     PyDataMem_Handler *h = PyCapsule_GetPointer(cap, "mem_handler");
-    return (h != NULL && h->allocator.malloc == h_malloc) ? h->allocator.ctx : NULL;
+    return (h != NULL && h->allocator.malloc == h_malloc) ? ((h_ctx *)h->allocator.ctx)->budget
+                                                          : NULL;
 }
 
 an_budget *
@@ -501,7 +611,8 @@ an_py_read_procmem(PyObject *module, PyObject *arg)
                          (unsigned long long)m.total, (unsigned long long)m.available);
 }
 
-/* read_cgroup(root) -> (version, known, limit | None, usage, path, problem) */
+/* read_cgroup(root) -> (version, known, limit | None, usage, path, problem,
+ *                       inactive_file | None) */
 PyObject *
 an_py_read_cgroup(PyObject *module, PyObject *arg)
 {
@@ -521,10 +632,16 @@ an_py_read_cgroup(PyObject *module, PyObject *arg)
     limit = (cg->known && cg->limit != UINT64_MAX)
                 ? PyLong_FromUnsignedLongLong(cg->limit)
                 : Py_NewRef(Py_None);
-    PyObject *res = limit == NULL ? NULL
-                                  : Py_BuildValue("(iNNKss)", cg->version, PyBool_FromLong(cg->known),
-                                                  limit, (unsigned long long)cg->usage, cg->path,
-                                                  cg->problem);
+    PyObject *inactive = (cg->known && cg->have_inactive)
+                             ? PyLong_FromUnsignedLongLong(cg->inactive_file)
+                             : Py_NewRef(Py_None);
+    PyObject *res = NULL;
+    if (limit == NULL || inactive == NULL) {
+        Py_XDECREF(limit);
+        Py_XDECREF(inactive);
+    } else
+        res = Py_BuildValue("(iNNKssN)", cg->version, PyBool_FromLong(cg->known), limit,
+                            (unsigned long long)cg->usage, cg->path, cg->problem, inactive);
     PyMem_RawFree(cg);
     return res;
 }
