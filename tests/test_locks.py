@@ -648,7 +648,12 @@ def test_handle_released_concurrently_releases_exactly_once() -> None:
             ok: list[int] = []
             errors: list[BaseException] = []
 
-            def release() -> None:
+            def release(
+                h: an.LockHandle = h,
+                barrier: threading.Barrier = barrier,
+                ok: list[int] = ok,
+                errors: list[BaseException] = errors,
+            ) -> None:
                 barrier.wait()
                 try:
                     h.release()
