@@ -649,7 +649,7 @@ def test_handle_released_concurrently_releases_exactly_once() -> None:
             errors: list[BaseException] = []
 
             def release(
-                h: an.LockHandle = h,
+                h: an.locks.LockHandle = h,
                 barrier: threading.Barrier = barrier,
                 ok: list[int] = ok,
                 errors: list[BaseException] = errors,
