@@ -22,12 +22,15 @@ Lifecycle of an object:
   and tops the pool up to ``min_idle``.
 
 State (:class:`PoolState`), from failures = factory errors, failed health
-checks and exceptions in ``with`` blocks, over the last ``failure_window``
-seconds (default 60): no failure in the window: HEALTHY; ``failure_threshold``
+checks and exceptions (``Exception`` subclasses) in ``with`` blocks, over the
+last ``failure_window`` seconds (default 60): no failure in the window: HEALTHY; ``failure_threshold``
 (default 5) or more failures in a row with no success in between: FAILED;
 otherwise DEGRADED.  A success (an object made, a passed health check, a
 clean return) ends a run of failures.  The state is information: acquire
-keeps trying the factory whatever the state.
+keeps trying the factory whatever the state.  A block left by a cancellation,
+``KeyboardInterrupt`` or ``SystemExit`` still discards its object (it may be
+mid-operation) but counts as no failure: a disconnecting client is not a sick
+resource.
 
 ``close()`` closes every idle object, makes further ``acquire`` raise
 :class:`~amulet_native.errors.PoolClosedError` (code ``pool.closed``, also for
@@ -370,11 +373,12 @@ class ObjectPool(_PoolBase[T]):
         self._lend(e, created=True)
         return e
 
-    def _give_back(self, e: _Entry[T], failed: bool) -> None:
+    def _give_back(self, e: _Entry[T], failed: bool, counted: bool = True) -> None:
         try:
             self._take_back(e)
             if failed:
-                self._failed()
+                if counted:
+                    self._failed()
             else:
                 self._succeeded()
             now = self._timer()
@@ -405,12 +409,15 @@ class ObjectPool(_PoolBase[T]):
         except BaseException:
             self._slots.release()
             raise
-        failed = True
+        failed, counted = True, True
         try:
             yield e.obj
             failed = False
+        except BaseException as exc:
+            counted = isinstance(exc, Exception)  # a cancellation/Ctrl-C is not the object's fault
+            raise
         finally:
-            self._give_back(e, failed)
+            self._give_back(e, failed, counted)
 
     def _fill_min_idle(self) -> None:
         while self._idle_shortfall() > 0 and self._slots.try_acquire():
@@ -619,10 +626,11 @@ class AsyncObjectPool(_PoolBase[T]):
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
 
-    async def _give_back(self, e: _Entry[T], failed: bool) -> None:
+    async def _give_back(self, e: _Entry[T], failed: bool, counted: bool = True) -> None:
         self._take_back(e)
         if failed:
-            self._failed()
+            if counted:
+                self._failed()
         else:
             self._succeeded()
         now = self._timer()
@@ -651,12 +659,15 @@ class AsyncObjectPool(_PoolBase[T]):
         except BaseException:
             self._release_slot()
             raise
-        failed = True
+        failed, counted = True, True
         try:
             yield e.obj
             failed = False
+        except BaseException as exc:
+            counted = isinstance(exc, Exception)  # a cancellation is not the object's fault
+            raise
         finally:
-            await self._give_back(e, failed)
+            await self._give_back(e, failed, counted)
 
     def _start_maintenance(self) -> None:
         if self._interval and self._maintenance is None:

@@ -19,6 +19,8 @@ Example::
     jobs = an.ThreadSafeQueue(maxsize=64)             # drop-in for queue.Queue
     jobs.put(("resize", 42))
     item = await jobs.aget(timeout=5.0)               # from asyncio, loop never blocked
+    jobs.task_done()
+    await jobs.ajoin()                                # join() for asyncio
     jobs.close()                                      # waiters wake with QueueClosed
 
 asyncio design: ``aget`` tries to take an item and, when the queue is empty,
@@ -129,3 +131,25 @@ async def _aput(q: ThreadSafeQueue[Any], item: Any, timeout: float | None = None
         if not await _wait(q, loop, fut, cb, True, deadline):
             q.put_nowait(item)  # last chance; raises queue.Full (or QueueClosed)
             return
+
+
+async def _ajoin(q: ThreadSafeQueue[Any], timeout: float | None = None) -> bool:
+    """Awaits until every item put has been ``task_done()``; False once the
+    timeout passes.  Cancellation withdraws the wake-up callback."""
+    loop = asyncio.get_running_loop()
+    deadline = _deadline(loop, timeout)
+    while True:
+        fut: asyncio.Future[bool] = loop.create_future()
+        cb = partial(_wake, loop, fut)
+        if q._join_or_register(cb):
+            return True
+        timer = None if deadline is None else loop.call_at(deadline, _resolve, fut, False)
+        try:
+            woken = await fut
+        finally:
+            if timer is not None:
+                timer.cancel()
+            q._unregister_join(cb)  # no-op once task_done() has called it
+        if not woken:
+            return q.unfinished_tasks == 0
+

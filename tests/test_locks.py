@@ -632,3 +632,42 @@ def test_async_deadlock_between_tasks() -> None:
         await t
 
     asyncio.run(main())
+
+
+def test_handle_released_concurrently_releases_exactly_once() -> None:
+    """16 threads race to release one handle: exactly one succeeds, the others
+    get LockReleaseError, and the lock ends free (never released twice)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        lm = an.LockManager()
+        for _ in range(50):
+            h = lm.acquire("shared", kind="semaphore", permits=2)
+            other = lm.acquire("shared", kind="semaphore", permits=2)
+            barrier = threading.Barrier(16)
+            ok: list[int] = []
+            errors: list[BaseException] = []
+
+            def release(
+                h: an.locks.LockHandle = h,
+                barrier: threading.Barrier = barrier,
+                ok: list[int] = ok,
+                errors: list[BaseException] = errors,
+            ) -> None:
+                barrier.wait()
+                try:
+                    h.release()
+                    ok.append(1)
+                except an.LockReleaseError as e:
+                    errors.append(e)
+
+            threads = [threading.Thread(target=release) for _ in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(ok) == 1 and len(errors) == 15 and not h.held
+            assert lm.stats("shared")["holders"] == 1  # other's permit untouched
+            other.release()
+    finally:
+        sys.setswitchinterval(old)

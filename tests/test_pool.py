@@ -580,3 +580,35 @@ def test_async_ten_thousand_cancelled_acquisitions_leak_nothing() -> None:
         assert tr.live == 0
 
     asyncio.run(main())
+
+
+def test_cancelled_borrowers_do_not_mark_the_pool_failed() -> None:
+    """A task cancelled inside ``async with pool.acquire()`` (a client that
+    disconnected) discards the object it held, but that is not a failure of
+    the pooled resource: the pool's state must stay HEALTHY."""
+
+    async def main() -> None:
+        closed: list[object] = []
+        pool: an.AsyncObjectPool[object] = an.AsyncObjectPool(
+            object, max_size=2, failure_threshold=3, close=closed.append
+        )
+        inside = asyncio.Event()
+
+        async def borrower() -> None:
+            async with pool.acquire():
+                inside.set()
+                await asyncio.sleep(60)
+
+        for _ in range(10):
+            inside.clear()
+            t = asyncio.ensure_future(borrower())
+            await inside.wait()
+            t.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await t
+        stats = pool.stats()
+        assert stats["failures"] == 0 and pool.state is an.PoolState.HEALTHY
+        assert stats["in_use"] == 0 and len(closed) == stats["destroyed"] == 10
+        await pool.aclose()
+
+    asyncio.run(main())

@@ -305,3 +305,80 @@ def test_cancelled_aput_never_inserts_twice() -> None:
         assert max(Counter(got).values()) == 1
 
     run(main())
+
+
+def test_ajoin_waits_for_task_done_without_blocking_the_loop() -> None:
+    """ajoin() is the asyncio join(): it returns True once every item put has
+    been marked done (by threads or tasks), False when its timeout passes, and
+    a cancelled ajoin leaves no callback behind."""
+
+    async def main() -> None:
+        q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
+        assert await q.ajoin() is True  # nothing unfinished
+        for i in range(20):
+            q.put(i)
+        assert await q.ajoin(timeout=0.01) is False
+        assert q.stats()["waiting"] == 0
+
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        def worker() -> None:
+            while True:
+                try:
+                    q.get(timeout=0.2)
+                except queue.Empty:
+                    return
+                q.task_done()
+
+        tick = asyncio.ensure_future(ticker())
+        joiners = [asyncio.ensure_future(q.ajoin()) for _ in range(3)]
+        while q.stats()["waiting"] < 3:
+            await asyncio.sleep(0)
+        t = threading.Thread(target=worker)
+        t.start()
+        assert await asyncio.gather(*joiners) == [True, True, True]
+        tick.cancel()
+        await asyncio.to_thread(t.join)
+        assert ticks > 0 and q.unfinished_tasks == 0
+
+        q.put(1)
+        waiter = asyncio.ensure_future(q.ajoin())
+        while q.stats()["waiting"] < 1:
+            await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        assert q.stats()["waiting"] == 0
+        q.get_nowait()
+        q.task_done()
+        assert await q.ajoin(timeout=1) is True
+
+    run(main())
+
+
+def test_stats_waiting_counts_join_waiters() -> None:
+    q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
+    q.put(1)
+    done = threading.Event()
+
+    def joiner() -> None:
+        q.join()
+        done.set()
+
+    t = threading.Thread(target=joiner)
+    t.start()
+    for _ in range(2000):
+        if q.stats()["waiting"] == 1:
+            break
+        threading.Event().wait(0.005)
+    assert q.stats()["waiting"] == 1
+    q.get()
+    q.task_done()
+    t.join()
+    assert done.is_set() and q.stats()["waiting"] == 0

@@ -408,3 +408,69 @@ class DictModel(RuleBasedStateMachine):
 
 DictModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
 test_dict_model = DictModel.TestCase
+
+
+class _SlowKey:
+    """A key hashed and compared in Python (like a dataclass): a fresh but
+    equal instance each time, so every lookup runs __hash__ and __eq__."""
+
+    def __init__(self, v: int, hook: Any = None) -> None:
+        self.v = v
+        self.hook = hook
+
+    def __hash__(self) -> int:
+        return hash(("slow", self.v))
+
+    def __eq__(self, other: object) -> bool:
+        if self.hook is not None:
+            self.hook()
+        return isinstance(other, _SlowKey) and other.v == self.v
+
+
+def test_update_with_and_cas_exact_for_python_hashed_keys() -> None:
+    """update_with / compare_and_swap never lose an update even when the key's
+    __hash__/__eq__ are Python code (a thread switch can happen inside them)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        d: an.ThreadSafeDict[_SlowKey, int] = an.ThreadSafeDict()
+        per, nthreads = 400, 16
+        d[_SlowKey(2)] = 1
+
+        def work() -> None:
+            for _ in range(per):
+                d.update_with(_SlowKey(1), lambda n: n + 1, 0)
+                while True:
+                    cur = d[_SlowKey(2)]
+                    if d.compare_and_swap(_SlowKey(2), cur, cur + 1):
+                        break
+
+        threads = [threading.Thread(target=work) for _ in range(nthreads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert d[_SlowKey(1)] == per * nthreads
+        assert d[_SlowKey(2)] == per * nthreads + 1
+    finally:
+        sys.setswitchinterval(old)
+
+
+def test_commit_reentered_from_key_eq_raises() -> None:
+    """A key whose __eq__ calls update_with on the same dict during a commit
+    gets RuntimeError (instead of waiting for itself); the dict stays usable."""
+    d: an.ThreadSafeDict[Any, int] = an.ThreadSafeDict()
+    armed = False
+
+    def reenter() -> None:
+        if armed:
+            d.update_with("other", lambda n: n + 1, 0)
+
+    d[_SlowKey(1, hook=reenter)] = 0  # the stored key's __eq__ runs on lookups
+    armed = True
+    with pytest.raises(RuntimeError, match="re-entered"):
+        d.update_with(_SlowKey(1), lambda n: n + 1, 0)
+    armed = False
+    assert d[_SlowKey(1)] == 0
+    d.update_with(_SlowKey(1), lambda n: n + 1, 0)  # the commit step was given back
+    assert d[_SlowKey(1)] == 1

@@ -17,13 +17,11 @@
 #include <stdint.h>
 
 #include "an_core.h"
+#include "an_wait.h" /* AN_WAIT_SLICE_MS */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* Length of one wait slice: the worst-case delay before an interrupt is seen. */
-#define AN_WAIT_SLICE_MS 50
 
 /* Called between wait slices with no core lock held; return non-zero to stop
  * waiting (the wait then returns AN_ERR_CANCELLED). */

@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include "an_core.h"
+#include "an_wait.h" /* the clock, the slice and the monotonic condvar */
 
 /* ---- an_counter ------------------------------------------------------------ */
 
@@ -74,9 +75,6 @@ void an_cond_notify(an_cond *c);
 void an_cond_notify_all(an_cond *c);
 /* Number of registered waiters (a hint: it may change right after). */
 int an_cond_waiters(an_cond *c);
-
-/* CLOCK_MONOTONIC in nanoseconds. */
-int64_t an_monotonic_ns(void);
 
 /* ---- an_ring --------------------------------------------------------------- */
 

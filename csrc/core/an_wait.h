@@ -1,7 +1,13 @@
 /*
- * an_wait.h - internal helpers of the blocking primitives (lockmgr.c,
- * slots.c): monotonic time in seconds and condition variables that time out
- * on CLOCK_MONOTONIC, so a wall-clock jump never stretches or cuts a wait.
+ * an_wait.h - the one waiting primitive of the blocking structures: the
+ * monotonic clock, the wait slice, and condition variables that time out on
+ * CLOCK_MONOTONIC (so a wall-clock jump never stretches or cuts a wait).
+ *
+ * Every blocking wait in amulet_native (named locks and pool slots in
+ * lockmgr.c/slots.c, the an_cond notifications of sync.c behind
+ * ThreadSafeQueue and ThreadSafeDict.get_or_create) is built from these
+ * helpers and waits at most AN_WAIT_SLICE_MS at a time, so the binding can
+ * take the GIL between slices and deliver Ctrl-C promptly.
  */
 #ifndef AN_WAIT_H
 #define AN_WAIT_H
@@ -9,20 +15,33 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <time.h>
 
-#include "an_lock.h"
+/* Length of one wait slice: the worst-case delay before an interrupt is seen. */
+#define AN_WAIT_SLICE_MS 50
+#define AN_WAIT_SLICE_NS ((int64_t)AN_WAIT_SLICE_MS * 1000000)
 
-static inline double
-an_now(void)
+/* CLOCK_MONOTONIC in nanoseconds. */
+static inline int64_t
+an_monotonic_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* CLOCK_MONOTONIC in seconds. */
+static inline double
+an_now(void)
+{
+    return (double)an_monotonic_ns() * 1e-9;
+}
+
+/* Initialises a condition variable whose timed waits use CLOCK_MONOTONIC.
+ * Returns 0, or -1 when it cannot be made. */
 static inline int
-an_cond_init(pthread_cond_t *cv)
+an_condvar_init(pthread_cond_t *cv)
 {
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0)
@@ -34,19 +53,24 @@ an_cond_init(pthread_cond_t *cv)
     return r == 0 ? 0 : -1;
 }
 
-/* Waits on cv until signalled or until the monotonic time `until` (seconds). */
+/* Waits on cv (mu held) until signalled or until the monotonic time
+ * `until_ns`.  Returns 0 when signalled (or woken spuriously), ETIMEDOUT when
+ * the time passed. */
+static inline int
+an_condvar_wait_until_ns(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t until_ns)
+{
+    if (until_ns < 0)
+        until_ns = 0;
+    struct timespec ts = {(time_t)(until_ns / 1000000000), (long)(until_ns % 1000000000)};
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+/* The same with the time in seconds (callers bound it with an_slice_end). */
 static inline void
 an_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, double until)
 {
-    struct timespec ts;
-    double sec = floor(until);
-    ts.tv_sec = (time_t)sec;
-    ts.tv_nsec = (long)((until - sec) * 1e9);
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    (void)pthread_cond_timedwait(cv, mu, &ts);
+    int64_t ns = until >= 9.0e9 ? (int64_t)9.0e18 : (int64_t)(until * 1e9);
+    (void)an_condvar_wait_until_ns(cv, mu, ns);
 }
 
 /* The deadline of a wait of `timeout` seconds starting at now (< 0: none). */

@@ -209,7 +209,7 @@ lookup(an_lockmgr *m, const char *name, size_t len, an_lock_kind kind, int permi
     if (e == NULL)
         return an_nomem(alloc_of(m));
     memset(e, 0, sizeof(*e));
-    if (an_cond_init(&e->cv) != 0) {
+    if (an_condvar_init(&e->cv) != 0) {
         an_free(alloc_of(m), e);
         return AN_ERR_NOMEM;
     }

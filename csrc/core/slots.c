@@ -37,7 +37,7 @@ an_slots_create(an_slots **out, int64_t capacity, const an_allocator *a)
         an_free(a, s);
         return AN_ERR_NOMEM;
     }
-    if (an_cond_init(&s->cv) != 0) {
+    if (an_condvar_init(&s->cv) != 0) {
         pthread_mutex_destroy(&s->mu);
         an_free(a, s);
         return AN_ERR_NOMEM;

@@ -9,7 +9,9 @@
  * an_cond pairs the classic mutex + condition variable with a sequence number.
  * Waiters in the binding wait in short slices (to poll for Ctrl-C with the GIL
  * held in between); a notification that lands between two slices still bumps
- * the sequence, and the next slice returns at once.
+ * the sequence, and the next slice returns at once.  The clock, the slice
+ * length and the monotonic condition variable are an_wait.h's, shared with the
+ * named locks and pool slots (lockmgr.c, slots.c).
  */
 #include <errno.h>
 #include <string.h>
@@ -79,34 +81,18 @@ an_counter_sub(an_counter *c, int64_t n, int64_t *old_out, int64_t *new_out)
 
 /* ---- an_cond --------------------------------------------------------------- */
 
-int64_t
-an_monotonic_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 an_status
 an_cond_init(an_cond *c)
 {
-    pthread_condattr_t attr;
     memset(c, 0, sizeof(*c));
     if (pthread_mutex_init(&c->mu, NULL) != 0)
         return AN_ERR_THREADS;
-    if (pthread_condattr_init(&attr) != 0)
-        goto fail_mu;
-    if (pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) != 0 ||
-        pthread_cond_init(&c->cv, &attr) != 0) {
-        pthread_condattr_destroy(&attr);
-        goto fail_mu;
+    if (an_condvar_init(&c->cv) != 0) {
+        pthread_mutex_destroy(&c->mu);
+        return AN_ERR_THREADS;
     }
-    pthread_condattr_destroy(&attr);
     atomic_init(&c->waiters, 0);
     return AN_OK;
-fail_mu:
-    pthread_mutex_destroy(&c->mu);
-    return AN_ERR_THREADS;
 }
 
 void
@@ -130,11 +116,10 @@ int
 an_cond_wait(an_cond *c, uint64_t seq, int64_t timeout_ns)
 {
     int64_t deadline = an_monotonic_ns() + (timeout_ns > 0 ? timeout_ns : 0);
-    struct timespec ts = {(time_t)(deadline / 1000000000), (long)(deadline % 1000000000)};
     int notified;
     pthread_mutex_lock(&c->mu);
     while (c->seq == seq) {
-        if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+        if (an_condvar_wait_until_ns(&c->cv, &c->mu, deadline) == ETIMEDOUT)
             break;
     }
     notified = c->seq != seq;

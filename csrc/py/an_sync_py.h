@@ -10,10 +10,6 @@
 
 #include "../core/an_sync.h"
 
-/* Blocking waits release the GIL for at most this long, then run the signal
- * handlers (Ctrl-C) with the GIL held and go on waiting. */
-#define AN_WAIT_SLICE_NS 50000000
-
 /* Waits one slice on c after an_cond_prepare(c) returned seq (which it
  * balances with an_cond_finish): the GIL is released until c is notified, the
  * slice ends, or the monotonic deadline (ns; -1 = none) passes.  Adds the time

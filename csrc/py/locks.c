@@ -16,6 +16,8 @@
 
 #include "../core/an_lock.h"
 
+#include <stdatomic.h>
+
 static const char *const kind_names[] = {"lock", "rlock", "semaphore"};
 
 /* ---- the interrupt callback shared with pool.c ------------------------------- */
@@ -51,7 +53,7 @@ typedef struct {
     PyObject *mgr;    /* the LockManagerObject */
     PyObject *names;  /* tuple of str, in acquisition order */
     uint64_t owner;
-    int held;
+    atomic_int held; /* cleared by exactly one release(), even without the GIL */
 } LockHoldObject;
 
 typedef struct {
@@ -72,7 +74,7 @@ new_hold(PyObject *mgr, PyObject *names, uint64_t owner)
     h->mgr = Py_NewRef(mgr);
     h->names = Py_NewRef(names);
     h->owner = owner;
-    h->held = 1;
+    atomic_init(&h->held, 1);
     return (PyObject *)h;
 }
 
@@ -93,11 +95,10 @@ lockhold_release(LockHoldObject *self, PyObject *unused)
     an_state *st = (an_state *)PyType_GetModuleState(Py_TYPE(self->mgr));
     an_lockmgr *m = ((LockManagerObject *)self->mgr)->mgr;
     Py_ssize_t n = PyTuple_GET_SIZE(self->names);
-    if (!self->held) {
+    if (atomic_exchange(&self->held, 0) == 0) {
         PyObject *first = n > 0 ? PyTuple_GET_ITEM(self->names, 0) : Py_None;
         return raise_lock_error(st, AN_ERR_LOCK_NOT_HELD, first, 0, NULL);
     }
-    self->held = 0;
     PyObject *failed = NULL;
     for (Py_ssize_t i = n - 1; i >= 0; i--) {
         PyObject *name = PyTuple_GET_ITEM(self->names, i);
@@ -143,7 +144,7 @@ static PyObject *
 lockhold_get_held(LockHoldObject *self, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(self->held);
+    return PyBool_FromLong(atomic_load(&self->held));
 }
 
 static PyMethodDef lockhold_methods[] = {

@@ -26,6 +26,8 @@
  * Each put (get) calls one registered getter (putter) callback; close() calls
  * them all.  Items move only inside these synchronous calls, so a cancelled
  * aget never loses an item and a cancelled aput never inserts twice.
+ * ajoin uses _join_or_register: the task_done() that brings the unfinished
+ * count to zero calls every registered join callback.
  */
 #include "an_sync_py.h"
 
@@ -53,6 +55,7 @@ typedef struct {
     an_cond not_empty, not_full, all_done;
     int conds;                   /* how many of the three are initialised */
     PyObject *getters, *putters; /* async wake-up callbacks (lists) */
+    PyObject *joiners;           /* ajoin wake-up callbacks, all called when unfinished hits 0 */
     uint64_t puts, gets;
     Py_ssize_t high_water;
     int64_t wait_ns;
@@ -580,18 +583,28 @@ static PyObject *
 queue_task_done(queueobject *q, PyObject *unused)
 {
     int r;
+    PyObject *joiners = NULL;
     AN_BEGIN_CRITICAL_SECTION(q);
     if (q->unfinished <= 0)
         r = -1;
     else
         r = --q->unfinished == 0;
+    if (r > 0 && PyList_GET_SIZE(q->joiners) > 0 && (joiners = take_all(q->joiners)) == NULL)
+        r = -2;
     AN_END_CRITICAL_SECTION();
-    if (r < 0) {
+    if (r == -1) {
         PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
         return NULL;
     }
-    if (r)
+    if (r != 0)
         an_cond_notify_all(&q->all_done);
+    if (r == -2)
+        return NULL;
+    if (joiners != NULL) {
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(joiners); i++)
+            call_callback(Py_NewRef(PyList_GET_ITEM(joiners, i)));
+        Py_DECREF(joiners);
+    }
     Py_RETURN_NONE;
 }
 
@@ -623,6 +636,43 @@ queue_join(queueobject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
             return NULL;
         }
     }
+}
+
+/* _join_or_register(callback) -> bool: True when no task is unfinished; False
+ * otherwise, in which case callback was registered in the same step (the
+ * task_done() that finishes the last task calls it). */
+static PyObject *
+queue_join_or_register(queueobject *q, PyObject *cb)
+{
+    int r;
+    if (check_callable(cb) < 0)
+        return NULL;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    r = q->unfinished == 0;
+    if (!r && PyList_Append(q->joiners, cb) < 0)
+        r = -1;
+    AN_END_CRITICAL_SECTION();
+    if (r < 0)
+        return NULL;
+    return PyBool_FromLong(r);
+}
+
+/* _unregister_join(callback) -> bool: False if it was already called. */
+static PyObject *
+queue_unregister_join(queueobject *q, PyObject *cb)
+{
+    int found = 0;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(q->joiners); i++) {
+        if (PyList_GET_ITEM(q->joiners, i) == cb) {
+            found = PyList_SetSlice(q->joiners, i, i + 1, NULL) == 0 ? 1 : -1;
+            break;
+        }
+    }
+    AN_END_CRITICAL_SECTION();
+    if (found < 0)
+        return NULL;
+    return PyBool_FromLong(found);
 }
 
 static PyObject *
@@ -665,7 +715,9 @@ queue_stats(queueobject *q, PyObject *unused)
                       (double)q->wait_ns / 1e9, "size", (Py_ssize_t)q->ring.count, "waiting",
                       (Py_ssize_t)(an_cond_waiters(&q->not_empty) +
                                    an_cond_waiters(&q->not_full) +
-                                   PyList_GET_SIZE(q->getters) + PyList_GET_SIZE(q->putters)));
+                                   an_cond_waiters(&q->all_done) +
+                                   PyList_GET_SIZE(q->getters) + PyList_GET_SIZE(q->putters) +
+                                   PyList_GET_SIZE(q->joiners)));
     AN_END_CRITICAL_SECTION();
     return r;
 }
@@ -751,6 +803,12 @@ queue_aget(queueobject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kw
     return forward_method(q, "_aget", args, nargs, kwnames);
 }
 
+static PyObject *
+queue_ajoin(queueobject *q, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return forward_method(q, "_ajoin", args, nargs, kwnames);
+}
+
 /* ---- type slots ---------------------------------------------------------------------- */
 
 static PyObject *
@@ -796,7 +854,8 @@ queue_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     q->getters = PyList_New(0);
     q->putters = PyList_New(0);
-    if (q->getters == NULL || q->putters == NULL) {
+    q->joiners = PyList_New(0);
+    if (q->getters == NULL || q->putters == NULL || q->joiners == NULL) {
         Py_DECREF(q);
         return NULL;
     }
@@ -811,6 +870,7 @@ queue_traverse(queueobject *q, visitproc visit, void *arg)
         Py_VISIT((PyObject *)an_ring_get(&q->ring, i));
     Py_VISIT(q->getters);
     Py_VISIT(q->putters);
+    Py_VISIT(q->joiners);
     return 0;
 }
 
@@ -824,6 +884,7 @@ queue_clear_refs(queueobject *q)
     }
     Py_CLEAR(q->getters);
     Py_CLEAR(q->putters);
+    Py_CLEAR(q->joiners);
     return 0;
 }
 
@@ -856,6 +917,8 @@ static PyMethodDef queue_methods[] = {
      "aput(item, timeout=None): coroutine; put without blocking the event loop."},
     {"aget", (PyCFunction)(void (*)(void))queue_aget, FASTKW,
      "aget(timeout=None): coroutine; get without blocking the event loop."},
+    {"ajoin", (PyCFunction)(void (*)(void))queue_ajoin, FASTKW,
+     "ajoin(timeout=None) -> bool: coroutine; join() without blocking the event loop."},
     {"task_done", (PyCFunction)queue_task_done, METH_NOARGS,
      "task_done(): mark one item taken by a consumer as processed."},
     {"join", (PyCFunction)(void (*)(void))queue_join, FASTKW,
@@ -875,6 +938,8 @@ static PyMethodDef queue_methods[] = {
      NULL},
     {"_unregister", (PyCFunction)(void (*)(void))queue_unregister, METH_FASTCALL, NULL},
     {"_wake", (PyCFunction)queue_wake, METH_O, NULL},
+    {"_join_or_register", (PyCFunction)queue_join_or_register, METH_O, NULL},
+    {"_unregister_join", (PyCFunction)queue_unregister_join, METH_O, NULL},
     {"__reduce__", (PyCFunction)queue_reduce, METH_NOARGS, NULL},
     {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS, "See PEP 585."},
     {NULL, NULL, 0, NULL},
@@ -901,7 +966,7 @@ PyDoc_STRVAR(queue_doc,
 "PriorityQueue ('priority', ordered by <, e.g. (priority, seq, payload)).\n\n"
 "Same methods and exceptions as queue.Queue (queue.Empty, queue.Full,\n"
 "task_done/join), plus close() (waiters wake with QueueClosed; queued items\n"
-"can still be drained), stats(), and the coroutines aput()/aget() for\n"
+"can still be drained), stats(), and the coroutines aput()/aget()/ajoin() for\n"
 "asyncio code.  Blocking calls release the GIL and stay interruptible.\n\n"
 "    >>> q = ThreadSafeQueue(maxsize=100)\n"
 "    >>> q.put('job-1')\n"

@@ -4,10 +4,13 @@
  *
  * Design: the entries live in a plain dict that only this object touches.
  * Each operation runs inside the object's critical section (the GIL on regular
- * builds), as atomic as the dict operation itself.  No C lock is ever held, so
- * keys with Python __hash__/__eq__, user factories and update functions can run
- * freely.  The compound operations are built so that no user call happens
- * while a decision is pending:
+ * builds), as atomic as the dict operation itself.  No C mutex is ever held
+ * while Python code runs, so keys with Python __hash__/__eq__, user factories
+ * and update functions can run freely; the one exclusive step, the commit of
+ * update_with/compare_and_swap, is an atomic owner flag whose waiters release
+ * the GIL and stay interruptible, and user functions (fn, factories) always
+ * run outside it.  The compound operations are built so that no user call
+ * happens while a decision is pending:
  *
  *  - get_or_create(key, factory) is single-flight per key.  The first caller
  *    registers a "flight" for the key (PyDict_SetDefault on a side dict, so
@@ -22,11 +25,14 @@
  *    key still holds the very object that was read (an identity check, no
  *    Python call); otherwise start again.  fn may therefore run more than once
  *    under contention and must not mutate the value in place.  The check and
- *    the store are two dict operations in one critical section: atomic for
- *    keys hashed and compared in C (str, int, bytes, tuples of them...).  A
- *    key whose __hash__ is Python code can let the interpreter switch threads
- *    between them (as with any dict); such keys still never crash, deadlock or
- *    corrupt the dict, and get_or_create stays single-flight for them.
+ *    the store are two dict operations; a key whose __hash__/__eq__ is Python
+ *    code can let the interpreter switch threads between them, so commits take
+ *    a per-dict commit step (commit_enter: one committer at a time, the others
+ *    wait with the GIL released) and are atomic with respect to each other for
+ *    every key.  A plain d[key] = v racing a commit on such a key may land
+ *    between the commit's check and store (and be overwritten), as with any
+ *    dict; keys hashed and compared in C (str, int, bytes, tuples of them)
+ *    have no such window at all.
  *
  * Iteration, keys(), values() and items() work on a snapshot copy, so a
  * concurrent writer can never make them fail with "changed size during
@@ -41,6 +47,12 @@ typedef struct {
     PyObject *dict;    /* the entries */
     PyObject *flights; /* key -> capsule of an_flight: get_or_create in progress */
     _Atomic uint64_t reads, writes, misses, retries;
+    /* The commit step of update_with/compare_and_swap: the thread id that is
+     * between its identity check and its store (0: none), and where the other
+     * committers wait (GIL released) for it. */
+    _Atomic unsigned long committer;
+    an_cond commit_cond;
+    int commit_ready;
 } tsdictobject;
 
 #define BUMP(self, field, n) atomic_fetch_add_explicit(&(self)->field, (n), memory_order_relaxed)
@@ -178,6 +190,12 @@ tsdict_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
+    if (an_cond_init(&self->commit_cond) != AN_OK) {
+        Py_DECREF(self);
+        PyErr_SetString(PyExc_RuntimeError, "cannot create a condition variable");
+        return NULL;
+    }
+    self->commit_ready = 1;
     return (PyObject *)self;
 }
 
@@ -215,6 +233,8 @@ tsdict_dealloc(PyObject *self)
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     tsdict_clear_refs((tsdictobject *)self);
+    if (((tsdictobject *)self)->commit_ready)
+        an_cond_destroy(&((tsdictobject *)self)->commit_cond);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -593,12 +613,53 @@ tsdict_get_or_create(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs
     return v;
 }
 
+/* Takes the commit step: commits run one at a time, so the check and the store
+ * of one can never interleave with another's, even when the key's __hash__ or
+ * __eq__ is Python code that lets the interpreter switch threads between them.
+ * Other committers wait with the GIL released (interruptible).  A commit
+ * re-entered from the same thread (a key's __eq__ calling update_with on this
+ * dict) raises RuntimeError instead of waiting for itself.  Returns -1 with an
+ * exception set on failure. */
+static int
+commit_enter(tsdictobject *self)
+{
+    unsigned long me = PyThread_get_thread_ident();
+    for (;;) {
+        unsigned long free_ = 0;
+        if (atomic_compare_exchange_strong(&self->committer, &free_, me))
+            return 0;
+        if (free_ == me) {
+            PyErr_SetString(PyExc_RuntimeError,
+                            "ThreadSafeDict: update_with()/compare_and_swap() re-entered from a "
+                            "key's __hash__/__eq__ during a commit on the same dict");
+            return -1;
+        }
+        uint64_t seq = an_cond_prepare(&self->commit_cond);
+        if (atomic_load(&self->committer) == 0) {
+            an_cond_finish(&self->commit_cond);
+            continue;
+        }
+        if (an_py_wait(&self->commit_cond, seq, -1, NULL) < 0)
+            return -1;
+    }
+}
+
+static void
+commit_exit(tsdictobject *self)
+{
+    atomic_store(&self->committer, 0);
+    an_cond_notify(&self->commit_cond);
+}
+
 /* Stores value under key if key still maps to `expected` (an identity check;
- * NULL = absent).  Returns 1 stored, 0 changed meanwhile, -1 error. */
+ * NULL = absent).  Returns 1 stored, 0 changed meanwhile, -1 error.  The
+ * caller holds a reference to expected, so the store never runs a __del__. */
 static int
 commit_if_same(tsdictobject *self, PyObject *key, PyObject *expected, PyObject *value)
 {
     int r;
+    if (commit_enter(self) < 0)
+        return -1;
     AN_BEGIN_CRITICAL_SECTION(self);
     PyObject *now = PyDict_GetItemWithError(self->dict, key);
     if (now == NULL && PyErr_Occurred())
@@ -608,6 +669,7 @@ commit_if_same(tsdictobject *self, PyObject *key, PyObject *expected, PyObject *
     else
         r = PyDict_SetItem(self->dict, key, value) < 0 ? -1 : 1;
     AN_END_CRITICAL_SECTION();
+    commit_exit(self);
     if (r == 1)
         BUMP(self, writes, 1);
     else if (r == 0)

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "an_sync.h"
+#include "an_lock.h" /* both waiting layers share an_wait.h: they must compose in one unit */
 #include "check.h"
 
 /* ---- counters --------------------------------------------------------------------- */
