@@ -131,9 +131,10 @@ class Cache(_core.Cache[K, V], MutableMapping[K, V]):
     travels with them).  ``sizeof``, ``timer`` and ``on_evict`` must be picklable
     then (module-level functions).
 
-    Keys with a ``__hash__``/``__eq__`` that mutates this very cache while it
-    updates the same key are survived safely, but may leave an entry
-    unreachable by key until LRU/TTL eviction removes it.
+    Keys may have Python ``__hash__``/``__eq__`` (dataclasses, tuples of them):
+    concurrent stores and removals of equal keys leave exactly one entry per
+    key.  ``setdefault`` is atomic.  A key whose ``__eq__`` stores a key that
+    this same call is removing gets a ``RuntimeError`` instead of a hang.
 
     >>> c: Cache[str, int] = Cache(max_items=2)
     >>> c["a"] = 1; c["b"] = 2; c["c"] = 3

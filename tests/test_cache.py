@@ -3,11 +3,14 @@ LRU/TTL/byte bounds, callbacks, pickling, hostile keys and real-thread stress.""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import gc
 import pickle
 import random
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections import OrderedDict
@@ -740,3 +743,187 @@ def test_threads_keep_invariants() -> None:
 @pytest.mark.slow
 def test_threads_keep_invariants_100k() -> None:
     _stress(16, 100_000)
+
+
+# ---- keys with a Python __eq__ racing in threads ------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowKey:
+    """A dataclass key whose __eq__ yields the GIL: every dict update of an
+    equal key is a window in which another thread runs."""
+
+    n: int
+
+    def __eq__(self, other: object) -> bool:
+        time.sleep(0)
+        return isinstance(other, SlowKey) and other.n == self.n
+
+    def __hash__(self) -> int:
+        return hash(self.n)
+
+
+def _check_exact(c: an.Cache[Any, Any], sizeof: Any = sys.getsizeof) -> None:
+    """The invariants that a lost or duplicate entry breaks."""
+    items = c._items()
+    keys = [k for k, _ in items]
+    assert len(keys) == len({k.n if isinstance(k, SlowKey) else k for k in keys}), keys
+    assert len(c) == len(keys) == c.stats().items
+    assert c.stats().bytes == sum(sizeof(v) for _, v in items)
+    for k, v in items:
+        assert c.peek(k, _ABSENT) is v  # reachable by its key, with the listed value
+    if c.max_items is not None:
+        assert len(keys) <= c.max_items
+
+
+_ABSENT = object()
+
+
+def _run_threads(threads: int, work: Any) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(threads)
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            work(i)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, errors[0]
+
+
+def test_threads_setting_keys_with_python_eq_leave_one_entry_per_key() -> None:
+    # The review's repro: 8 threads storing 8 dataclass keys left len(cache) == 245.
+    c: an.Cache[SlowKey, int] = an.Cache()
+    keys = [SlowKey(i) for i in range(8)]
+
+    def work(i: int) -> None:
+        for j in range(3_000):
+            c.set(SlowKey(j % 8), i * 100_000 + j)  # a new but equal key object each time
+
+    _run_threads(8, work)
+    _check_exact(c)
+    assert sorted(k.n for k in c) == list(range(8))
+    for k in keys:
+        del c[k]
+    assert len(c) == 0 and c.stats().bytes == 0 and c._items() == []
+
+
+def _mixed_ops(c: an.Cache[Any, Any], seed: int, ops: int, nkeys: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(ops):
+        k = SlowKey(rng.randrange(nkeys))
+        op = rng.random()
+        v = bytes(rng.randrange(1, 64))
+        if op < 0.30:
+            c.set(k, v)
+        elif op < 0.45:
+            got = c.get(k)
+            assert got is None or isinstance(got, bytes)
+        elif op < 0.60:
+            c.pop(k, None)
+        elif op < 0.72:
+            assert isinstance(c.setdefault(k, v), bytes)
+        elif op < 0.84:
+            assert isinstance(c.get_or_set(k, functools.partial(bytes, v)), bytes)
+        elif op < 0.90:
+            c[k] = v
+        elif op < 0.94:
+            try:
+                c.popitem()
+            except KeyError:
+                pass
+        elif op < 0.97:
+            try:
+                del c[k]
+            except KeyError:
+                pass
+        else:
+            c.touch(k)
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_threads_mixed_ops_with_python_eq_keep_exact_invariants(bounded: bool) -> None:
+    evicted: list[Any] = []
+    c: an.Cache[Any, Any] = an.Cache(
+        max_items=6 if bounded else None,
+        on_evict=(lambda k, v, r: evicted.append(k)) if bounded else None,
+    )
+    _run_threads(12, lambda i: _mixed_ops(c, i, 1_500, 10))
+    _check_exact(c, len)  # the default sizeof of bytes is their length
+    c.clear()
+    assert len(c) == 0 and c.stats().bytes == 0 and c._items() == []
+
+
+def test_setdefault_is_atomic_and_counts_like_get() -> None:
+    c: an.Cache[str, int | None] = an.Cache(max_items=2)
+    assert c.setdefault("a", 1) == 1
+    assert c.setdefault("a", 2) == 1
+    assert c.setdefault("n") is None and "n" in c
+    s = c.stats()
+    assert (s.hits, s.misses, s.items) == (1, 2, 2)
+    c.setdefault("b", 3)  # evicts the LRU, "a"
+    assert "a" not in c and c["b"] == 3
+    with pytest.raises(TypeError):
+        c.setdefault([1], 1)  # type: ignore[call-overload]
+    winners: list[int] = []
+    c2: an.Cache[SlowKey, int] = an.Cache()
+    _run_threads(8, lambda i: winners.append(c2.setdefault(SlowKey(0), i)))
+    assert len(set(winners)) == 1 and c2[SlowKey(0)] == winners[0]  # one value, seen by all
+
+
+def test_key_eq_storing_the_key_it_is_being_removed_for_raises_not_hangs() -> None:
+    # The dict removal of a popped entry runs the colliding key's __eq__, which
+    # stores the very key being removed: that cannot wait for itself.
+    c: an.Cache[Any, int] = an.Cache()
+    outcome: list[BaseException | None] = []
+
+    class Reenter:
+        armed = False
+
+        def __hash__(self) -> int:
+            return 1
+
+        def __eq__(self, other: object) -> bool:
+            if Reenter.armed:
+                Reenter.armed = False
+                if c.peek(target, None) is not None:  # still the lookup of pop(): wait
+                    Reenter.armed = True
+                else:  # the removal from the dict of the entry pop() took
+                    try:
+                        c[target] = 2
+                        outcome.append(None)
+                    except RuntimeError as exc:
+                        outcome.append(exc)
+            return self is other
+
+    other, target = Reenter(), Reenter()
+    c[other] = 0
+    c[target] = 1
+    Reenter.armed = True
+    assert c.pop(target) == 1  # its removal compares it with `other`
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RuntimeError) and "re-entered" in str(outcome[0])
+    assert target not in c and len(c) == 1
+    _check_exact(c)
+    c[target] = 3  # usable again
+    assert c[target] == 3 and len(c) == 2
+
+
+@pytest.mark.slow
+def test_threads_mixed_ops_with_python_eq_100k() -> None:
+    c: an.Cache[Any, Any] = an.Cache(max_items=40, max_bytes=1_500, sizeof=len)
+    _run_threads(16, lambda i: _mixed_ops(c, i, 100_000, 64))
+    _check_exact(c, len)
+    assert c.stats().bytes <= 1_500

@@ -74,6 +74,12 @@ void an_store_touch(an_store *s, an_cnode *n);
  * Can fail like an_store_link (growing the heap); then nothing changes. */
 an_status an_store_set_deadline(an_store *s, an_cnode *n, double deadline);
 
+/* Recharges a linked node in place (a new value under the same key): bytes
+ * and deadline replaced, made most recently used.  Fails like
+ * an_store_set_deadline (AN_ERR_INVALID_ARG when not linked); then nothing
+ * changes.  Never evicts: ask an_store_victim afterwards. */
+an_status an_store_update(an_store *s, an_cnode *n, size_t bytes, double deadline);
+
 /* The least recently used node, or NULL when empty. */
 an_cnode *an_store_lru(const an_store *s);
 /* The most recently used node, or NULL when empty. */

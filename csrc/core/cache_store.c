@@ -228,6 +228,18 @@ an_store_set_deadline(an_store *s, an_cnode *n, double deadline)
     return AN_OK;
 }
 
+an_status
+an_store_update(an_store *s, an_cnode *n, size_t bytes, double deadline)
+{
+    an_status st = an_store_set_deadline(s, n, deadline);
+    if (st != AN_OK)
+        return st;
+    s->bytes = s->bytes - n->bytes + bytes;
+    n->bytes = bytes;
+    an_store_touch(s, n);
+    return AN_OK;
+}
+
 an_cnode *
 an_store_lru(const an_store *s)
 {

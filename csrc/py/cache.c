@@ -7,25 +7,47 @@
  * which keeps the LRU list, the deadline heap and the accounting.  The store
  * holds one reference to every linked entry.
  *
+ * An entry is the stable holder of one key, not of one value: a store of a key
+ * that is present swaps the value inside the same entry, so the dict is never
+ * updated for a key that it already maps.  An entry lives through three states:
+ *   fresh  in the dict (put there by PyDict_SetDefault), not linked, no value;
+ *   live   linked in the store, holding a value;
+ *   dead   unlinked for good: never linked again.
+ * Dict updates run the key's __hash__/__eq__ (Python code: threads switch, the
+ * cache can be re-entered), so they are made safe by these rules, not by a lock:
+ *   - writers get the entry with PyDict_SetDefault (CPython restarts a lookup
+ *     that __eq__ mutated, so it returns the one entry the dict maps at its
+ *     end), then, in the critical section, swap the value of a live entry or
+ *     link a fresh one; an entry found dead makes them retry;
+ *   - removal marks the entry dead in the critical section, which names one
+ *     owner (the killing thread) for the entry's dict removal; only that owner
+ *     deletes it, and only if the dict still maps the key to it.
+ * Hence (by induction over dict updates): no one but its owner removes an
+ * entry from the dict, so between the owner's check and its delete the key
+ * cannot be remapped, and the delete removes that entry only; an entry that is
+ * not dead is still the one the dict maps for its key; so every linked entry is
+ * reachable by its key and no key has two linked entries.  A writer that finds
+ * a dead entry waits (GIL released) for its owner's delete; if that delete
+ * failed (a raising __eq__) the entry is an orphan that the next writer adopts.
+ * A thread re-entering the cache from inside its own pending delete (a key's
+ * __eq__ storing a key it is removing) gets a RuntimeError, not a hang.
+ *
  * Every operation runs in three steps:
  *   1. user code, outside any critical section: sizeof(value), the timer, the
  *      dict lookup (which runs the key's __hash__/__eq__);
  *   2. the structural update under the GIL + AN_BEGIN_CRITICAL_SECTION(self):
  *      C only, no allocation that can trigger the GC, no Py_DECREF that can
- *      run a finaliser; evicted entries are moved to a C victim list;
- *   3. with the store consistent again: victims leave the dict, on_evict runs,
- *      references are dropped.
- * So a key whose __eq__ re-enters the cache, or a callback that mutates it,
- * only ever sees a consistent store.  The price of a dict we do not own: if a
- * key's __hash__/__eq__ mutates the cache while the dict is being updated for
- * that same key, an entry can become unreachable by key; it stays counted
- * (len, bytes, iteration) until LRU or TTL eviction removes it.
- *
- * The dict may briefly hold entries the store has already unlinked (between
- * steps 2 and 3, or when a hostile key refused removal); lookups treat an
- * unlinked entry as absent.
+ *      run a finaliser; evicted entries are killed into a C victim list;
+ *   3. with the store consistent again: the dict removals of the entries killed
+ *      in step 2 first, then on_evict, then dropping the references.
+ * A value is read only under the section while its entry is live; once dead,
+ * an entry's value belongs to its killer.  Keys must keep the hash/eq
+ * contract; a key that breaks it (raises, or changes its answer) is survived
+ * without a crash and with exact accounting, but may leave a dead entry in the
+ * dict until a writer of that key or clear() adopts it.
  */
 #include <math.h>
+#include <sched.h>
 #include <time.h>
 
 #include "../core/an_cache.h"
@@ -68,12 +90,21 @@ check_args(const char *name, Py_ssize_t nargs, Py_ssize_t lo, Py_ssize_t hi)
     return 0;
 }
 
+/* dstate: D_ALIVE covers fresh (node.linked == 0) and live (linked == 1);
+ * the other states are dead.  Invariant: linked implies D_ALIVE; a dead entry
+ * is D_OWNED (owner is removing it from the dict), D_ORPHAN (that removal
+ * failed: anyone may adopt it) or D_GONE (out of the dict).  dstate, owner,
+ * ttl, node and a live entry's value change only under the section. */
+enum { D_ALIVE = 0, D_OWNED, D_ORPHAN, D_GONE };
+
 typedef struct {
     PyObject_HEAD
-    PyObject *key;
-    PyObject *value;
+    PyObject *key;       /* immutable */
+    PyObject *value;     /* NULL while fresh */
     double ttl;          /* for touch(): INFINITY = none */
     int reason;          /* why it was unlinked (an evict_reason) */
+    int dstate;
+    unsigned long owner; /* thread ident of the D_OWNED remover */
     an_cnode node;
 } CacheEntry;
 
@@ -147,12 +178,22 @@ victims_reserve(victims *v)
     return 1;
 }
 
-/* Unlinks e (linked) and moves the store's reference to v.  Only called after
+/* Kills e (linked) and moves the store's reference to v.  Only called after
  * victims_reserve() returned 1. */
+/* Under the section: unlinks e (linked) and marks it dead, its dict removal
+ * owned by the calling thread, which must call discard() next. */
+static void
+kill(CacheObject *self, CacheEntry *e)
+{
+    an_store_unlink(&self->store, &e->node);
+    e->dstate = D_OWNED;
+    e->owner = PyThread_get_thread_ident();
+}
+
 static void
 evict_to(CacheObject *self, victims *v, CacheEntry *e, int reason)
 {
-    an_store_unlink(&self->store, &e->node);
+    kill(self, e);
     e->reason = reason;
     v->items[v->n++] = e;
     if (reason == R_TTL)
@@ -186,18 +227,70 @@ evict_over_bounds(CacheObject *self, victims *v, CacheEntry *keep, int resize)
         evict_to(self, v, ENTRY_OF(n), resize ? R_RESIZE : (by_bytes ? R_SIZE : R_LRU));
 }
 
-/* Removes key from the dict if it still maps to e.  Errors (a hostile key)
- * leave the stale entry in the dict, where lookups ignore it. */
+/* Removes e (dead, D_OWNED by this thread) from the dict if the dict still
+ * maps its key to it: safe because no one else removes e (see the header).
+ * Leaves e D_GONE, or D_ORPHAN when the key's __hash__/__eq__ raised.  Keeps
+ * any pending exception. */
 static void
-dict_discard(PyObject *dict, PyObject *key, CacheEntry *e)
+discard(CacheObject *self, CacheEntry *e)
 {
-    PyObject *cur = PyDict_GetItemWithError(dict, key);
-    if (cur == (PyObject *)e) {
-        if (PyDict_DelItem(dict, key) < 0)
-            PyErr_Clear();
-    } else if (cur == NULL) {
+    saved_exc x;
+    int ok = 1;
+    exc_save(&x);
+    if (self->dict != NULL) {
+        PyObject *cur = PyDict_GetItemWithError(self->dict, e->key);
+        if (cur == (PyObject *)e)
+            ok = PyDict_DelItem(self->dict, e->key) == 0;
+        else if (cur == NULL && PyErr_Occurred())
+            ok = 0;
         PyErr_Clear();
     }
+    AN_BEGIN_CRITICAL_SECTION(self);
+    e->dstate = ok ? D_GONE : D_ORPHAN;
+    e->owner = 0;
+    AN_END_CRITICAL_SECTION();
+    exc_restore(&x);
+}
+
+/* A writer found e dead: lets its removal from the dict finish.  Adopts (and
+ * removes) an orphan; otherwise yields to the owner with the GIL released.
+ * Returns -1 with an exception when the owner is this very thread (the cache
+ * re-entered from a key's __eq__ during that removal: waiting would hang) or
+ * a signal handler raised. */
+static int
+await_removal(CacheObject *self, CacheEntry *e, int spins)
+{
+    unsigned long me = PyThread_get_thread_ident(), owner;
+    int state;
+    AN_BEGIN_CRITICAL_SECTION(self);
+    state = e->dstate;
+    owner = e->owner;
+    if (state == D_ORPHAN) {
+        e->dstate = D_OWNED;
+        e->owner = me;
+    }
+    AN_END_CRITICAL_SECTION();
+    if (state == D_ORPHAN) {
+        discard(self, e);
+        return 0;
+    }
+    if (state != D_OWNED)
+        return 0;
+    if (owner == me) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "Cache re-entered for a key while that key is being removed (from "
+                        "the key's own __eq__/__hash__ or a finalizer it triggered)");
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (spins < 64) {
+        sched_yield();
+    } else {
+        struct timespec ts = {0, 50000}; /* the owner is slow (its __eq__ blocks) */
+        nanosleep(&ts, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    return PyErr_CheckSignals();
 }
 
 /* Turns the current exception into a CacheCallbackWarning.  Returns -1 when
@@ -220,7 +313,8 @@ report_callback_error(const char *what)
     return r;
 }
 
-/* Step 3: dict removal, on_evict, dropping the references.  Returns -1 with an
+/* Step 3: dict removals (first: a callback may store the same keys), then
+ * on_evict, then dropping the values and the references.  Returns -1 with an
  * exception set only when a callback's warning was turned into an error; all
  * victims are disposed of either way. */
 static int
@@ -230,29 +324,32 @@ finish(CacheObject *self, victims *v)
     int rc = 0;
     if (v->n == 0)
         return 0;
+    for (size_t i = 0; i < v->n; i++)
+        discard(self, v->items[i]);
     exc_save(&saved);
     for (size_t i = 0; i < v->n; i++) {
         CacheEntry *e = v->items[i];
-        if (e->reason != R_NONE) {
-            dict_discard(self->dict, e->key, e);
-            if (self->on_evict != NULL) {
-                PyObject *reason = PyUnicode_FromString(reason_names[e->reason]);
-                PyObject *r = reason ? PyObject_CallFunctionObjArgs(self->on_evict, e->key,
-                                                                    e->value, reason, NULL)
-                                     : NULL;
-                Py_XDECREF(reason);
-                if (r == NULL) {
-                    if (report_callback_error("on_evict callback") < 0 && rc == 0 &&
-                        saved.type == NULL) {
-                        rc = -1;
-                        exc_save(&saved);
-                    }
-                    PyErr_Clear();
-                } else {
-                    Py_DECREF(r);
+        if (e->reason != R_NONE && self->on_evict != NULL) {
+            PyObject *reason = PyUnicode_FromString(reason_names[e->reason]);
+            PyObject *r = reason ? PyObject_CallFunctionObjArgs(self->on_evict, e->key,
+                                                                e->value, reason, NULL)
+                                 : NULL;
+            Py_XDECREF(reason);
+            if (r == NULL) {
+                if (report_callback_error("on_evict callback") < 0 && rc == 0 &&
+                    saved.type == NULL) {
+                    rc = -1;
+                    exc_save(&saved);
                 }
+                PyErr_Clear();
+            } else {
+                Py_DECREF(r);
             }
         }
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        CacheEntry *e = v->items[i];
+        Py_CLEAR(e->value); /* dead: the value is ours alone */
         Py_DECREF(e);
     }
     if (v->items != v->inline_items)
@@ -479,8 +576,9 @@ static PyType_Spec entry_spec = {
     .slots = entry_slots,
 };
 
+/* A fresh entry for key (no value yet: a writer fills it under the section). */
 static CacheEntry *
-entry_new(CacheObject *self, PyObject *key, PyObject *value, double ttl)
+entry_new(CacheObject *self, PyObject *key)
 {
     PyTypeObject *tp = (PyTypeObject *)self->entry_type;
     CacheEntry *e = PyObject_GC_New(CacheEntry, tp);
@@ -488,16 +586,19 @@ entry_new(CacheObject *self, PyObject *key, PyObject *value, double ttl)
         return NULL;
     Py_INCREF(tp);
     e->key = Py_NewRef(key);
-    e->value = Py_NewRef(value);
-    e->ttl = ttl;
+    e->value = NULL;
+    e->ttl = INFINITY;
     e->reason = R_NONE;
+    e->dstate = D_ALIVE;
+    e->owner = 0;
     an_cnode_init(&e->node);
     PyObject_GC_Track(e);
     return e;
 }
 
-/* The linked entry for key (new reference), NULL without an exception when
- * absent, NULL with one when the key's __hash__/__eq__ failed. */
+/* The entry the dict maps key to (new reference; it may be fresh, live or
+ * dead: check under the section), NULL without an exception when absent, NULL
+ * with one when the key's __hash__/__eq__ failed. */
 static CacheEntry *
 find_entry(CacheObject *self, PyObject *key)
 {
@@ -690,10 +791,9 @@ lookup(CacheObject *self, PyObject *key, int count)
         self->store.misses++;
     }
     AN_END_CRITICAL_SECTION();
-    if (e != NULL && !e->node.linked && v.n == 0)
-        dict_discard(self->dict, key, e); /* stale: left by a hostile key */
-    Py_XDECREF(e);
-    if (finish(self, &v) < 0) {
+    int rc = finish(self, &v);
+    Py_XDECREF(e); /* after finish: dropping it may run a finalizer */
+    if (rc < 0) {
         Py_XDECREF(value);
         return NULL;
     }
@@ -754,8 +854,9 @@ cache_peek(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (e != NULL && e->node.linked)
         value = Py_NewRef(e->value);
     AN_END_CRITICAL_SECTION();
+    int rc = finish(self, &v);
     Py_XDECREF(e);
-    if (finish(self, &v) < 0) {
+    if (rc < 0) {
         Py_XDECREF(value);
         return NULL;
     }
@@ -778,80 +879,108 @@ cache_contains(CacheObject *self, PyObject *key)
     purge_expired(self, &v, now);
     found = e != NULL && e->node.linked;
     AN_END_CRITICAL_SECTION();
+    int rc = finish(self, &v);
     Py_XDECREF(e);
-    return finish(self, &v) < 0 ? -1 : found;
+    return rc < 0 ? -1 : found;
 }
 
 /* ---- insertion ------------------------------------------------------------------ */
 
+/* Stores value under key (ttl: INFINITY = never expires).  With current !=
+ * NULL it is setdefault: a live value is kept and returned in *current (a new
+ * reference), else value is stored and returned there.  Returns 0 or -1. */
 static int
-store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl)
+store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl, PyObject **current)
 {
     size_t size;
     double now = -INFINITY;
     victims v;
     an_status s = AN_OK;
+    CacheEntry *fresh = NULL, *e = NULL;
+    PyObject *old_value = NULL;
+    int rc = -1, killed = 0;
     if (check_alive(self) < 0)
         return -1;
-    CacheEntry *old = find_entry(self, key); /* unhashable: TypeError before any work */
-    if (old == NULL && PyErr_Occurred())
+    victims_init(&v);
+    e = find_entry(self, key); /* unhashable: TypeError before any work */
+    if (e == NULL && PyErr_Occurred())
         return -1;
-    CacheEntry *e = NULL;
     if (value_size(self, value, &size) < 0)
-        goto error;
+        goto done;
     if (!an_store_fits(&self->store, size)) {
         raise_too_large(self, size);
-        goto error;
+        goto done;
     }
     if ((self->store.heap_len > 0 || !isinf(ttl)) && clock_now(self, &now) < 0)
-        goto error;
-    if ((e = entry_new(self, key, value, ttl)) == NULL)
-        goto error;
-    /* The timer, sizeof and the allocation above may run Python code (a GC
-     * pass runs finalizers), and another thread may have stored this key
-     * meanwhile: look the entry up again, after the last call-out, so the
-     * entry replaced below is the one the dict maps to now and no entry is
-     * left linked but unreachable by its key. */
-    Py_XDECREF(old);
-    old = find_entry(self, key);
-    if (old == NULL && PyErr_Occurred()) {
-        Py_DECREF(e);
-        return -1;
+        goto done;
+    for (int spins = 0;; spins++) {
+        if (e == NULL) {
+            /* An allocation may run the GC (finalizers: Python code), and
+             * SetDefault runs __eq__: the entry it returns is checked below. */
+            if (fresh == NULL && (fresh = entry_new(self, key)) == NULL)
+                goto done;
+            PyObject *cur = PyDict_SetDefault(self->dict, key, (PyObject *)fresh);
+            if (cur == NULL)
+                goto done;
+            e = (CacheEntry *)Py_NewRef(cur);
+        }
+        int dead = 0;
+        double deadline = isinf(ttl) ? INFINITY : now + ttl;
+        AN_BEGIN_CRITICAL_SECTION(self);
+        purge_expired(self, &v, now);
+        if (e->dstate != D_ALIVE) {
+            dead = 1;
+        } else if (e->node.linked) {
+            if (current != NULL) {
+                *current = Py_NewRef(e->value);
+                an_store_touch(&self->store, &e->node);
+                self->store.hits++;
+            } else if ((s = an_store_update(&self->store, &e->node, size, deadline)) == AN_OK) {
+                old_value = e->value;
+                e->value = Py_NewRef(value);
+                e->ttl = ttl;
+                evict_over_bounds(self, &v, e, 0);
+            }
+        } else {
+            s = an_store_link(&self->store, &e->node, size, deadline);
+            if (s == AN_OK) {
+                Py_INCREF(e); /* the store's reference */
+                e->value = Py_NewRef(value);
+                e->ttl = ttl;
+                if (current != NULL) {
+                    *current = Py_NewRef(value);
+                    self->store.misses++;
+                }
+                evict_over_bounds(self, &v, e, 0);
+            } else {
+                kill(self, e); /* fresh, and we cannot link it: nobody may */
+                killed = 1;
+            }
+        }
+        AN_END_CRITICAL_SECTION();
+        if (!dead)
+            break;
+        if (finish(self, &v) < 0 || await_removal(self, e, spins) < 0)
+            goto done;
+        if (e == fresh) /* ours, inserted, then killed: never reusable */
+            Py_CLEAR(fresh);
+        Py_CLEAR(e);
     }
-    victims_init(&v);
-    AN_BEGIN_CRITICAL_SECTION(self);
-    purge_expired(self, &v, now);
-    s = an_store_link(&self->store, &e->node, size, isinf(ttl) ? INFINITY : now + ttl);
-    if (s == AN_OK) {
-        Py_INCREF(e); /* the store's reference */
-        if (old != NULL && old->node.linked && victims_reserve(&v))
-            evict_to(self, &v, old, R_NONE);
-        evict_over_bounds(self, &v, e, 0);
-    }
-    AN_END_CRITICAL_SECTION();
-    int rc = 0;
+    if (killed)
+        discard(self, e);
+    rc = 0;
     if (s != AN_OK) {
         an_raise_status(self->st, s, "cannot grow the cache's deadline heap");
         rc = -1;
-    } else if (PyDict_SetItem(self->dict, key, (PyObject *)e) < 0) {
-        rc = -1;
-        int linked;
-        AN_BEGIN_CRITICAL_SECTION(self);
-        linked = e->node.linked;
-        if (linked)
-            an_store_unlink(&self->store, &e->node);
-        AN_END_CRITICAL_SECTION();
-        if (linked)
-            Py_DECREF(e);
     }
-    Py_DECREF(e);
-    Py_XDECREF(old); /* only now: its value's finalizer may run Python code */
+done:
     if (finish(self, &v) < 0)
         rc = -1;
+    /* Only now: dropping these may run finalizers (Python code). */
+    Py_XDECREF(old_value);
+    Py_XDECREF(fresh);
+    Py_XDECREF(e);
     return rc;
-error:
-    Py_XDECREF(old);
-    return -1;
 }
 
 /* Removes key; *out (if not NULL) receives the value.  Returns 1 if removed,
@@ -862,6 +991,7 @@ remove_item(CacheObject *self, PyObject *key, PyObject **out)
     double now;
     victims v;
     int removed = 0;
+    PyObject *value = NULL;
     if (check_alive(self) < 0 || now_if_needed(self, &now) < 0)
         return -1;
     CacheEntry *e = find_entry(self, key);
@@ -870,25 +1000,27 @@ remove_item(CacheObject *self, PyObject *key, PyObject **out)
     victims_init(&v);
     AN_BEGIN_CRITICAL_SECTION(self);
     purge_expired(self, &v, now);
-    if (e != NULL && e->node.linked) {
-        an_store_unlink(&self->store, &e->node);
+    if (e != NULL && e->node.linked) { /* fresh or dead: absent */
+        kill(self, e);
         removed = 1;
     }
     AN_END_CRITICAL_SECTION();
-    if (e != NULL) {
-        dict_discard(self->dict, key, e);
-        if (removed) {
-            if (out != NULL)
-                *out = Py_NewRef(e->value);
-            Py_DECREF(e); /* the store's reference */
-        }
-        Py_DECREF(e);
+    if (removed) {
+        discard(self, e);
+        value = e->value; /* dead: ours alone */
+        e->value = NULL;
+        Py_DECREF(e); /* the store's reference */
     }
-    if (finish(self, &v) < 0) {
-        if (out != NULL && removed)
-            Py_CLEAR(*out);
+    int rc = finish(self, &v);
+    Py_XDECREF(e);
+    if (rc < 0) {
+        Py_XDECREF(value);
         return -1;
     }
+    if (out != NULL)
+        *out = value;
+    else
+        Py_XDECREF(value);
     return removed;
 }
 
@@ -896,7 +1028,7 @@ static int
 cache_ass_subscript(CacheObject *self, PyObject *key, PyObject *value)
 {
     if (value != NULL)
-        return store_item(self, key, value, self->default_ttl);
+        return store_item(self, key, value, self->default_ttl, NULL);
     int r = remove_item(self, key, NULL);
     if (r == 0)
         PyErr_SetObject(PyExc_KeyError, key);
@@ -928,9 +1060,22 @@ cache_set(CacheObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *
         ttl = self->default_ttl;
     else if (parse_ttl(self, ttl_obj, &ttl) < 0)
         return NULL;
-    if (store_item(self, args[0], args[1], ttl) < 0)
+    if (store_item(self, args[0], args[1], ttl, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+static PyObject *
+cache_setdefault(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *current = NULL;
+    if (!check_args("setdefault", nargs, 1, 2))
+        return NULL;
+    if (store_item(self, args[0], nargs > 1 ? args[1] : Py_None, self->default_ttl, &current) < 0) {
+        Py_XDECREF(current);
+        return NULL;
+    }
+    return current;
 }
 
 static PyObject *
@@ -965,22 +1110,51 @@ cache_popitem(CacheObject *self, PyObject *unused)
     an_cnode *n = an_store_lru(&self->store);
     if (n != NULL) {
         e = ENTRY_OF(n);
-        an_store_unlink(&self->store, n); /* the store's reference is now ours */
+        kill(self, e); /* the store's reference is now ours */
     }
     AN_END_CRITICAL_SECTION();
     PyObject *res = NULL;
     if (e != NULL) {
-        dict_discard(self->dict, e->key, e);
+        discard(self, e); /* before anything that may run Python code */
         res = PyTuple_Pack(2, e->key, e->value);
+    }
+    int rc = finish(self, &v);
+    if (e != NULL) {
+        Py_CLEAR(e->value); /* dead: ours alone */
         Py_DECREF(e);
     }
-    if (finish(self, &v) < 0) {
+    if (rc < 0) {
         Py_XDECREF(res);
         return NULL;
     }
     if (e == NULL)
         PyErr_SetString(PyExc_KeyError, "popitem(): cache is empty");
     return res;
+}
+
+/* Removes the orphans (dead entries whose removal from the dict failed: a
+ * raising __eq__) from the dict, as a writer of their key would. */
+static int
+adopt_orphans(CacheObject *self)
+{
+    PyObject *entries = PyDict_Values(self->dict);
+    if (entries == NULL)
+        return -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
+        CacheEntry *e = (CacheEntry *)PyList_GET_ITEM(entries, i);
+        int mine = 0;
+        AN_BEGIN_CRITICAL_SECTION(self);
+        if (e->dstate == D_ORPHAN) {
+            e->dstate = D_OWNED;
+            e->owner = PyThread_get_thread_ident();
+            mine = 1;
+        }
+        AN_END_CRITICAL_SECTION();
+        if (mine)
+            discard(self, e);
+    }
+    Py_DECREF(entries);
+    return 0;
 }
 
 static PyObject *
@@ -1002,8 +1176,8 @@ cache_clear(CacheObject *self, PyObject *unused)
         if (finish(self, &v) < 0)
             return NULL;
     } while (more);
-    if (self->store.count == 0)
-        PyDict_Clear(self->dict); /* stale entries left by hostile keys */
+    if ((size_t)PyDict_GET_SIZE(self->dict) > self->store.count && adopt_orphans(self) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1023,6 +1197,12 @@ cache_length(CacheObject *self)
     return finish(self, &v) < 0 ? -1 : n;
 }
 
+/* One entry as a snapshot saw it: a value can be swapped right after. */
+typedef struct {
+    PyObject *key, *value;
+    double deadline;
+} snap_item;
+
 /* A snapshot, least recently used first: what 0 = keys, 1 = values,
  * 2 = (key, value), 3 = (key, value, remaining ttl or None). */
 static PyObject *
@@ -1031,7 +1211,7 @@ snapshot(CacheObject *self, int what)
     double now = -INFINITY;
     victims v;
     PyObject *list = NULL;
-    CacheEntry **items = NULL;
+    snap_item *items = NULL;
     size_t count = 0;
     if (check_alive(self) < 0)
         return NULL;
@@ -1041,7 +1221,7 @@ snapshot(CacheObject *self, int what)
     /* Collect under the section without allocating Python objects: */
     for (int attempt = 0; attempt < 4 && items == NULL; attempt++) {
         size_t want = self->store.count + 1;
-        CacheEntry **buf = PyMem_Malloc(want * sizeof(*buf));
+        snap_item *buf = PyMem_Malloc(want * sizeof(*buf));
         if (buf == NULL)
             return PyErr_NoMemory();
         int ok = 0;
@@ -1049,8 +1229,9 @@ snapshot(CacheObject *self, int what)
         purge_expired(self, &v, now);
         if (self->store.count < want) {
             for (an_cnode *n = self->store.head.next; n != &self->store.head; n = n->next) {
-                buf[count] = ENTRY_OF(n);
-                Py_INCREF(buf[count]);
+                buf[count].key = Py_NewRef(ENTRY_OF(n)->key);
+                buf[count].value = Py_NewRef(ENTRY_OF(n)->value);
+                buf[count].deadline = n->deadline;
                 count++;
             }
             ok = 1;
@@ -1070,7 +1251,7 @@ snapshot(CacheObject *self, int what)
     if (list == NULL)
         goto done;
     for (size_t i = 0; i < count; i++) {
-        CacheEntry *e = items[i];
+        snap_item *e = &items[i];
         PyObject *item;
         if (what == 0)
             item = Py_NewRef(e->key);
@@ -1078,11 +1259,10 @@ snapshot(CacheObject *self, int what)
             item = Py_NewRef(e->value);
         else if (what == 2)
             item = PyTuple_Pack(2, e->key, e->value);
-        else {
-            double left = e->node.deadline - now;
-            item = isinf(e->node.deadline) ? Py_BuildValue("(OOO)", e->key, e->value, Py_None)
-                                           : Py_BuildValue("(OOd)", e->key, e->value, left);
-        }
+        else if (isinf(e->deadline))
+            item = Py_BuildValue("(OOO)", e->key, e->value, Py_None);
+        else
+            item = Py_BuildValue("(OOd)", e->key, e->value, e->deadline - now);
         if (item == NULL) {
             Py_CLEAR(list);
             goto done;
@@ -1091,8 +1271,10 @@ snapshot(CacheObject *self, int what)
     }
 done:
     if (items != NULL) {
-        for (size_t i = 0; i < count; i++)
-            Py_DECREF(items[i]);
+        for (size_t i = 0; i < count; i++) {
+            Py_DECREF(items[i].key);
+            Py_DECREF(items[i].value);
+        }
         PyMem_Free(items);
     }
     return list;
@@ -1147,6 +1329,8 @@ cache_touch(CacheObject *self, PyObject *key)
     CacheEntry *e = find_entry(self, key);
     if (e == NULL && PyErr_Occurred())
         return NULL;
+    /* An entry's ttl can change until the section: one with a finite ttl
+     * (or any deadline in the heap) needs the time, read before. */
     if ((self->store.heap_len > 0 || (e != NULL && !isinf(e->ttl))) && clock_now(self, &now) < 0) {
         Py_XDECREF(e);
         return NULL;
@@ -1157,12 +1341,13 @@ cache_touch(CacheObject *self, PyObject *key)
     if (e != NULL && e->node.linked) {
         found = 1;
         an_store_touch(&self->store, &e->node);
-        if (!isinf(e->ttl))
+        if (!isinf(e->ttl) && now > -INFINITY) /* else: a store raced us; it set the ttl */
             s = an_store_set_deadline(&self->store, &e->node, now + e->ttl);
     }
     AN_END_CRITICAL_SECTION();
+    int rc = finish(self, &v);
     Py_XDECREF(e);
-    if (finish(self, &v) < 0)
+    if (rc < 0)
         return NULL;
     if (s != AN_OK)
         return an_raise_status(self->st, s, "cannot grow the cache's deadline heap");
@@ -1440,6 +1625,8 @@ static PyMethodDef cache_methods[] = {
      "peek(key, default=None): the value without touching LRU order or stats."},
     {"set", (PyCFunction)(void (*)(void))cache_set, METH_FASTCALL | METH_KEYWORDS,
      "set(key, value, ttl=None): store, with a per-item ttl (None: the cache's)."},
+    {"setdefault", (PyCFunction)(void (*)(void))cache_setdefault, METH_FASTCALL,
+     "setdefault(key, default=None): the value, or store default and return it (atomic)."},
     {"pop", (PyCFunction)(void (*)(void))cache_pop, METH_FASTCALL,
      "pop(key[, default]): remove and return the value."},
     {"popitem", (PyCFunction)cache_popitem, METH_NOARGS,

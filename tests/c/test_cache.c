@@ -200,6 +200,34 @@ test_allocation_failure(void)
     CHECK(f.live == 0);
 }
 
+/* Updating a linked node recharges it in place and makes it the MRU; an
+ * unlinked node or a failing heap leaves everything unchanged. */
+static void
+test_update(void)
+{
+    current = "update";
+    fault_ctx f = {1, 0, 0};
+    an_allocator a = {fault_malloc, fault_free, &f, AN_OK, NULL, NULL};
+    an_store s;
+    an_store_init(&s, 0, 0, &a);
+    for (int i = 0; i < 3; i++) {
+        an_cnode_init(&nodes[i]);
+        CHECK_ST(an_store_link(&s, &nodes[i], 10, INFINITY), AN_OK);
+    }
+    an_cnode_init(&nodes[3]);
+    CHECK_ST(an_store_update(&s, &nodes[3], 5, INFINITY), AN_ERR_INVALID_ARG);
+    CHECK_ST(an_store_update(&s, &nodes[0], 7, 5.0), AN_ERR_NOMEM); /* heap cannot grow */
+    CHECK(s.bytes == 30 && nodes[0].bytes == 10 && an_store_lru(&s) == &nodes[0]);
+    CHECK_ST(an_store_update(&s, &nodes[0], 7, 5.0), AN_OK);
+    CHECK(s.count == 3 && s.bytes == 27 && nodes[0].bytes == 7);
+    CHECK(an_store_mru(&s) == &nodes[0] && an_store_lru(&s) == &nodes[1]);
+    CHECK(an_store_expired(&s, 5.0) == &nodes[0]);
+    CHECK_ST(an_store_update(&s, &nodes[0], 40, INFINITY), AN_OK);
+    CHECK(s.bytes == 60 && s.heap_len == 0 && an_store_expired(&s, 100.0) == NULL);
+    an_store_release(&s);
+    CHECK(f.live == 0);
+}
+
 int
 main(void)
 {
@@ -208,6 +236,7 @@ main(void)
     test_deadline_heap();
     test_expired_boundary();
     test_allocation_failure();
+    test_update();
     printf("test_cache: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }
