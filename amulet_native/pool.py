@@ -199,10 +199,40 @@ class _PoolBase(Generic[T]):
             self._n["borrowed"] += 1
             self._in_use[id(e.obj)] = e
 
-    def _take_back(self, e: _Entry[T]) -> None:
+    def _take_back(self, e: _Entry[T], failed: bool, counted: bool) -> bool:
+        """Book a return; True when ``e`` may go back on the idle stack (its
+        ``last_used`` is then set), False when the caller must close it."""
         with self._lock:
             self._in_use.pop(id(e.obj), None)
             self._n["returned"] += 1
+        if failed:
+            if counted:
+                self._failed()
+        else:
+            self._succeeded()
+        now = self._timer()
+        if failed or (self.max_lifetime is not None and now - e.created > self.max_lifetime):
+            return False
+        e.last_used = now
+        return True
+
+    def _checked(self, ok: bool) -> bool:
+        """Book a health check's verdict; returns it."""
+        if ok:
+            self._succeeded()
+        else:
+            self._failed()
+        return ok
+
+    def _made(self, obj: T, *, lend: bool) -> _Entry[T]:
+        """Book a new object from the factory: lent out, or counted for the idle stack."""
+        e = _Entry(obj, self._timer())
+        self._succeeded()
+        if lend:
+            self._lend(e, created=True)
+        else:
+            self._count("created")
+        return e
 
     def _take_expired(self) -> list[_Entry[T]]:
         now = self._timer()
@@ -356,11 +386,9 @@ class ObjectPool(_PoolBase[T]):
                 except BaseException:  # KeyboardInterrupt inside the check: re-raised
                     self._destroy(e)
                     raise
-                if not ok:
-                    self._failed()
+                if not self._checked(ok):
                     self._destroy(e)
                     continue
-                self._succeeded()
             self._lend(e)
             return e
         try:
@@ -368,25 +396,11 @@ class ObjectPool(_PoolBase[T]):
         except Exception:
             self._failed()
             raise
-        e = _Entry(obj, self._timer())
-        self._succeeded()
-        self._lend(e, created=True)
-        return e
+        return self._made(obj, lend=True)
 
     def _give_back(self, e: _Entry[T], failed: bool, counted: bool = True) -> None:
         try:
-            self._take_back(e)
-            if failed:
-                if counted:
-                    self._failed()
-            else:
-                self._succeeded()
-            now = self._timer()
-            if failed or (self.max_lifetime is not None and now - e.created > self.max_lifetime):
-                self._destroy(e)
-                return
-            e.last_used = now
-            if not self._push_idle(e):
+            if not (self._take_back(e, failed, counted) and self._push_idle(e)):
                 self._destroy(e)
         finally:
             self._slots.release()
@@ -427,9 +441,7 @@ class ObjectPool(_PoolBase[T]):
                 except Exception:  # noqa: BLE001 - counted: the pool state shows it
                     self._failed()
                     return
-                e = _Entry(obj, self._timer())
-                self._succeeded()
-                self._count("created")
+                e = self._made(obj, lend=False)
                 if not self._push_idle(e):
                     self._destroy(e)
             finally:
@@ -575,12 +587,9 @@ class AsyncObjectPool(_PoolBase[T]):
         """Close e; if the caller is cancelled meanwhile, the close still
         finishes (and aclose() waits for it)."""
         self._count("destroyed")
-        if self._close_fn is None:
-            return
-        task = asyncio.ensure_future(self._run_close(e.obj))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-        await asyncio.shield(task)
+        task = self._schedule_close(e)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def _healthy(self, e: _Entry[T]) -> bool:
         assert self._health_check is not None
@@ -603,11 +612,9 @@ class AsyncObjectPool(_PoolBase[T]):
                         self._count("destroyed")  # closed meanwhile; cannot await a close now
                         self._schedule_close(e)
                     raise
-                if not ok:
-                    self._failed()
+                if not self._checked(ok):
                     await self._destroy(e)
                     continue
-                self._succeeded()
             self._lend(e)
             return e
         try:
@@ -615,31 +622,21 @@ class AsyncObjectPool(_PoolBase[T]):
         except Exception:
             self._failed()
             raise
-        e = _Entry(obj, self._timer())
-        self._succeeded()
-        self._lend(e, created=True)
-        return e
+        return self._made(obj, lend=True)
 
-    def _schedule_close(self, e: _Entry[T]) -> None:
-        if self._close_fn is not None:
-            task = asyncio.ensure_future(self._run_close(e.obj))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+    def _schedule_close(self, e: _Entry[T]) -> asyncio.Task[None] | None:
+        """Start closing ``e`` in a task aclose() waits for (None: no close callback)."""
+        if self._close_fn is None:
+            return None
+        task = asyncio.ensure_future(self._run_close(e.obj))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
 
     async def _give_back(self, e: _Entry[T], failed: bool, counted: bool = True) -> None:
-        self._take_back(e)
-        if failed:
-            if counted:
-                self._failed()
-        else:
-            self._succeeded()
-        now = self._timer()
-        expired = self.max_lifetime is not None and now - e.created > self.max_lifetime
-        if not failed and not expired:
-            e.last_used = now
-            if self._push_idle(e):
-                self._release_slot()
-                return
+        if self._take_back(e, failed, counted) and self._push_idle(e):
+            self._release_slot()
+            return
         try:
             await self._destroy(e)
         finally:
@@ -687,9 +684,7 @@ class AsyncObjectPool(_PoolBase[T]):
                 except Exception:  # noqa: BLE001 - counted: the pool state shows it
                     self._failed()
                     return
-                e = _Entry(obj, self._timer())
-                self._succeeded()
-                self._count("created")
+                e = self._made(obj, lend=False)
                 if not self._push_idle(e):
                     await self._destroy(e)
             finally:

@@ -639,6 +639,17 @@ class _TieredBase:
         payload, l1_value = encode_value(value, expires_ms=expires, serializer=self.serializer)
         return payload, l1_value, px
 
+    def _l1_store(self, rkey: bytes, value: Any, ttl: float | None) -> tuple[Any, int | None]:
+        """Encode ``value``, store it in L1; the Redis payload and ``PX`` to send."""
+        ttl = self._resolve_ttl(ttl)
+        payload, l1_value, px = self._encode(value, ttl)
+        self.l1.set(rkey, l1_value, ttl=self._l1_ttl(ttl))
+        return payload, px
+
+    def _scan_match(self) -> bytes:
+        """The ``SCAN MATCH`` pattern of this cache's keys (for clear)."""
+        return _glob_escape(self.prefix) + b"*"
+
     def _l1_lookup(self, rkey: bytes) -> Any:
         value = self.l1.get(rkey, _MISSING)
         self._count("l1_misses" if value is _MISSING else "l1_hits")
@@ -779,12 +790,6 @@ class TieredCache(_TieredBase):
         payload, px = self._l1_store(rkey, value, ttl)
         self._l2_set(rkey, payload, px)
 
-    def _l1_store(self, rkey: bytes, value: Any, ttl: float | None) -> tuple[Any, int | None]:
-        ttl = self._resolve_ttl(ttl)
-        payload, l1_value, px = self._encode(value, ttl)
-        self.l1.set(rkey, l1_value, ttl=self._l1_ttl(ttl))
-        return payload, px
-
     def _l2_set(self, rkey: bytes, payload: bytes | bytearray, px: int | None) -> None:
         if not self._l2_ready():
             return
@@ -817,9 +822,7 @@ class TieredCache(_TieredBase):
         deleted = 0
         try:
             batch: list[bytes] = []
-            for k in self.redis.scan_iter(
-                match=_glob_escape(self.prefix) + b"*", count=_SCAN_COUNT
-            ):
+            for k in self.redis.scan_iter(match=self._scan_match(), count=_SCAN_COUNT):
                 batch.append(k)
                 if len(batch) >= _UNLINK_BATCH:
                     deleted += int(self.redis.unlink(*batch))
@@ -920,9 +923,7 @@ class AsyncTieredCache(_TieredBase):
     async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` in both tiers (see :meth:`TieredCache.set`)."""
         rkey = self.redis_key(key)
-        ttl = self._resolve_ttl(ttl)
-        payload, l1_value, px = self._encode(value, ttl)
-        self.l1.set(rkey, l1_value, ttl=self._l1_ttl(ttl))
+        payload, px = self._l1_store(rkey, value, ttl)
         if not self._l2_ready():
             return
         try:
@@ -949,9 +950,7 @@ class AsyncTieredCache(_TieredBase):
         deleted = 0
         try:
             batch: list[bytes] = []
-            async for k in self.redis.scan_iter(
-                match=_glob_escape(self.prefix) + b"*", count=_SCAN_COUNT
-            ):
+            async for k in self.redis.scan_iter(match=self._scan_match(), count=_SCAN_COUNT):
                 batch.append(k)
                 if len(batch) >= _UNLINK_BATCH:
                     deleted += int(await self.redis.unlink(*batch))

@@ -12,12 +12,15 @@ then ``<repo>/../shared/corpus`` and skips with a clear reason when absent.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import sys
 import textwrap
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -393,3 +396,25 @@ def block_mean(img: npt.NDArray[Any], d: int) -> npt.NDArray[Any]:
         count = count[:, :, None]
     out: npt.NDArray[Any] = ((sums + count // 2) // count).astype(img.dtype)
     return out
+
+
+# ---- concurrency ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def switch_often() -> Iterator[None]:
+    """Let the interpreter switch threads every microsecond inside the block (the
+    previous interval is restored on exit), so races show up in a few iterations."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(old)
+
+
+@pytest.fixture
+def fast_switch() -> Iterator[None]:
+    """The whole test runs under :func:`switch_often`."""
+    with switch_often():
+        yield

@@ -6,26 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import pickle
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import amulet_native as an
 from amulet_native import _core
-
-
-@pytest.fixture
-def fast_switch() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def test_keys_like_functools() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import io
 import mmap
-import sys
 import threading
 import tracemalloc
 import weakref
@@ -15,7 +14,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes, photo, png_bytes
+from conftest import jpeg_bytes, photo, png_bytes, switch_often
 
 import amulet_native as an
 from amulet_native import _core
@@ -188,16 +187,11 @@ def test_concurrent_decodes_run_once(jpeg: bytes) -> None:
         arrived.wait()
         results.append(ic.decode(jpeg))
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        with mock.patch.object(_core, "decode", counting_decode):
-            ts = [threading.Thread(target=run) for _ in range(16)]
-            for t in ts:
-                t.start()
-            for t in ts:
-                t.join()
-    finally:
-        sys.setswitchinterval(old)
+    with switch_often(), mock.patch.object(_core, "decode", counting_decode):
+        ts = [threading.Thread(target=run) for _ in range(16)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
     assert calls[0] == 1  # one decode: the rest hit or waited on the flight
     assert len(results) == 16 and all(r.base is results[0].base for r in results)

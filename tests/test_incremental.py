@@ -35,6 +35,7 @@ from conftest import (
     png_bytes,
     png_chunk,
     png_ihdr,
+    switch_often,
 )
 from PIL import Image
 
@@ -458,9 +459,7 @@ def test_error_mid_stream_frees_native_state() -> None:
 def test_concurrent_use_raises_busy() -> None:
     big = jpeg_bytes(photo(1024, 1536, seed=3), progressive=True)
     want = an.decode(big)
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switch_often():
         for _attempt in range(20):
             dec = IncrementalDecoder()
             seen: list[str] = []
@@ -493,8 +492,6 @@ def test_concurrent_use_raises_busy() -> None:
                 assert seen == ["decoder.busy"], seen
                 return
         pytest.fail("the other thread never observed the busy decoder")
-    finally:
-        sys.setswitchinterval(old)
 
 
 def test_progress_counters() -> None:

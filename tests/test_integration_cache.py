@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import sys
 import threading
 import time
 import tracemalloc
@@ -32,16 +31,6 @@ def big_jpeg() -> bytes:
     data = jpeg_bytes(photo(768, 1024, seed=11), quality=95)
     assert len(data) > 200_000  # large enough that a copy stands out
     return data
-
-
-@pytest.fixture
-def fast_switch() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def _peak_during(fn: Any) -> tuple[Any, int]:

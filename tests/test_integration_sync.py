@@ -15,12 +15,8 @@ every model ever made is closed exactly once.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
-
-import pytest
 
 import amulet_native as an
 
@@ -50,17 +46,7 @@ class Model:
             self.users.decrement()
 
 
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-
-
-def test_threads_and_tasks_share_queue_pool_counter_and_dict(fast_switching: None) -> None:
+def test_threads_and_tasks_share_queue_pool_counter_and_dict(fast_switch: None) -> None:
     jobs: an.ThreadSafeQueue[int] = an.ThreadSafeQueue(maxsize=64)
     done = an.AtomicCounter()
     active = an.AtomicCounter()  # models lent out right now

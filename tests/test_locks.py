@@ -12,28 +12,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import switch_often
 
 import amulet_native as an
 from amulet_native.locks import default_manager
 
 THREADS = 16
-
-
-@pytest.fixture
-def fast_switch() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def run_threads(n: int, target: Callable[[int], None]) -> None:
@@ -637,9 +627,7 @@ def test_async_deadlock_between_tasks() -> None:
 def test_handle_released_concurrently_releases_exactly_once() -> None:
     """16 threads race to release one handle: exactly one succeeds, the others
     get LockReleaseError, and the lock ends free (never released twice)."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switch_often():
         lm = an.LockManager()
         for _ in range(50):
             h = lm.acquire("shared", kind="semaphore", permits=2)
@@ -669,5 +657,3 @@ def test_handle_released_concurrently_releases_exactly_once() -> None:
             assert len(ok) == 1 and len(errors) == 15 and not h.held
             assert lm.stats("shared")["holders"] == 1  # other's permit untouched
             other.release()
-    finally:
-        sys.setswitchinterval(old)

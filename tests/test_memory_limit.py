@@ -41,16 +41,6 @@ def handler_name() -> str:
 
 
 @pytest.fixture
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-
-
-@pytest.fixture
 def no_process_limit() -> Iterator[None]:
     yield
     an.set_process_memory_limit(None)
@@ -267,7 +257,7 @@ def test_ndarray_resize_charges_growth_and_credits_shrinking() -> None:
 # ---- threads ---------------------------------------------------------------------------
 
 
-def test_each_thread_has_its_own_budget(fast_switching: None) -> None:
+def test_each_thread_has_its_own_budget(fast_switch: None) -> None:
     errors: list[BaseException] = []
     results: dict[int, tuple[int, int]] = {}
     barrier = threading.Barrier(8)
@@ -331,7 +321,7 @@ def test_copied_context_carries_the_scope_into_a_thread() -> None:
     assert len(out) == 1 and usage.refusals == 1
 
 
-def test_concurrent_alloc_free_in_many_scopes_returns_to_zero(fast_switching: None) -> None:
+def test_concurrent_alloc_free_in_many_scopes_returns_to_zero(fast_switch: None) -> None:
     usages: list[an.MemoryUsage] = []
     lock = threading.Lock()
     shared_outer: list[np.ndarray[Any, Any]] = []
@@ -365,7 +355,7 @@ def test_concurrent_alloc_free_in_many_scopes_returns_to_zero(fast_switching: No
 # ---- asyncio ---------------------------------------------------------------------------
 
 
-def test_hundred_tasks_with_different_budgets_do_not_leak(fast_switching: None) -> None:
+def test_hundred_tasks_with_different_budgets_do_not_leak(fast_switch: None) -> None:
     async def task(i: int) -> tuple[int, int, int]:
         limit = 4 * KB + i * 101
         with an.memory_limit(max_bytes=limit) as usage:

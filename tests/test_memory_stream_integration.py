@@ -9,9 +9,8 @@ finish and every budget returns to zero.
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -23,23 +22,13 @@ import amulet_native as an
 KB = 1024
 
 
-@pytest.fixture
-def fast_switching() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-
-
 async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
     for i in range(0, len(data), size):
         await asyncio.sleep(0)
         yield data[i:i + size]
 
 
-def test_concurrent_requests_read_decode_and_fail_alone(fast_switching: None) -> None:
+def test_concurrent_requests_read_decode_and_fail_alone(fast_switch: None) -> None:
     small = jpeg_bytes(photo(64, 96, seed=1))
     big = jpeg_bytes(photo(512, 768, seed=2))  # 1.1 MiB of RGB output
     expected = {len(small): an.decode(small), len(big): an.decode(big)}
@@ -86,7 +75,7 @@ def test_mapped_upload_decoded_inside_a_budget(tmp_path: Path) -> None:
     assert usage.current == 0
 
 
-def test_threads_with_and_without_scopes_next_to_each_other(fast_switching: None) -> None:
+def test_threads_with_and_without_scopes_next_to_each_other(fast_switch: None) -> None:
     # One thread allocates freely while others run tight scopes; a thread started
     # inside a scope is not in it (threading.Thread does not copy the context).
     errors: list[BaseException] = []

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, jpeg_bytes, noise, photo, png_bytes
+from conftest import REPO_ROOT, jpeg_bytes, noise, photo, png_bytes, switch_often
 
 import amulet_native as an
 from amulet_native import _core
@@ -840,9 +840,7 @@ def test_close_while_decoding_in_threads(tmp_path: Path) -> None:
     path = tmp_path / "p.jpg"
     path.write_bytes(jpeg)
     expected = an.decode(jpeg)
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switch_often():
         for _ in range(30):
             m = an.open_mapped(path)
 
@@ -860,8 +858,6 @@ def test_close_while_decoding_in_threads(tmp_path: Path) -> None:
                 results = {f.result() for f in futures}
             assert results <= {"ok", "input.closed"}
             assert m.exports == 0
-    finally:
-        sys.setswitchinterval(old)
 
 
 ZERO_COPY_SCRIPT = textwrap.dedent('''

@@ -4,9 +4,8 @@ when many threads hammer one counter with forced interleavings."""
 from __future__ import annotations
 
 import pickle
-import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -14,16 +13,6 @@ import amulet_native as an
 
 I64_MAX = 2**63 - 1
 I64_MIN = -(2**63)
-
-
-@pytest.fixture
-def tiny_switch_interval() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def run_threads(n: int, target: Callable[[int], None]) -> None:
@@ -130,7 +119,7 @@ def test_subclass() -> None:
     assert type(pickle.loads(pickle.dumps(h))) is Hits
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_no_lost_increments() -> None:
     c = an.AtomicCounter()
     n_threads, per = 24, 4000
@@ -145,7 +134,7 @@ def test_no_lost_increments() -> None:
     assert c.value == n_threads * per
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_cas_loops_are_exact() -> None:
     """Hand-written CAS loops (multiply by one, add one) never lose an update."""
     c = an.AtomicCounter()
@@ -165,7 +154,7 @@ def test_cas_loops_are_exact() -> None:
     assert failures.value >= 0
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_get_and_set_hands_out_each_value_once() -> None:
     """get_and_set as a token exchange: the multiset of tokens is conserved."""
     c = an.AtomicCounter(-1)

@@ -5,28 +5,18 @@ the atomic compound operations under 16-32 threads with forced interleavings."""
 from __future__ import annotations
 
 import pickle
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 import pytest
+from conftest import switch_often
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import amulet_native as an
-
-
-@pytest.fixture
-def tiny_switch_interval() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def run_threads(n: int, target: Callable[[int], None], timeout: float = 60.0) -> None:
@@ -138,7 +128,7 @@ class CollidingKey:
         return isinstance(other, CollidingKey) and other.name == self.name
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_python_level_keys_under_threads() -> None:
     d: an.ThreadSafeDict[CollidingKey, int] = an.ThreadSafeDict()
     calls = an.AtomicCounter()
@@ -163,7 +153,7 @@ def test_python_level_keys_under_threads() -> None:
 # ---- concurrency --------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_snapshot_iteration_while_writers_mutate() -> None:
     d: an.ThreadSafeDict[int, int] = an.ThreadSafeDict({i: i for i in range(200)})
     stop = threading.Event()
@@ -193,7 +183,7 @@ def test_snapshot_iteration_while_writers_mutate() -> None:
     assert len(d) == 200
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_get_or_create_runs_factory_once_per_key() -> None:
     d: an.ThreadSafeDict[int, object] = an.ThreadSafeDict()
     calls: dict[int, an.AtomicCounter] = {k: an.AtomicCounter() for k in range(20)}
@@ -218,7 +208,7 @@ def test_get_or_create_runs_factory_once_per_key() -> None:
         assert d[k] is results[0][k]
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_get_or_create_failure_reaches_every_waiter() -> None:
     d: an.ThreadSafeDict[str, int] = an.ThreadSafeDict()
     calls = an.AtomicCounter()
@@ -275,7 +265,7 @@ def test_get_or_create_bad_arguments() -> None:
     assert d.get_or_create(key="k", factory=list) == []
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_update_with_is_exact() -> None:
     d: an.ThreadSafeDict[str, int] = an.ThreadSafeDict()
     n_threads, per = 16, 300
@@ -298,7 +288,7 @@ def test_update_with_error_leaves_value() -> None:
     assert d.update_with("b", lambda v: [v]) == [None]
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_compare_and_swap_uses_equality_and_is_exact() -> None:
     d: an.ThreadSafeDict[str, Any] = an.ThreadSafeDict(n=10**6)
     assert d.compare_and_swap("n", int("1000000"), 5)  # equal, not identical
@@ -317,7 +307,7 @@ def test_compare_and_swap_uses_equality_and_is_exact() -> None:
     assert d["n"] == 16 * 400
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_pop_hands_out_each_key_once() -> None:
     d = an.ThreadSafeDict({i: i for i in range(4000)})
     got: list[list[int]] = [[] for _ in range(16)]
@@ -430,9 +420,7 @@ class _SlowKey:
 def test_update_with_and_cas_exact_for_python_hashed_keys() -> None:
     """update_with / compare_and_swap never lose an update even when the key's
     __hash__/__eq__ are Python code (a thread switch can happen inside them)."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switch_often():
         d: an.ThreadSafeDict[_SlowKey, int] = an.ThreadSafeDict()
         per, nthreads = 400, 16
         d[_SlowKey(2)] = 1
@@ -452,8 +440,6 @@ def test_update_with_and_cas_exact_for_python_hashed_keys() -> None:
             t.join()
         assert d[_SlowKey(1)] == per * nthreads
         assert d[_SlowKey(2)] == per * nthreads + 1
-    finally:
-        sys.setswitchinterval(old)
 
 
 def test_commit_reentered_from_key_eq_raises() -> None:

@@ -9,11 +9,10 @@ import os
 import pickle
 import queue
 import signal
-import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,16 +20,6 @@ import pytest
 import amulet_native as an
 
 KINDS = ("fifo", "lifo", "priority")
-
-
-@pytest.fixture
-def tiny_switch_interval() -> Iterator[None]:
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
 
 
 def start_thread(fn: Callable[[], Any]) -> threading.Thread:
@@ -430,7 +419,7 @@ def _stress(kind: Any, maxsize: int, producers: int, consumers: int, per: int,
     assert q.join(timeout=5) is True
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("maxsize", [0, 8])
 @pytest.mark.parametrize("close_early", [False, True], ids=["drain", "close-early"])
@@ -439,7 +428,7 @@ def test_stress_no_loss_no_duplicates(kind: str, maxsize: int, close_early: bool
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 @pytest.mark.parametrize("kind", KINDS)
 def test_stress_32_threads(kind: str) -> None:
     _stress(kind, 4, producers=16, consumers=16, per=1500, close_early=False)
@@ -456,7 +445,7 @@ class SlowLess:
         return (self.key, self.uid) < (other.key, other.uid)
 
 
-@pytest.mark.usefixtures("tiny_switch_interval")
+@pytest.mark.usefixtures("fast_switch")
 def test_priority_with_python_lt_under_threads() -> None:
     q: an.ThreadSafeQueue[SlowLess] = an.ThreadSafeQueue(kind="priority")
     n_threads, per = 16, 150

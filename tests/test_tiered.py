@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pytest
 import redis
 import redis.asyncio as aredis
+from conftest import switch_often
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis_server import RedisServer, redis_server_binary
@@ -674,16 +675,12 @@ def test_threads_share_one_cache(server: RedisServer, raw: redis.Redis, make_l1:
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
 
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
+    with switch_often():
         pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
         for t in pool:
             t.start()
         for t in pool:
             t.join()
-    finally:
-        sys.setswitchinterval(old)
     assert not errors, errors[0]
     s = tc.stats()
     assert s["l1_hits"] + s["l1_misses"] == gets_per_thread * threads

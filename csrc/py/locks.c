@@ -338,6 +338,48 @@ get_owner(PyObject *o, uint64_t *owner)
     return 0;
 }
 
+/* The (name, kind, permits, owner) arguments of acquire and try_acquire. */
+static int
+parse_lock_args(PyObject *const *args, const char **name, Py_ssize_t *len, an_lock_kind *kind,
+                int *permits, uint64_t *owner)
+{
+    if (get_name(args[0], name, len) < 0)
+        return -1;
+    long k = PyLong_AsLong(args[1]);
+    long p = PyLong_AsLong(args[2]);
+    if ((k == -1 || p == -1) && PyErr_Occurred())
+        return -1;
+    if (k < AN_LOCK_MUTEX || k > AN_LOCK_SEMAPHORE || p < 1 || p > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "invalid lock kind or permits");
+        return -1;
+    }
+    *kind = (an_lock_kind)k;
+    *permits = (int)p;
+    return get_owner(args[3], owner);
+}
+
+/* Takes the lock at once when it is free, else waits with the GIL released
+ * until timeout (< 0: forever), until cancel (an Event, or NULL) is set, or
+ * until a signal handler raises: AN_ERR_CANCELLED, *raised = 1 for the latter. */
+static an_status
+acquire_or_wait(LockManagerObject *self, const char *name, Py_ssize_t len, an_lock_kind kind,
+                int permits, uint64_t owner, double timeout, PyObject *cancel,
+                an_lock_fail *fail, int *raised)
+{
+    *raised = 0;
+    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, kind, permits, owner,
+                                         fail);
+    if (s != AN_ERR_LOCK_TIMEOUT)
+        return s;
+    an_wait_ctx c = {NULL, cancel, 0};
+    c.ts = PyEval_SaveThread();
+    s = an_lockmgr_acquire(self->mgr, name, (size_t)len, kind, permits, owner, timeout,
+                           an_wait_interrupt, &c, fail, NULL);
+    PyEval_RestoreThread(c.ts);
+    *raised = c.error;
+    return s;
+}
+
 /* acquire(name, kind, permits, owner, timeout, cancel) -> bool
  * True: acquired; False: cancel was set while waiting.  timeout < 0: forever. */
 static PyObject *
@@ -346,22 +388,14 @@ lockmanager_acquire(LockManagerObject *self, PyObject *const *args, Py_ssize_t n
     an_state *st = lm_state((PyObject *)self);
     const char *name;
     Py_ssize_t len;
+    an_lock_kind kind;
+    int permits;
     uint64_t owner;
     if (nargs != 6) {
         PyErr_SetString(PyExc_TypeError, "acquire() takes 6 arguments");
         return NULL;
     }
-    if (get_name(args[0], &name, &len) < 0)
-        return NULL;
-    long kind = PyLong_AsLong(args[1]);
-    long permits = PyLong_AsLong(args[2]);
-    if ((kind == -1 || permits == -1) && PyErr_Occurred())
-        return NULL;
-    if (kind < AN_LOCK_MUTEX || kind > AN_LOCK_SEMAPHORE || permits < 1 || permits > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "invalid lock kind or permits");
-        return NULL;
-    }
-    if (get_owner(args[3], &owner) < 0)
+    if (parse_lock_args(args, &name, &len, &kind, &permits, &owner) < 0)
         return NULL;
     double timeout = PyFloat_AsDouble(args[4]);
     if (timeout == -1.0 && PyErr_Occurred())
@@ -371,23 +405,15 @@ lockmanager_acquire(LockManagerObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     an_lock_fail fail;
-    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, (an_lock_kind)kind,
-                                         (int)permits, owner, &fail);
+    int raised;
+    an_status s = acquire_or_wait(self, name, len, kind, permits, owner, timeout, args[5], &fail,
+                                  &raised);
     if (s == AN_OK)
         Py_RETURN_TRUE;
-    if (s == AN_ERR_LOCK_TIMEOUT) {
-        an_wait_ctx c = {NULL, args[5], 0};
-        c.ts = PyEval_SaveThread();
-        s = an_lockmgr_acquire(self->mgr, name, (size_t)len, (an_lock_kind)kind, (int)permits,
-                               owner, timeout, an_wait_interrupt, &c, &fail, NULL);
-        PyEval_RestoreThread(c.ts);
-        if (s == AN_ERR_CANCELLED) {
-            if (c.error)
-                return NULL;
-            Py_RETURN_FALSE;
-        }
-        if (s == AN_OK)
-            Py_RETURN_TRUE;
+    if (s == AN_ERR_CANCELLED) {
+        if (raised)
+            return NULL;
+        Py_RETURN_FALSE;
     }
     if (s == AN_ERR_NOMEM)
         return PyErr_NoMemory();
@@ -459,17 +485,11 @@ lockmanager_hold(LockManagerObject *self, PyObject *const *args, Py_ssize_t narg
     }
     uint64_t owner = (uint64_t)PyThread_get_thread_ident();
     an_lock_fail fail;
-    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, kind, (int)permits, owner,
-                                         &fail);
-    if (s == AN_ERR_LOCK_TIMEOUT) {
-        an_wait_ctx c = {NULL, NULL, 0};
-        c.ts = PyEval_SaveThread();
-        s = an_lockmgr_acquire(self->mgr, name, (size_t)len, kind, (int)permits, owner, timeout,
-                               an_wait_interrupt, &c, &fail, NULL);
-        PyEval_RestoreThread(c.ts);
-        if (s == AN_ERR_CANCELLED)
-            return NULL; /* a signal handler raised */
-    }
+    int raised;
+    an_status s = acquire_or_wait(self, name, len, kind, (int)permits, owner, timeout, NULL, &fail,
+                                  &raised);
+    if (s == AN_ERR_CANCELLED)
+        return NULL; /* a signal handler raised */
     if (s != AN_OK) {
         if (s == AN_ERR_NOMEM)
             return PyErr_NoMemory();
@@ -510,26 +530,18 @@ lockmanager_try_acquire(LockManagerObject *self, PyObject *const *args, Py_ssize
 {
     const char *name;
     Py_ssize_t len;
+    an_lock_kind kind;
+    int permits;
     uint64_t owner;
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "try_acquire() takes 4 arguments");
         return NULL;
     }
-    if (get_name(args[0], &name, &len) < 0)
-        return NULL;
-    long kind = PyLong_AsLong(args[1]);
-    long permits = PyLong_AsLong(args[2]);
-    if ((kind == -1 || permits == -1) && PyErr_Occurred())
-        return NULL;
-    if (kind < AN_LOCK_MUTEX || kind > AN_LOCK_SEMAPHORE || permits < 1 || permits > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "invalid lock kind or permits");
-        return NULL;
-    }
-    if (get_owner(args[3], &owner) < 0)
+    if (parse_lock_args(args, &name, &len, &kind, &permits, &owner) < 0)
         return NULL;
     an_lock_fail fail;
-    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, (an_lock_kind)kind,
-                                         (int)permits, owner, &fail);
+    an_status s = an_lockmgr_try_acquire(self->mgr, name, (size_t)len, kind, permits, owner,
+                                         &fail);
     if (s == AN_OK)
         Py_RETURN_TRUE;
     if (s == AN_ERR_LOCK_TIMEOUT)
