@@ -927,3 +927,35 @@ def test_threads_mixed_ops_with_python_eq_100k() -> None:
     _run_threads(16, lambda i: _mixed_ops(c, i, 100_000, 64))
     _check_exact(c, len)
     assert c.stats().bytes <= 1_500
+
+
+@dataclasses.dataclass(frozen=True)
+class _PyKey:
+    n: int
+
+
+def test_recycled_entries_and_mixed_key_kinds_stay_consistent() -> None:
+    """Evicted/popped entries are reused for new keys, and a cache that first
+    held only C keys (str/int) then a Python-__eq__ key switches to checked
+    dict removal: every key stays reachable, values never leak across keys."""
+    c: an.Cache[Any, Any] = an.Cache(max_items=50, ttl=600.0)
+    ref: OrderedDict[Any, Any] = OrderedDict()
+    rng = random.Random(7)
+    for i in range(3000):
+        kind = rng.random()
+        k: Any = (f"s{rng.randrange(120)}" if kind < 0.4 else rng.randrange(120)
+                  if kind < 0.8 or i < 1500 else _PyKey(rng.randrange(120)))
+        if rng.random() < 0.2:
+            assert c.pop(k, None) == ref.pop(k, None)
+        else:
+            v = object()
+            c[k] = v
+            ref[k] = v
+            ref.move_to_end(k)
+            while len(ref) > 50:
+                ref.popitem(last=False)
+        assert len(c) == len(ref)
+    assert list(c._keys()) == list(ref)
+    assert all(c.peek(k) is v for k, v in ref.items())
+    gc.collect()
+    assert list(c._keys()) == list(ref)

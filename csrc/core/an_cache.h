@@ -37,6 +37,13 @@ typedef struct an_cnode {
     int linked;
 } an_cnode;
 
+/* A deadline heap slot: the deadline is copied next to its node so that
+ * sifting compares without dereferencing the (scattered) nodes. */
+typedef struct an_heap_slot {
+    double deadline;
+    an_cnode *node;
+} an_heap_slot;
+
 /* Bounds of 0 mean unbounded.
  * Invariants: count == number of linked nodes; bytes == sum of their bytes;
  * heap holds exactly the linked nodes with a finite deadline. */
@@ -46,7 +53,7 @@ typedef struct an_store {
     size_t bytes;
     size_t max_items;
     size_t max_bytes;
-    an_cnode **heap;              /* min-heap on deadline */
+    an_heap_slot *heap;           /* min-heap on deadline */
     size_t heap_len, heap_cap;
     const an_allocator *alloc;    /* NULL = malloc */
     /* statistics, updated by the caller through the helpers below */

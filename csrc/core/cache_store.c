@@ -45,42 +45,58 @@ an_store_release(an_store *s)
 /* ---- deadline heap --------------------------------------------------------- */
 
 static void
-heap_place(an_store *s, size_t i, an_cnode *n)
+heap_place(an_store *s, size_t i, an_heap_slot slot)
 {
-    s->heap[i] = n;
-    n->heap_index = (ptrdiff_t)i;
+    s->heap[i] = slot;
+    slot.node->heap_index = (ptrdiff_t)i;
 }
 
 static void
-sift_up(an_store *s, size_t i)
+sift_up(an_store *s, size_t i, an_heap_slot slot)
 {
-    an_cnode *n = s->heap[i];
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (!(n->deadline < s->heap[parent]->deadline))
+        if (!(slot.deadline < s->heap[parent].deadline))
             break;
         heap_place(s, i, s->heap[parent]);
         i = parent;
     }
-    heap_place(s, i, n);
+    heap_place(s, i, slot);
 }
 
 static void
-sift_down(an_store *s, size_t i)
+sift_down(an_store *s, size_t i, an_heap_slot slot)
 {
-    an_cnode *n = s->heap[i];
     for (;;) {
         size_t child = 2 * i + 1;
         if (child >= s->heap_len)
             break;
-        if (child + 1 < s->heap_len && s->heap[child + 1]->deadline < s->heap[child]->deadline)
+        if (child + 1 < s->heap_len && s->heap[child + 1].deadline < s->heap[child].deadline)
             child++;
-        if (!(s->heap[child]->deadline < n->deadline))
+        if (!(s->heap[child].deadline < slot.deadline))
             break;
         heap_place(s, i, s->heap[child]);
         i = child;
     }
-    heap_place(s, i, n);
+    heap_place(s, i, slot);
+}
+
+/* Places slot at the hole i, whose subtree's other slots are ordered, when
+ * slot is likely the largest (the last slot, as in a removal: with one ttl,
+ * deadlines grow with insertion order): moves the hole down to a leaf along
+ * the smaller children (one comparison a level, not two), then sifts slot up
+ * from there, usually not at all (Floyd's heapsort trick). */
+static void
+sift_hole(an_store *s, size_t i, an_heap_slot slot)
+{
+    size_t child;
+    while ((child = 2 * i + 1) < s->heap_len) {
+        if (child + 1 < s->heap_len && s->heap[child + 1].deadline < s->heap[child].deadline)
+            child++;
+        heap_place(s, i, s->heap[child]);
+        i = child;
+    }
+    sift_up(s, i, slot);
 }
 
 /* Room for one more heap slot; the only allocation of the store. */
@@ -90,13 +106,13 @@ heap_reserve(an_store *s)
     if (s->heap_len < s->heap_cap)
         return AN_OK;
     size_t cap = s->heap_cap ? s->heap_cap * 2 : 16, bytes;
-    if (!an_mul_size(cap, sizeof(an_cnode *), &bytes))
+    if (!an_mul_size(cap, sizeof(an_heap_slot), &bytes))
         return AN_ERR_NOMEM;
-    an_cnode **heap = an_malloc(s->alloc, bytes);
+    an_heap_slot *heap = an_malloc(s->alloc, bytes);
     if (heap == NULL)
         return an_nomem(s->alloc);
     if (s->heap_len)
-        memcpy(heap, s->heap, s->heap_len * sizeof(an_cnode *));
+        memcpy(heap, s->heap, s->heap_len * sizeof(an_heap_slot));
     an_free(s->alloc, s->heap);
     s->heap = heap;
     s->heap_cap = cap;
@@ -106,23 +122,22 @@ heap_reserve(an_store *s)
 static void
 heap_push(an_store *s, an_cnode *n) /* heap_reserve() succeeded before */
 {
-    heap_place(s, s->heap_len++, n);
-    sift_up(s, (size_t)n->heap_index);
+    an_heap_slot slot = {n->deadline, n};
+    sift_up(s, s->heap_len++, slot);
 }
 
 static void
 heap_remove(an_store *s, an_cnode *n)
 {
     size_t i = (size_t)n->heap_index;
-    an_cnode *last = s->heap[--s->heap_len];
+    an_heap_slot last = s->heap[--s->heap_len];
     n->heap_index = -1;
-    if (last == n)
+    if (last.node == n)
         return;
-    heap_place(s, i, last);
-    if (i > 0 && last->deadline < s->heap[(i - 1) / 2]->deadline)
-        sift_up(s, i);
+    if (i > 0 && last.deadline < s->heap[(i - 1) / 2].deadline)
+        sift_up(s, i, last);
     else
-        sift_down(s, i);
+        sift_hole(s, i, last);
 }
 
 /* ---- list and accounting --------------------------------------------------- */
@@ -220,11 +235,12 @@ an_store_set_deadline(an_store *s, an_cnode *n, double deadline)
         return AN_OK;
     }
     double old = n->deadline;
+    an_heap_slot slot = {deadline, n};
     n->deadline = deadline;
     if (deadline < old)
-        sift_up(s, (size_t)n->heap_index);
+        sift_up(s, (size_t)n->heap_index, slot);
     else
-        sift_down(s, (size_t)n->heap_index);
+        sift_down(s, (size_t)n->heap_index, slot);
     return AN_OK;
 }
 
@@ -255,15 +271,15 @@ an_store_mru(const an_store *s)
 an_cnode *
 an_store_expired(const an_store *s, double now)
 {
-    if (s->heap_len == 0 || !(s->heap[0]->deadline <= now))
+    if (s->heap_len == 0 || !(s->heap[0].deadline <= now))
         return NULL;
-    return s->heap[0];
+    return s->heap[0].node;
 }
 
 double
 an_store_next_deadline(const an_store *s)
 {
-    return s->heap_len ? s->heap[0]->deadline : INFINITY;
+    return s->heap_len ? s->heap[0].deadline : INFINITY;
 }
 
 an_cnode *

@@ -123,6 +123,10 @@ static const char *const reason_names[R_COUNT] = {
     "", "lru", "size", "ttl", "resize", "trim", "clear",
 };
 
+/* Dead entries kept for reuse per cache: a new key then costs no allocation
+ * and no GC tracking (which would also count towards a collection). */
+#define SPARE_ENTRIES 16
+
 typedef struct {
     PyObject_HEAD
     PyObject *dict;       /* key -> CacheEntry */
@@ -136,10 +140,25 @@ typedef struct {
     PyObject *module;     /* keeps st alive */
     an_state *st;
     int pickle_entries;
+    /* 0 while every key ever stored is an exact str, int, float or bytes: the
+     * dict's lookups then run no Python code (see discard()).  Sticky. */
+    int py_keys;
+    int nspare;
+    CacheEntry *spare[SPARE_ENTRIES]; /* recycled entries: no key, no value */
     PyObject *weakreflist;
 } CacheObject;
 
 #define ENTRY_OF(n) ((CacheEntry *)((char *)(n) - offsetof(CacheEntry, node)))
+
+/* Keys whose __hash__/__eq__ are C, deterministic and never raise. */
+static int
+c_key(PyObject *key)
+{
+    return PyUnicode_CheckExact(key) || PyLong_CheckExact(key) || PyFloat_CheckExact(key) ||
+           PyBytes_CheckExact(key);
+}
+
+static void recycle(CacheObject *self, CacheEntry *e);
 
 /* ---- victims: entries unlinked under the critical section ----------------- */
 
@@ -234,10 +253,18 @@ evict_over_bounds(CacheObject *self, victims *v, CacheEntry *keep, int resize)
 static void
 discard(CacheObject *self, CacheEntry *e)
 {
-    saved_exc x;
-    int ok = 1;
-    exc_save(&x);
-    if (self->dict != NULL) {
+    saved_exc x = {NULL, NULL, NULL};
+    int ok = 1, pending = PyErr_Occurred() != NULL;
+    if (pending)
+        exc_save(&x);
+    if (self->dict != NULL && !self->py_keys) {
+        /* Only C keys were ever stored: this lookup runs no Python code, so
+         * nothing can change the dict before the delete, and (header) the
+         * dict maps e->key to e.  A KeyError (not there) cannot happen; if it
+         * did, e would be out of the dict anyway. */
+        if (PyDict_DelItem(self->dict, e->key) < 0)
+            PyErr_Clear();
+    } else if (self->dict != NULL) {
         PyObject *cur = PyDict_GetItemWithError(self->dict, e->key);
         if (cur == (PyObject *)e)
             ok = PyDict_DelItem(self->dict, e->key) == 0;
@@ -249,7 +276,8 @@ discard(CacheObject *self, CacheEntry *e)
     e->dstate = ok ? D_GONE : D_ORPHAN;
     e->owner = 0;
     AN_END_CRITICAL_SECTION();
-    exc_restore(&x);
+    if (pending)
+        exc_restore(&x);
 }
 
 /* A writer found e dead: lets its removal from the dict finish.  Adopts (and
@@ -326,8 +354,9 @@ finish(CacheObject *self, victims *v)
         return 0;
     for (size_t i = 0; i < v->n; i++)
         discard(self, v->items[i]);
-    exc_save(&saved);
-    for (size_t i = 0; i < v->n; i++) {
+    if (PyErr_Occurred())
+        exc_save(&saved);
+    for (size_t i = 0; i < v->n && self->on_evict != NULL; i++) {
         CacheEntry *e = v->items[i];
         if (e->reason != R_NONE && self->on_evict != NULL) {
             PyObject *reason = PyUnicode_FromString(reason_names[e->reason]);
@@ -350,7 +379,7 @@ finish(CacheObject *self, victims *v)
     for (size_t i = 0; i < v->n; i++) {
         CacheEntry *e = v->items[i];
         Py_CLEAR(e->value); /* dead: the value is ours alone */
-        Py_DECREF(e);
+        recycle(self, e);
     }
     if (v->items != v->inline_items)
         PyMem_Free(v->items);
@@ -576,23 +605,47 @@ static PyType_Spec entry_spec = {
     .slots = entry_slots,
 };
 
+/* Drops a reference to e (not linked).  The last one keeps e as a spare
+ * (when there is room) instead of freeing it: nothing else can reach it, so
+ * its key and value are ours to drop (which may run finalizers). */
+static void
+recycle(CacheObject *self, CacheEntry *e)
+{
+#ifndef Py_GIL_DISABLED
+    if (Py_REFCNT(e) == 1 && self->nspare < SPARE_ENTRIES) {
+        Py_CLEAR(e->value);
+        Py_CLEAR(e->key);
+        if (self->nspare < SPARE_ENTRIES) { /* a finalizer may have filled it */
+            self->spare[self->nspare++] = e;
+            return;
+        }
+    }
+#endif
+    Py_DECREF(e);
+}
+
 /* A fresh entry for key (no value yet: a writer fills it under the section). */
 static CacheEntry *
 entry_new(CacheObject *self, PyObject *key)
 {
-    PyTypeObject *tp = (PyTypeObject *)self->entry_type;
-    CacheEntry *e = PyObject_GC_New(CacheEntry, tp);
-    if (e == NULL)
-        return NULL;
-    Py_INCREF(tp);
+    CacheEntry *e;
+    if (self->nspare > 0) {
+        e = self->spare[--self->nspare];
+    } else {
+        PyTypeObject *tp = (PyTypeObject *)self->entry_type;
+        e = PyObject_GC_New(CacheEntry, tp);
+        if (e == NULL)
+            return NULL;
+        Py_INCREF(tp);
+        e->value = NULL;
+        PyObject_GC_Track(e);
+    }
     e->key = Py_NewRef(key);
-    e->value = NULL;
     e->ttl = INFINITY;
     e->reason = R_NONE;
     e->dstate = D_ALIVE;
     e->owner = 0;
     an_cnode_init(&e->node);
-    PyObject_GC_Track(e);
     return e;
 }
 
@@ -628,6 +681,9 @@ cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     an_store_init(&self->store, 0, 0, NULL);
     self->default_ttl = INFINITY;
     self->dict = PyDict_New();
+#ifdef Py_GIL_DISABLED
+    self->py_keys = 1; /* other threads' lookups run concurrently: always check */
+#endif
     self->entry_type = PyObject_GetAttrString(module, "_CacheEntry");
     PyObject *sys = PyImport_ImportModule("sys");
     self->getsizeof = sys ? PyObject_GetAttrString(sys, "getsizeof") : NULL;
@@ -702,6 +758,8 @@ cache_traverse(CacheObject *self, visitproc visit, void *arg)
     /* the store's own reference to each linked entry */
     for (an_cnode *n = self->store.head.next; n != &self->store.head; n = n->next)
         Py_VISIT((PyObject *)ENTRY_OF(n));
+    for (int i = 0; i < self->nspare; i++)
+        Py_VISIT((PyObject *)self->spare[i]);
     return 0;
 }
 
@@ -730,6 +788,8 @@ static int
 cache_clear_refs(CacheObject *self)
 {
     drop_entries(self);
+    while (self->nspare > 0) /* spares hold nothing: no finalizer runs */
+        Py_DECREF(self->spare[--self->nspare]);
     Py_CLEAR(self->dict);
     Py_CLEAR(self->sizeof_fn);
     Py_CLEAR(self->timer);
@@ -902,9 +962,12 @@ store_item(CacheObject *self, PyObject *key, PyObject *value, double ttl, PyObje
     if (check_alive(self) < 0)
         return -1;
     victims_init(&v);
-    e = find_entry(self, key); /* unhashable: TypeError before any work */
-    if (e == NULL && PyErr_Occurred())
-        return -1;
+    if (!c_key(key)) {
+        self->py_keys = 1; /* before the key can enter the dict */
+        e = find_entry(self, key); /* unhashable: TypeError before any work */
+        if (e == NULL && PyErr_Occurred())
+            return -1;
+    } /* else SetDefault below finds it, as cheaply, and cannot fail */
     if (value_size(self, value, &size) < 0)
         goto done;
     if (!an_store_fits(&self->store, size)) {
@@ -978,7 +1041,8 @@ done:
         rc = -1;
     /* Only now: dropping these may run finalizers (Python code). */
     Py_XDECREF(old_value);
-    Py_XDECREF(fresh);
+    if (fresh != NULL)
+        recycle(self, fresh); /* unused, or killed and out of the dict */
     Py_XDECREF(e);
     return rc;
 }
@@ -1012,7 +1076,8 @@ remove_item(CacheObject *self, PyObject *key, PyObject **out)
         Py_DECREF(e); /* the store's reference */
     }
     int rc = finish(self, &v);
-    Py_XDECREF(e);
+    if (e != NULL)
+        recycle(self, e);
     if (rc < 0) {
         Py_XDECREF(value);
         return -1;
@@ -1121,7 +1186,7 @@ cache_popitem(CacheObject *self, PyObject *unused)
     int rc = finish(self, &v);
     if (e != NULL) {
         Py_CLEAR(e->value); /* dead: ours alone */
-        Py_DECREF(e);
+        recycle(self, e);
     }
     if (rc < 0) {
         Py_XDECREF(res);
