@@ -91,29 +91,27 @@ def reset_high_water_mark() -> bool:
     return True
 
 
-def measure(name: str, warmup: bytes, data: bytes) -> dict[str, Any]:
-    info = an.probe(data)
-    op = make_op(name, (info.width, info.height))
-    small = an.probe(warmup)
-    warm_op = make_op(name, (small.width, small.height))
-    warm_op(warmup)
-    warm_op(warmup)
+def peak_memory(name: str, warm: Callable[[], object], call: Callable[[], Any]) -> dict[str, Any]:
+    """The JSON object described above for ``call`` (one run of OP on INPUT), after
+    ``warm`` (OP on the WARMUP file) has run twice."""
+    warm()
+    warm()
     gc.collect()
     if reset_high_water_mark():
         method = "VmHWM after clear_refs"
         base = status_kib("VmRSS")
-        result = op(data)
+        result = call()
         peak = status_kib("VmHWM")
     else:
         method = "ru_maxrss rise"
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result = op(data)
+        result = call()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     shape = list(np.asarray(result).shape)
     del result
     gc.collect()
     tracemalloc.start()
-    result = op(data)
+    result = call()
     traced_peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return {
@@ -124,6 +122,14 @@ def measure(name: str, warmup: bytes, data: bytes) -> dict[str, Any]:
         "shape": shape,
         "output_bytes": int(np.asarray(result).nbytes),
     }
+
+
+def measure(name: str, warmup: bytes, data: bytes) -> dict[str, Any]:
+    info = an.probe(data)
+    op = make_op(name, (info.width, info.height))
+    small = an.probe(warmup)
+    warm_op = make_op(name, (small.width, small.height))
+    return peak_memory(name, lambda: warm_op(warmup), lambda: op(data))
 
 
 def main(argv: list[str]) -> int:

@@ -12,12 +12,9 @@ of a second call.
 
 from __future__ import annotations
 
-import gc
 import io
 import json
-import resource
 import sys
-import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,7 +22,7 @@ from typing import Any, BinaryIO
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from _memory import reset_high_water_mark, status_kib
+from _memory import peak_memory
 
 import amulet_native as an
 
@@ -59,34 +56,7 @@ def run(op: Callable[[BinaryIO], Any], path: str) -> Any:
 
 def measure(name: str, warmup: str, upload: str) -> dict[str, Any]:
     op = OPS[name]
-    run(op, warmup)
-    run(op, warmup)
-    gc.collect()
-    if reset_high_water_mark():
-        method = "VmHWM after clear_refs"
-        base = status_kib("VmRSS")
-        result = run(op, upload)
-        peak = status_kib("VmHWM")
-    else:
-        method = "ru_maxrss rise"
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        result = run(op, upload)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    shape = list(result.shape)
-    del result
-    gc.collect()
-    tracemalloc.start()
-    result = run(op, upload)
-    traced_peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    return {
-        "op": name,
-        "rss_peak_kib": peak - base,
-        "method": method,
-        "tracemalloc_peak_bytes": traced_peak,
-        "shape": shape,
-        "output_bytes": int(result.nbytes),
-    }
+    return peak_memory(name, lambda: run(op, warmup), lambda: run(op, upload))
 
 
 def main(argv: list[str]) -> int:

@@ -14,14 +14,19 @@ ratios.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import statistics
+import subprocess
+import sys
 
 # NumPy's OpenBLAS otherwise keeps worker threads that spin on the second of
 # the two cores; no benchmark uses BLAS.  Must be set before numpy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -122,3 +127,53 @@ def pytest_benchmark_update_machine_info(config: Any, machine_info: dict[str, An
     from _versions import collect
 
     machine_info["amulet_bench"] = collect()
+
+
+MEMORY_REPEATS = 3  # fresh processes per memory operation and run; the median is kept
+
+
+def _memory_run(script: Path, op: str, warm: Path, data: Path) -> dict[str, Any]:
+    """One fresh ``script OP WARM DATA`` process (``_memory.py`` or
+    ``_stream_memory.py``); an operation whose peer is not installed skips."""
+    proc = subprocess.run(
+        [sys.executable, str(script), op, str(warm), str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, OPENBLAS_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072"),
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        if "Unavailable" in proc.stderr or "not available" in proc.stderr:
+            pytest.skip(f"{op}: {last}")
+        raise RuntimeError(f"{script.name} {op} failed: {proc.stderr}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def measure_memory(
+    benchmark: Any, group: str, script: Path, op: str, warm: Path, data: Path, **extra: Any
+) -> None:
+    """Peak memory of ``op`` in MEMORY_REPEATS fresh processes, medians stored in
+    ``extra_info`` (with ``extra``); the timing pytest-benchmark records here is
+    that of the subprocesses and is not reported."""
+    benchmark.group = group
+    samples = benchmark.pedantic(
+        lambda: [_memory_run(script, op, warm, data) for _ in range(MEMORY_REPEATS)],
+        rounds=1,
+        iterations=1,
+    )
+    benchmark.extra_info.update(
+        {
+            "peer": op,
+            "kind": "memory",
+            "rss_peak_kib": statistics.median(s["rss_peak_kib"] for s in samples),
+            "rss_peak_kib_samples": [s["rss_peak_kib"] for s in samples],
+            "tracemalloc_peak_bytes": statistics.median(
+                s["tracemalloc_peak_bytes"] for s in samples
+            ),
+            "method": samples[0]["method"],
+            "shape": samples[0]["shape"],
+            **extra,
+        }
+    )

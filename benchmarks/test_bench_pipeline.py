@@ -9,11 +9,6 @@ the reason.  No timing assertions here: report.py judges the targets.
 
 from __future__ import annotations
 
-import json
-import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +38,11 @@ from _peers import (
     reference_for,
     thumbnail_maker,
 )
-from conftest import make_peer, measure
+from conftest import make_peer, measure, measure_memory
 
 HERE = Path(__file__).resolve().parent
 ENCODE_INPUTS = ("kodim01 768x512", "mosaic 3072x2048")
 MOSAIC_SIZE = (3072, 2048)
-MEMORY_REPEATS = 3  # fresh processes per operation and run; the median is kept
 
 # Group names (report.py orders and judges by them).
 BATCH_GROUP = f"decode_many {BATCH_SIZE} x jpeg 768x512"
@@ -124,48 +118,11 @@ def memory_files(inputs: InputSet, tmp_path_factory: pytest.TempPathFactory) -> 
     return warm, big
 
 
-def _memory_run(op: str, warm: Path, big: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_memory.py"), op, str(warm), str(big)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, OPENBLAS_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072"),
-    )
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        if "Unavailable" in proc.stderr or "not available" in proc.stderr:
-            pytest.skip(f"{op}: {last}")
-        raise RuntimeError(f"_memory.py {op} failed: {proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
-
-
 @pytest.mark.parametrize("op", MEMORY_OPS)
 def test_thumbnail_memory(benchmark: Any, memory_files: tuple[Path, Path], op: str) -> None:
-    """Peak memory in fresh processes; the timing pytest-benchmark records here
-    is that of the subprocesses and is not reported."""
+    """Peak memory in fresh processes (see ``measure_memory``)."""
     warm, big = memory_files
-    benchmark.group = MEMORY_GROUP
-    samples = benchmark.pedantic(
-        lambda: [_memory_run(op, warm, big) for _ in range(MEMORY_REPEATS)],
-        rounds=1,
-        iterations=1,
-    )
-    benchmark.extra_info.update(
-        {
-            "peer": op,
-            "kind": "memory",
-            "rss_peak_kib": statistics.median(s["rss_peak_kib"] for s in samples),
-            "rss_peak_kib_samples": [s["rss_peak_kib"] for s in samples],
-            "tracemalloc_peak_bytes": statistics.median(
-                s["tracemalloc_peak_bytes"] for s in samples
-            ),
-            "method": samples[0]["method"],
-            "shape": samples[0]["shape"],
-        }
-    )
-
+    measure_memory(benchmark, MEMORY_GROUP, HERE / "_memory.py", op, warm, big)
 
 @pytest.mark.parametrize("peer", JPEG_ENCODE_PEERS)
 @pytest.mark.parametrize("image", ENCODE_INPUTS)

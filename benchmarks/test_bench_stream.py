@@ -18,12 +18,7 @@ of reading + decoding a large upload.
 from __future__ import annotations
 
 import hashlib
-import json
 import mmap
-import os
-import statistics
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +27,7 @@ import numpy as np
 import pytest
 from _inputs import encode_jpeg, load_photos, mosaic
 from _stream_memory import MAX_BYTES, STREAM_MEMORY_OPS
-from conftest import measure
+from conftest import measure, measure_memory
 
 import amulet_native as an
 
@@ -41,7 +36,6 @@ MIB = 1 << 20
 FILE_BYTES = 256 * MIB
 CHUNK = MIB
 UPLOAD_BYTES = 20_000_000
-MEMORY_REPEATS = 3
 
 STREAM_READ = "stream_file 256 MiB page cache, 1 MiB chunks (read path)"
 STREAM_MMAP = "stream_file 256 MiB page cache, 1 MiB chunks (mmap path)"
@@ -193,42 +187,16 @@ def jpeg_upload(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return warm, upload
 
 
-def _memory_run(op: str, warm: Path, upload: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "_stream_memory.py"), op, str(warm), str(upload)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, OPENBLAS_NUM_THREADS="1", MALLOC_MMAP_THRESHOLD_="131072"),
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"_stream_memory.py {op} failed: {proc.stderr}")
-    result: dict[str, Any] = json.loads(proc.stdout)
-    return result
-
-
 @pytest.mark.parametrize("op", STREAM_MEMORY_OPS)
 def test_upload_decode_memory(benchmark: Any, jpeg_upload: tuple[Path, Path], op: str) -> None:
-    """Peak memory in fresh processes; the timing pytest-benchmark records here
-    is that of the subprocesses and is not reported."""
+    """Peak memory in fresh processes (see ``measure_memory``)."""
     warm, upload = jpeg_upload
-    benchmark.group = STREAM_MEMORY
-    samples = benchmark.pedantic(
-        lambda: [_memory_run(op, warm, upload) for _ in range(MEMORY_REPEATS)],
-        rounds=1,
-        iterations=1,
-    )
-    benchmark.extra_info.update(
-        {
-            "peer": op,
-            "kind": "memory",
-            "rss_peak_kib": statistics.median(s["rss_peak_kib"] for s in samples),
-            "rss_peak_kib_samples": [s["rss_peak_kib"] for s in samples],
-            "tracemalloc_peak_bytes": statistics.median(
-                s["tracemalloc_peak_bytes"] for s in samples
-            ),
-            "method": samples[0]["method"],
-            "shape": samples[0]["shape"],
-            "upload_bytes": upload.stat().st_size,
-        }
+    measure_memory(
+        benchmark,
+        STREAM_MEMORY,
+        HERE / "_stream_memory.py",
+        op,
+        warm,
+        upload,
+        upload_bytes=upload.stat().st_size,
     )

@@ -18,9 +18,10 @@ import os
 import struct
 import sys
 import textwrap
+import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,24 @@ def fast_switch() -> Iterator[None]:
     """The whole test runs under :func:`switch_often`."""
     with switch_often():
         yield
+
+
+def run_threads(n: int, target: Callable[[int], None]) -> None:
+    """Run ``target(i)`` for i in range(n) on n real threads; fail if one hangs
+    (60 s each) and re-raise the first exception a thread raised."""
+    errors: list[BaseException] = []
+
+    def wrap(i: int) -> None:
+        try:
+            target(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "threads hung"
+    if errors:
+        raise errors[0]

@@ -18,31 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import switch_often
+from conftest import run_threads, switch_often
 
 import amulet_native as an
 from amulet_native.locks import default_manager
 
 THREADS = 16
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-
-    def wrap(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "threads hung"
-    if errors:
-        raise errors[0]
 
 
 def wait_until(cond: Callable[[], bool], what: str, limit: float = 10.0) -> None:

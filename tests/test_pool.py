@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import run_threads
 
 import amulet_native as an
 
@@ -70,25 +71,6 @@ class Tracker:
         c.closed = True
         with self.lock:
             self.closed += 1
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    errors: list[BaseException] = []
-
-    def wrap(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=wrap, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads), "threads hung"
-    if errors:
-        raise errors[0]
 
 
 def check_accounting(pool: Any, tr: Tracker) -> None:

@@ -282,6 +282,26 @@ raise_closed(queueobject *q)
 
 /* ---- put / get -------------------------------------------------------------------- */
 
+/* put/get: whether a full/empty attempt may wait (blocking, deadline not passed). */
+static int
+may_wait(int block, int64_t deadline)
+{
+    return block && (deadline < 0 || an_monotonic_ns() < deadline);
+}
+
+/* put/get: waits (GIL released) on cond, prepared at seq, for the other side.
+ * On an interruption or error it passes on a wake-up it may have taken and
+ * books the time waited; returns -1 with the exception set. */
+static int
+wait_turn(queueobject *q, an_cond *cond, uint64_t seq, int64_t deadline, int64_t *waited)
+{
+    if (an_py_wait(cond, seq, deadline, waited) >= 0)
+        return 0;
+    an_cond_notify(cond);
+    add_wait(q, *waited);
+    return -1;
+}
+
 static PyObject *
 put_impl(queueobject *q, PyObject *item, int block, int64_t deadline)
 {
@@ -294,17 +314,14 @@ put_impl(queueobject *q, PyObject *item, int block, int64_t deadline)
         r = try_put(q, item);
         if (r == R_DONE)
             cb = pop_callback(q->getters);
-        else if (r == R_NO && block && (deadline < 0 || an_monotonic_ns() < deadline)) {
+        else if (r == R_NO && may_wait(block, deadline)) {
             seq = an_cond_prepare(&q->not_full);
             r = R_WAIT;
         }
         AN_END_CRITICAL_SECTION();
         if (r == R_WAIT) {
-            if (an_py_wait(&q->not_full, seq, deadline, &waited) < 0) {
-                an_cond_notify(&q->not_full); /* pass on a wake-up we may have taken */
-                add_wait(q, waited);
+            if (wait_turn(q, &q->not_full, seq, deadline, &waited) < 0)
                 return NULL;
-            }
             continue;
         }
         if (r == R_RETRY)
@@ -337,17 +354,14 @@ get_impl(queueobject *q, int block, int64_t deadline)
         r = try_get(q, &item);
         if (r == R_DONE)
             cb = pop_callback(q->putters);
-        else if (r == R_NO && block && (deadline < 0 || an_monotonic_ns() < deadline)) {
+        else if (r == R_NO && may_wait(block, deadline)) {
             seq = an_cond_prepare(&q->not_empty);
             r = R_WAIT;
         }
         AN_END_CRITICAL_SECTION();
         if (r == R_WAIT) {
-            if (an_py_wait(&q->not_empty, seq, deadline, &waited) < 0) {
-                an_cond_notify(&q->not_empty);
-                add_wait(q, waited);
+            if (wait_turn(q, &q->not_empty, seq, deadline, &waited) < 0)
                 return NULL;
-            }
             continue;
         }
         if (r == R_RETRY)

@@ -330,13 +330,22 @@ tsdict_repr(tsdictobject *self)
 
 /* ---- methods --------------------------------------------------------------------- */
 
+/* get/setdefault/pop(key[, default], /): 0 when nargs is 1 or 2, else -1 with
+ * the TypeError dict's methods raise. */
+static int
+key_and_default_args(const char *fname, Py_ssize_t nargs)
+{
+    if (nargs >= 1 && nargs <= 2)
+        return 0;
+    PyErr_Format(PyExc_TypeError, "%s expected 1 or 2 arguments, got %zd", fname, nargs);
+    return -1;
+}
+
 static PyObject *
 tsdict_get(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "get expected 1 or 2 arguments, got %zd", nargs);
+    if (key_and_default_args("get", nargs) < 0)
         return NULL;
-    }
     BUMP(self, reads, 1);
     PyObject *v = lookup(self, args[0]);
     if (v == NULL && !PyErr_Occurred()) {
@@ -349,10 +358,8 @@ tsdict_get(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 tsdict_setdefault(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "setdefault expected 1 or 2 arguments, got %zd", nargs);
+    if (key_and_default_args("setdefault", nargs) < 0)
         return NULL;
-    }
     PyObject *dflt = nargs == 2 ? args[1] : Py_None, *v;
     Py_ssize_t before, after;
     BUMP(self, reads, 1);
@@ -372,10 +379,8 @@ tsdict_setdefault(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 tsdict_pop(tsdictobject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || nargs > 2) {
-        PyErr_Format(PyExc_TypeError, "pop expected 1 or 2 arguments, got %zd", nargs);
+    if (key_and_default_args("pop", nargs) < 0)
         return NULL;
-    }
     PyObject *v;
     BUMP(self, reads, 1);
     /* dict.pop is one lookup: two threads popping a key cannot both get it. */

@@ -29,6 +29,16 @@ sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+/* an_lockmgr_acquire of a C-string name, with no interrupt callback and no
+ * waited time: the form nearly every case below uses. */
+static an_status
+take(an_lockmgr *m, const char *name, an_lock_kind kind, int permits, uint64_t owner,
+     double timeout, an_lock_fail *fail)
+{
+    return an_lockmgr_acquire(m, NAME(name), kind, permits, owner, timeout, NULL, NULL, fail,
+                              NULL);
+}
+
 /* ---- contract ---------------------------------------------------------------- */
 
 static void
@@ -38,31 +48,23 @@ test_basic(void)
     an_lockmgr *m;
     an_lock_fail fail;
     CHECK_ST(an_lockmgr_create(&m, 0, 0, NULL), AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 1, -1, NULL, NULL, &fail, NULL),
-             AN_OK);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 1, -1, &fail), AN_OK);
     /* a mutex is not re-entrant: the same owner times out */
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 1, 0, NULL, NULL, &fail, NULL),
-             AN_ERR_LOCK_TIMEOUT);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 2, 0.02, NULL, NULL, &fail, NULL),
-             AN_ERR_LOCK_TIMEOUT);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 1, 0, &fail), AN_ERR_LOCK_TIMEOUT);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 2, 0.02, &fail), AN_ERR_LOCK_TIMEOUT);
     /* the kind is fixed by the first use */
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_RLOCK, 1, 1, 0, NULL, NULL, &fail, NULL),
-             AN_ERR_LOCK_KIND);
+    CHECK_ST(take(m, "a", AN_LOCK_RLOCK, 1, 1, 0, &fail), AN_ERR_LOCK_KIND);
     CHECK(fail.kind == AN_LOCK_MUTEX && fail.permits == 1);
     CHECK_ST(an_lockmgr_release(m, NAME("a"), 2), AN_ERR_LOCK_NOT_HELD);
     CHECK_ST(an_lockmgr_release(m, NAME("nope"), 1), AN_ERR_LOCK_NOT_HELD);
     CHECK_ST(an_lockmgr_release(m, NAME("a"), 1), AN_OK);
     CHECK_ST(an_lockmgr_release(m, NAME("a"), 1), AN_ERR_LOCK_NOT_HELD);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 0, -1, NULL, NULL, &fail, NULL),
-             AN_ERR_INVALID_ARG);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 0, -1, &fail), AN_ERR_INVALID_ARG);
 
     /* rlock recursion: held until the last release */
     for (int i = 0; i < 3; i++)
-        CHECK_ST(an_lockmgr_acquire(m, NAME("r"), AN_LOCK_RLOCK, 1, 7, 0, NULL, NULL, &fail,
-                                    NULL),
-                 AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("r"), AN_LOCK_RLOCK, 1, 8, 0, NULL, NULL, &fail, NULL),
-             AN_ERR_LOCK_TIMEOUT);
+        CHECK_ST(take(m, "r", AN_LOCK_RLOCK, 1, 7, 0, &fail), AN_OK);
+    CHECK_ST(take(m, "r", AN_LOCK_RLOCK, 1, 8, 0, &fail), AN_ERR_LOCK_TIMEOUT);
     an_lock_stats s;
     char buf[64];
     CHECK_ST(an_lockmgr_stat(m, NAME("r"), &s, buf, sizeof(buf)), AN_OK);
@@ -72,21 +74,14 @@ test_basic(void)
     for (int i = 0; i < 3; i++)
         CHECK_ST(an_lockmgr_release(m, NAME("r"), 7), AN_OK);
     CHECK_ST(an_lockmgr_release(m, NAME("r"), 7), AN_ERR_LOCK_NOT_HELD);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("r"), AN_LOCK_RLOCK, 1, 8, 0, NULL, NULL, &fail, NULL),
-             AN_OK);
+    CHECK_ST(take(m, "r", AN_LOCK_RLOCK, 1, 8, 0, &fail), AN_OK);
     CHECK_ST(an_lockmgr_release(m, NAME("r"), 8), AN_OK);
 
     /* semaphore: permits fixed, owners not tracked */
     for (int i = 0; i < 3; i++)
-        CHECK_ST(an_lockmgr_acquire(m, NAME("s"), AN_LOCK_SEMAPHORE, 3, 1, 0, NULL, NULL, &fail,
-                                    NULL),
-                 AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("s"), AN_LOCK_SEMAPHORE, 3, 1, 0, NULL, NULL, &fail,
-                                NULL),
-             AN_ERR_LOCK_TIMEOUT);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("s"), AN_LOCK_SEMAPHORE, 4, 1, 0, NULL, NULL, &fail,
-                                NULL),
-             AN_ERR_LOCK_KIND);
+        CHECK_ST(take(m, "s", AN_LOCK_SEMAPHORE, 3, 1, 0, &fail), AN_OK);
+    CHECK_ST(take(m, "s", AN_LOCK_SEMAPHORE, 3, 1, 0, &fail), AN_ERR_LOCK_TIMEOUT);
+    CHECK_ST(take(m, "s", AN_LOCK_SEMAPHORE, 4, 1, 0, &fail), AN_ERR_LOCK_KIND);
     CHECK(fail.kind == AN_LOCK_SEMAPHORE && fail.permits == 3);
     CHECK_ST(an_lockmgr_release(m, NAME("s"), 99), AN_OK);
     CHECK_ST(an_lockmgr_release(m, NAME("s"), 98), AN_OK);
@@ -126,8 +121,7 @@ test_interrupt(void)
     an_lockmgr *m;
     an_lock_fail fail;
     CHECK_ST(an_lockmgr_create(&m, 0, 0, NULL), AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 1, -1, NULL, NULL, &fail, NULL),
-             AN_OK);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 1, -1, &fail), AN_OK);
     int calls = 0;
     double waited;
     CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 2, -1, stop_after_two, &calls,
@@ -167,10 +161,8 @@ cycle_thread(void *p)
 {
     cycle_arg *a = p;
     an_lock_fail fail;
-    an_lockmgr_acquire(a->m, NAME(a->first), AN_LOCK_MUTEX, 1, a->owner, -1, NULL, NULL, &fail,
-                       NULL);
-    a->result = an_lockmgr_acquire(a->m, NAME(a->second), AN_LOCK_MUTEX, 1, a->owner, 5.0, NULL,
-                                   NULL, &fail, NULL);
+    take(a->m, a->first, AN_LOCK_MUTEX, 1, a->owner, -1, &fail);
+    a->result = take(a->m, a->second, AN_LOCK_MUTEX, 1, a->owner, 5.0, &fail);
     if (a->result == AN_OK)
         an_lockmgr_release(a->m, NAME(a->second), a->owner);
     an_lockmgr_release(a->m, NAME(a->first), a->owner);
@@ -196,9 +188,7 @@ check_cycle(int k)
     an_lockmgr *m;
     an_lock_fail fail;
     CHECK_ST(an_lockmgr_create(&m, 1, 0, NULL), AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("L0"), AN_LOCK_MUTEX, 1, 100, -1, NULL, NULL, &fail,
-                                NULL),
-             AN_OK);
+    CHECK_ST(take(m, "L0", AN_LOCK_MUTEX, 1, 100, -1, &fail), AN_OK);
     cycle_arg args[4];
     pthread_t th[4];
     for (int i = k - 1; i >= 1; i--) {
@@ -207,9 +197,7 @@ check_cycle(int k)
         while (!waiting_on(m, names[(i + 1) % k]))
             sleep_ms(1);
     }
-    CHECK_ST(an_lockmgr_acquire(m, NAME("L1"), AN_LOCK_MUTEX, 1, 100, 5.0, NULL, NULL, &fail,
-                                NULL),
-             AN_ERR_LOCK_DEADLOCK);
+    CHECK_ST(take(m, "L1", AN_LOCK_MUTEX, 1, 100, 5.0, &fail), AN_ERR_LOCK_DEADLOCK);
     CHECK(fail.n == k);
     CHECK(fail.waiter[0] == 100 && fail.name_len[0] == 2 && memcmp(fail.name[0], "L1", 2) == 0);
     for (int i = 1; i < k; i++)
@@ -240,21 +228,13 @@ test_deadlock(void)
     an_lockmgr *m;
     an_lock_fail fail;
     CHECK_ST(an_lockmgr_create(&m, 1, 0, NULL), AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 1, -1, NULL, NULL, &fail, NULL),
-             AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 1, -1, NULL, NULL, &fail, NULL),
-             AN_ERR_LOCK_DEADLOCK);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 1, -1, &fail), AN_OK);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 1, -1, &fail), AN_ERR_LOCK_DEADLOCK);
     CHECK(fail.n == 1 && fail.waiter[0] == 1);
     /* a plain wait on a held lock (no cycle) times out */
-    CHECK_ST(an_lockmgr_acquire(m, NAME("a"), AN_LOCK_MUTEX, 1, 2, 0.01, NULL, NULL, &fail,
-                                NULL),
-             AN_ERR_LOCK_TIMEOUT);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("s"), AN_LOCK_SEMAPHORE, 1, 1, 0, NULL, NULL, &fail,
-                                NULL),
-             AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("s"), AN_LOCK_SEMAPHORE, 1, 1, 0.01, NULL, NULL, &fail,
-                                NULL),
-             AN_ERR_LOCK_TIMEOUT);
+    CHECK_ST(take(m, "a", AN_LOCK_MUTEX, 1, 2, 0.01, &fail), AN_ERR_LOCK_TIMEOUT);
+    CHECK_ST(take(m, "s", AN_LOCK_SEMAPHORE, 1, 1, 0, &fail), AN_OK);
+    CHECK_ST(take(m, "s", AN_LOCK_SEMAPHORE, 1, 1, 0.01, &fail), AN_ERR_LOCK_TIMEOUT);
     an_lockmgr_destroy(m);
 }
 
@@ -269,8 +249,7 @@ test_alloc_failures(void)
         an_status st = an_lockmgr_create(&m, 1, 0, &a);
         if (st == AN_OK) {
             an_lock_fail fail;
-            an_status s1 = an_lockmgr_acquire(m, NAME("x"), AN_LOCK_MUTEX, 1, 1, 0, NULL, NULL,
-                                              &fail, NULL);
+            an_status s1 = take(m, "x", AN_LOCK_MUTEX, 1, 1, 0, &fail);
             CHECK(s1 == AN_OK || s1 == AN_ERR_MEMORY_LIMIT);
             if (s1 == AN_OK)
                 CHECK_ST(an_lockmgr_release(m, NAME("x"), 1), AN_OK);
@@ -301,14 +280,11 @@ test_bounded_registry(void)
     an_lockmgr *m;
     an_lock_fail fail;
     CHECK_ST(an_lockmgr_create(&m, 0, 8, NULL), AN_OK);
-    CHECK_ST(an_lockmgr_acquire(m, NAME("kept"), AN_LOCK_MUTEX, 1, 1, 0, NULL, NULL, &fail, NULL),
-             AN_OK);
+    CHECK_ST(take(m, "kept", AN_LOCK_MUTEX, 1, 1, 0, &fail), AN_OK);
     char name[32];
     for (int i = 0; i < 5000; i++) {
         snprintf(name, sizeof(name), "n%d", i);
-        CHECK_ST(an_lockmgr_acquire(m, NAME(name), AN_LOCK_MUTEX, 1, 2, 0, NULL, NULL, &fail,
-                                    NULL),
-                 AN_OK);
+        CHECK_ST(take(m, name, AN_LOCK_MUTEX, 1, 2, 0, &fail), AN_OK);
         CHECK_ST(an_lockmgr_release(m, NAME(name), 2), AN_OK);
         CHECK(an_lockmgr_count(m) <= 8);
     }
@@ -319,7 +295,7 @@ test_bounded_registry(void)
     CHECK_ST(an_lockmgr_create(&m, 0, 0, NULL), AN_OK);
     for (int i = 0; i < 5000; i++) {
         snprintf(name, sizeof(name), "n%d", i);
-        an_lockmgr_acquire(m, NAME(name), AN_LOCK_MUTEX, 1, 2, 0, NULL, NULL, &fail, NULL);
+        take(m, name, AN_LOCK_MUTEX, 1, 2, 0, &fail);
     }
     CHECK(an_lockmgr_count(m) == 5000);
     an_lockmgr_destroy(m);
@@ -351,9 +327,7 @@ stress_thread(void *p)
     unsigned seed = (unsigned)a->id;
     for (int r = 0; r < ROUNDS; r++) {
         /* mutual exclusion: a non-atomic read-modify-write stays exact */
-        if (an_lockmgr_acquire(a->m, NAME("ctr"), AN_LOCK_MUTEX, 1, me, -1, NULL, NULL, &fail,
-                               NULL) != AN_OK)
-            abort();
+        if (take(a->m, "ctr", AN_LOCK_MUTEX, 1, me, -1, &fail) != AN_OK) abort();
         long v = *a->counter;
         if (r % 64 == 0)
             sched_yield();
@@ -363,25 +337,21 @@ stress_thread(void *p)
         /* rlock recursion across threads */
         int depth = 1 + rand_r(&seed) % 3;
         for (int d = 0; d < depth; d++)
-            an_lockmgr_acquire(a->m, NAME("re"), AN_LOCK_RLOCK, 1, me, -1, NULL, NULL, &fail,
-                               NULL);
+            take(a->m, "re", AN_LOCK_RLOCK, 1, me, -1, &fail);
         for (int d = 0; d < depth; d++)
             if (an_lockmgr_release(a->m, NAME("re"), me) != AN_OK)
                 abort();
 
         /* a semaphore of 3 never admits a 4th */
-        an_status st = an_lockmgr_acquire(a->m, NAME("sem"), AN_LOCK_SEMAPHORE, 3, me,
-                                          (r % 5 == 0) ? 0.0 : -1, NULL, NULL, &fail, NULL);
+        an_status st = take(a->m, "sem", AN_LOCK_SEMAPHORE, 3, me, (r % 5 == 0) ? 0.0 : -1, &fail);
         if (st == AN_OK) {
-            an_lockmgr_acquire(a->m, NAME("guard"), AN_LOCK_MUTEX, 1, me, -1, NULL, NULL, &fail,
-                               NULL);
+            take(a->m, "guard", AN_LOCK_MUTEX, 1, me, -1, &fail);
             int now = ++*a->in_sem;
             if (now > *a->max_in_sem)
                 *a->max_in_sem = now;
             an_lockmgr_release(a->m, NAME("guard"), me);
             sched_yield();
-            an_lockmgr_acquire(a->m, NAME("guard"), AN_LOCK_MUTEX, 1, me, -1, NULL, NULL, &fail,
-                               NULL);
+            take(a->m, "guard", AN_LOCK_MUTEX, 1, me, -1, &fail);
             --*a->in_sem;
             an_lockmgr_release(a->m, NAME("guard"), me);
             an_lockmgr_release(a->m, NAME("sem"), me);
@@ -411,8 +381,7 @@ stress_thread(void *p)
         /* churn of short-lived names, dropped by the bounded registry */
         char name[16];
         snprintf(name, sizeof(name), "t%d-%d", a->id, r % 50);
-        if (an_lockmgr_acquire(a->m, NAME(name), AN_LOCK_MUTEX, 1, me, -1, NULL, NULL, &fail,
-                               NULL) == AN_OK)
+        if (take(a->m, name, AN_LOCK_MUTEX, 1, me, -1, &fail) == AN_OK)
             an_lockmgr_release(a->m, NAME(name), me);
     }
     return NULL;
