@@ -32,7 +32,7 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import Any, NamedTuple, Protocol, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ __all__ = ["Cache", "CacheInfo", "CacheStats", "ImageCache", "cached"]
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 _MISSING: Any = object()
 
@@ -467,7 +468,7 @@ class _Memo:
                 del flights[key]
 
 
-class CachedFunction(Generic[R]):
+class CachedFunction(Protocol[R_co]):
     """The type :func:`cached` returns (for type checkers): call it like the
     function; ``.cache``, ``.cache_info()``, ``.cache_clear()``."""
 
@@ -476,17 +477,13 @@ class CachedFunction(Generic[R]):
     __qualname__: str
     __wrapped__: Callable[..., Any]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> R:
-        raise NotImplementedError
+    def __call__(self, *args: Any, **kwargs: Any) -> R_co: ...
 
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        raise NotImplementedError
+    def __get__(self, obj: Any, objtype: Any = None) -> Any: ...
 
-    def cache_info(self) -> CacheInfo:
-        raise NotImplementedError
+    def cache_info(self) -> CacheInfo: ...
 
-    def cache_clear(self) -> None:
-        raise NotImplementedError
+    def cache_clear(self) -> None: ...
 
 
 def _maxsize(cache: Any) -> int | None:
