@@ -11,7 +11,7 @@ released, and the image decoded from the native buffer.  Example::
     thumb = an.decode_base64(payload, max_size=(256, 256))
     body = {"image": an.encode_base64(rgb, "jpeg", data_url=True, quality=80)}
 
-Accepted base64 (see also ``csrc/core/an_base64.h``): the standard (``+/``) or
+Accepted base64 (see also ``csrc/core/image/an_base64.h``): the standard (``+/``) or
 the URL-safe (``-_``) alphabet, chosen by the first of those characters in the
 text (mixing both in one text is an error); ``=`` padding optional but complete
 when present; ASCII whitespace and newlines anywhere; an optional

@@ -1,8 +1,8 @@
 """Native caches: :class:`Cache`, the :func:`cached` decorator and :class:`ImageCache`.
 
 :class:`Cache` is a thread-safe ``MutableMapping`` with LRU eviction, a per-item
-time to live and a byte budget, implemented in C (``csrc/core/cache_store.c``
-and ``csrc/py/cache.c``): every operation is O(1) (O(log n) for entries with a
+time to live and a byte budget, implemented in C (``csrc/core/cache/cache_store.c``
+and ``csrc/py/cache/cache.c``): every operation is O(1) (O(log n) for entries with a
 TTL).  :func:`cached` memoises plain functions, methods and coroutines with
 single-flight misses, and :class:`ImageCache` caches decoded images by content
 digest, handing out read-only zero-copy arrays.

@@ -27,7 +27,7 @@ __all__ = ["Subsampling", "encode_jpeg", "encode_png"]
 Subsampling = Literal["4:4:4", "4:2:2", "4:2:0", "4:4:0", "4:1:1"]
 EncodeMode = Literal["RGB", "BGR"]
 
-# Must match an_subsampling in csrc/core/an_encode.h.
+# Must match an_subsampling in csrc/core/image/an_encode.h.
 _SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2, "4:4:0": 3, "4:1:1": 4}
 _MODES = ("RGB", "BGR")
 _ALPHA = ("error", "drop")

@@ -1,7 +1,7 @@
 """Named locks created on first use: :class:`LockManager` and the
 :func:`thread_safe_operation` decorator.
 
-The registry lives in C (``csrc/core/lockmgr.c``): a name maps to a ``lock``,
+The registry lives in C (``csrc/core/sync/lockmgr.c``): a name maps to a ``lock``,
 an ``rlock`` or a ``semaphore`` of ``permits`` slots, fixed by its first use.
 Waits release the GIL and run in 50 ms slices, so Ctrl-C reaches the main
 thread promptly, and ``acquire_async`` waits on a helper thread without

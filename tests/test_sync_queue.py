@@ -492,7 +492,7 @@ def test_subclass() -> None:
     [("fifo", queue.Queue), ("lifo", queue.LifoQueue), ("priority", queue.PriorityQueue)],
 )
 def test_burst_grow_and_shrink_keeps_order(kind: str, peer: Callable[[], Any]) -> None:
-    """A burst grows the storage; draining shrinks it again (csrc/core/sync.c)."""
+    """A burst grows the storage; draining shrinks it again (csrc/core/sync/sync.c)."""
     q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue(kind=kind)  # type: ignore[arg-type]
     p = peer()
     for rnd in range(3):

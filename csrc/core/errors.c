@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_internal.h"
+#include "an_core.h"
 
 static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_OK, "ok", "AmuletError", "no error"},

@@ -27,7 +27,7 @@
 
 #include <pthread.h>
 
-#include "../core/an_pool.h"
+#include "../core/sync/an_pool.h"
 
 /* Per-object critical sections.  On free-threaded builds (3.13t+) this is
  * CPython's per-object lock; with the GIL it compiles to a plain block, and the
@@ -108,7 +108,7 @@ PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_
  * Hook a new allocation path in three lines: an_budget_precheck() before
  * allocating an output of known size, an_guard_begin() + opts.alloc =
  * an_guard_allocator() around core calls, an_raise_guarded() for core errors. */
-#include "../core/an_budget.h"
+#include "../core/memory/an_budget.h"
 /* The budget of the innermost memory_limit() scope of the current context, as
  * a new reference (an_budget_decref it), or NULL: no scope, or an error (then
  * an exception is set; check PyErr_Occurred). */
@@ -138,9 +138,11 @@ PyObject *an_py_resize_bytearray(PyObject *module, PyObject *const *args, Py_ssi
 /* cache.c: the Cache and CachedFunction types (and cached.c's make_key). */
 int an_cache_exec(PyObject *m, an_state *st);
 PyObject *an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
-/* locks.c, pool.c: LockManager and PoolSlots (registered by an_locks_exec). */
+/* sync/locks.c: LockManager and LockHold. */
 int an_locks_exec(PyObject *m, an_state *st);
+/* sync/pool.c: PoolSlots. */
 int an_objpool_exec(PyObject *m, an_state *st);
+/* ---- helpers shared by every domain file ---- */
 /* The context of an_wait_interrupt: the saved thread state of the waiting
  * thread, an optional cancel event (anything with is_set()), and whether a
  * Python exception (a signal handler's, or is_set()'s) stopped the wait. */
@@ -149,9 +151,9 @@ typedef struct {
     PyObject *cancel;
     int error;
 } an_wait_ctx;
-/* The core's an_interrupt_fn for waits run with the GIL released. */
+/* wait.c: the core's an_interrupt_fn for waits run with the GIL released. */
 int an_wait_interrupt(void *ctx);
-/* Raise st->exc[status](message, code=..., context=context) (context may be
+/* errors.c: raise st->exc[status](message, code=..., context=context) (context may be
  * NULL; fmt is a PyUnicode_FromFormat format).  Always returns NULL. */
 PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...);
 /* sync.c: AtomicCounter, ThreadSafeDict, ThreadSafeQueue */

@@ -117,3 +117,34 @@ an_raise_status(an_state *st, an_status status, const char *fmt, ...)
     va_end(ap);
     return an_raise(st, &err);
 }
+
+/* Shared by every domain file of the binding (declared in an_py.h). */
+PyObject *
+an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...)
+{
+    const an_error_entry *e = an_error_lookup(status);
+    PyObject *msg, *args = NULL, *kwargs = NULL, *exc = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    msg = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (msg == NULL)
+        return NULL;
+    args = PyTuple_Pack(1, msg);
+    Py_DECREF(msg);
+    if (args == NULL)
+        goto error;
+    kwargs = Py_BuildValue("{s:s,s:O}", "code", e->code, "context",
+                           context != NULL ? context : Py_None);
+    if (kwargs == NULL)
+        goto error;
+    exc = PyObject_Call(st->exc[status], args, kwargs);
+    if (exc == NULL)
+        goto error;
+    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+error:
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(exc);
+    return NULL;
+}

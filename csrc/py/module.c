@@ -131,7 +131,7 @@ core_exec(PyObject *module)
         return -1;
     if (an_cache_exec(module, st) < 0)
         return -1;
-    if (an_locks_exec(module, st) < 0)
+    if (an_locks_exec(module, st) < 0 || an_objpool_exec(module, st) < 0)
         return -1;
     if (an_incremental_exec(module, st) < 0)
         return -1;

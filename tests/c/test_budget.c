@@ -1,6 +1,6 @@
 /*
  * test_budget.c - memory budgets, the budget-charging allocator and the
- * /proc + cgroup readers (csrc/core/budget.c, meminfo.c).
+ * /proc + cgroup readers (csrc/core/memory/budget.c, meminfo.c).
  *
  * Built twice by the Makefile: under ASan+UBSan (arithmetic, refcounts,
  * allocation failures, fixture trees) and under TSan (several threads
@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "an_budget.h"
+#include "memory/an_budget.h"
 #include "check.h"
 
 #define FIX "../fixtures/cgroup/"

@@ -1,5 +1,5 @@
 /*
- * test_cache.c - unit tests of the cache store (csrc/core/cache_store.c): LRU
+ * test_cache.c - unit tests of the cache store (csrc/core/cache/cache_store.c): LRU
  * order, bounds and victims, the deadline heap against a brute-force scan,
  * accounting, and the heap's allocation failure (fault_ctx).  Built with
  * ASan+UBSan; LeakSanitizer checks that the heap is released.
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_cache.h"
+#include "cache/an_cache.h"
 #include "check.h"
 
 #define N 500

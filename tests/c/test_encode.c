@@ -1,5 +1,5 @@
 /*
- * test_encode.c - unit tests of csrc/core/encode.c under ASan+UBSan (LeakSanitizer
+ * test_encode.c - unit tests of csrc/core/image/encode.c under ASan+UBSan (LeakSanitizer
  * checks at exit that libjpeg's and libpng's own blocks were released too).
  *
  * Round trips go through the core's own decoder: PNG must come back exactly,
@@ -20,7 +20,7 @@
 
 #include "an_core.h"
 #include "check.h"
-#include "an_encode.h"
+#include "image/an_encode.h"
 
 /* A w x h x ch image: smooth ramps (never wrapping) plus a little texture. */
 static uint8_t *

@@ -13,7 +13,7 @@
 #include <jpeglib.h>
 #include <png.h>
 
-#include "an_incr.h"
+#include "image/an_incr.h"
 #include "check.h"
 #include "testimg.h"
 

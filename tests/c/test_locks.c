@@ -1,6 +1,6 @@
 /*
- * test_locks.c - the named-lock registry (csrc/core/lockmgr.c) and the pool
- * slot counter (csrc/core/slots.c), built with ThreadSanitizer by
+ * test_locks.c - the named-lock registry (csrc/core/sync/lockmgr.c) and the pool
+ * slot counter (csrc/core/sync/slots.c), built with ThreadSanitizer by
  * `make -C tests/c run`.
  *
  * Contract cases first (kinds, timeouts, release by a non-owner, recursion,
@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "an_lock.h"
+#include "sync/an_lock.h"
 #include "check.h"
 
 #define NAME(s) (s), strlen(s)

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "an_map.h"
+#include "memory/an_map.h"
 #include "check.h"
 
 /* A temporary file holding n bytes (i * 31 + 7); returns an fd open for reading. */

@@ -1,5 +1,5 @@
 /*
- * test_pool.c - stress test of the native worker pool (csrc/core/pool.c),
+ * test_pool.c - stress test of the native worker pool (csrc/core/sync/pool.c),
  * built with ThreadSanitizer by `make -C tests/c run`.
  *
  * Several caller threads run many batches of different sizes and helper limits
@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "an_pool.h"
+#include "sync/an_pool.h"
 
 static int n_pass, n_fail;
 

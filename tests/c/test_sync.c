@@ -1,5 +1,5 @@
 /*
- * test_sync.c - the thread-safe structures' core (csrc/core/sync.c) under
+ * test_sync.c - the thread-safe structures' core (csrc/core/sync/sync.c) under
  * ThreadSanitizer, built and run by `make -C tests/c run`.
  *
  *  - counters: many threads add, subtract and CAS on one an_counter; the total
@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_sync.h"
-#include "an_lock.h" /* both waiting layers share an_wait.h: they must compose in one unit */
+#include "sync/an_sync.h"
+#include "sync/an_lock.h" /* both waiting layers share an_wait.h: they must compose in one unit */
 #include "check.h"
 
 /* ---- counters --------------------------------------------------------------------- */

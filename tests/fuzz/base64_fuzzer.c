@@ -1,5 +1,5 @@
 /*
- * base64_fuzzer.c - libFuzzer target over the base64 codec (csrc/core/base64.c).
+ * base64_fuzzer.c - libFuzzer target over the base64 codec (csrc/core/image/base64.c).
  *
  * Properties checked on every input (with ASan/UBSan on the exact-size heap
  * copy the harness makes, so any read past the end is caught):
@@ -10,14 +10,14 @@
  *     it gives the input back.
  *
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined -I../../csrc/core \
- *     base64_fuzzer.c ../../csrc/core/base64.c ../../csrc/core/errors.c -o base64_fuzzer
+ *     base64_fuzzer.c ../../csrc/core/image/base64.c ../../csrc/core/errors.c -o base64_fuzzer
  *   gcc -g -O1 -fsanitize=address,undefined -I../../csrc/core fuzz_main.c \
- *     base64_fuzzer.c ../../csrc/core/base64.c ../../csrc/core/errors.c -o base64_replay
+ *     base64_fuzzer.c ../../csrc/core/image/base64.c ../../csrc/core/errors.c -o base64_replay
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_base64.h"
+#include "image/an_base64.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

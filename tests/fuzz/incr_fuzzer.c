@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "an_incr.h"
+#include "image/an_incr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -24,7 +24,7 @@
 #ifndef AN_BASE64_H
 #define AN_BASE64_H
 
-#include "an_core.h"
+#include "../an_core.h"
 
 #ifdef __cplusplus
 extern "C" {

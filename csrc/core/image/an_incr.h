@@ -30,7 +30,7 @@
 #ifndef AN_INCR_H
 #define AN_INCR_H
 
-#include "an_core.h"
+#include "../an_core.h"
 
 typedef enum an_incr_state {
     AN_INCR_HEADER = 0, /* collecting the header */

@@ -9,7 +9,7 @@
 #ifndef AN_INTERNAL_H
 #define AN_INTERNAL_H
 
-#include "an_core.h"
+#include "../an_core.h"
 
 /* Sample layouts a codec can produce before the final per-row conversion. */
 typedef enum an_pixfmt {

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "an_core.h"
+#include "../an_core.h"
 
 #ifdef __cplusplus
 extern "C" {

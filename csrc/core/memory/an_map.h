@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "an_core.h"
+#include "../an_core.h"
 
 /* Invariant: data == NULL exactly when size == 0 (not mapped, or released). */
 typedef struct an_mapping {

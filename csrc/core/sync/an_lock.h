@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "an_core.h"
+#include "../an_core.h"
 #include "an_wait.h" /* AN_WAIT_SLICE_MS */
 
 #ifdef __cplusplus

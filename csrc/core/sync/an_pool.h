@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "an_core.h"
+#include "../an_core.h"
 
 typedef struct an_pool an_pool;
 typedef void (*an_pool_fn)(void *arg, size_t index);

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "an_core.h"
+#include "../an_core.h"
 #include "an_wait.h" /* the clock, the slice and the monotonic condvar */
 
 /* ---- an_counter ------------------------------------------------------------ */

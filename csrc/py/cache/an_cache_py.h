@@ -4,7 +4,7 @@
 #ifndef AN_CACHE_PY_H
 #define AN_CACHE_PY_H
 
-#include "an_py.h"
+#include "../an_py.h"
 
 /* True when obj is a native Cache (the C type or a subclass of it). */
 int an_cache_check(PyObject *obj);

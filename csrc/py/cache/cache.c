@@ -3,7 +3,7 @@
  * mapping.
  *
  * Shape (as CPython's functools.lru_cache C code): a dict maps key -> entry;
- * each entry embeds an an_cnode of the core store (csrc/core/cache_store.c),
+ * each entry embeds an an_cnode of the core store (csrc/core/cache/cache_store.c),
  * which keeps the LRU list, the deadline heap and the accounting.  The store
  * holds one reference to every linked entry.
  *
@@ -50,7 +50,7 @@
 #include <sched.h>
 #include <time.h>
 
-#include "../core/an_cache.h"
+#include "../../core/cache/an_cache.h"
 #include "an_cache_py.h"
 #include "structmember.h"
 

@@ -16,8 +16,8 @@
  *   _core.b64decode(data) -> bytes
  *   _core.b64encode(data, urlsafe, pad, prefix) -> str
  */
-#include "an_py.h"
-#include "../core/an_base64.h"
+#include "../an_py.h"
+#include "../../core/image/an_base64.h"
 
 /* Below this many bytes the codec is faster than releasing the GIL. */
 #define B64_GIL_THRESHOLD 32768

@@ -14,7 +14,7 @@
  */
 #include <unistd.h>
 
-#include "an_py.h"
+#include "../an_py.h"
 
 typedef struct {
     Py_buffer view;

@@ -12,8 +12,8 @@
  *                     drop_alpha) -> bytes     (subsampling: an_subsampling)
  *   _core.encode_png(arr, compression, bgr) -> bytes
  */
-#include "an_py.h"
-#include "../core/an_encode.h"
+#include "../an_py.h"
+#include "../../core/image/an_encode.h"
 
 /* Describes arr as a view; raises ValidationError (value.array) when it is
  * not an (H, W) or (H, W, 1..4) array of uint8 (or uint16 with allow16). */

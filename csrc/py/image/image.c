@@ -13,7 +13,7 @@
  *   _core.probe(data) -> (format, width, height, channels, bit_depth,
  *                         progressive, orientation)
  */
-#include "an_py.h"
+#include "../an_py.h"
 
 int
 an_get_input(an_state *st, PyObject *obj, Py_buffer *view)

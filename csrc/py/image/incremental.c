@@ -21,8 +21,8 @@
  */
 #include <stdatomic.h>
 
-#include "an_py.h"
-#include "../core/an_incr.h"
+#include "../an_py.h"
+#include "../../core/image/an_incr.h"
 
 /* Chunks below this are decoded without releasing the GIL: the switch would
  * cost more than the work. */

@@ -10,8 +10,8 @@
  *   _core.resize(arr, width, height, method) -> ndarray
  *   method: 1 = area, 2 = bilinear (an_resize_method)
  */
-#include "an_py.h"
-#include "../core/an_resize.h"
+#include "../an_py.h"
+#include "../../core/image/an_resize.h"
 
 /* A dtype's name for messages ("float64"); "?" if it cannot be had. */
 static void

@@ -23,8 +23,8 @@
  */
 #include <string.h>
 
-#include "an_py.h"
-#include "../core/an_budget.h"
+#include "../an_py.h"
+#include "../../core/memory/an_budget.h"
 
 #define HANDLER_NAME "amulet_native.budget"
 #define HDR 16 /* keeps malloc's 16-byte alignment */

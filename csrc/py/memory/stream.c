@@ -22,9 +22,9 @@
  *   _core.MappedFile(fd)   maps the regular file open on fd; fd may be closed after
  *   _core.resize_bytearray(buf, size)   new bytes are uninitialised
  */
-#include "an_py.h"
+#include "../an_py.h"
 
-#include "../core/an_map.h"
+#include "../../core/memory/an_map.h"
 
 /* Invariants: while !closed, map is mapped.  Once closed, map is released as
  * soon as exports == 0 (at close() or at the last PyBuffer_Release). */

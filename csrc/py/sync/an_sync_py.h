@@ -6,9 +6,9 @@
 #ifndef AN_SYNC_PY_H
 #define AN_SYNC_PY_H
 
-#include "an_py.h"
+#include "../an_py.h"
 
-#include "../core/an_sync.h"
+#include "../../core/sync/an_sync.h"
 
 /* Waits one slice on c after an_cond_prepare(c) returned seq (which it
  * balances with an_cond_finish): the GIL is released until c is notified, the

@@ -1,6 +1,6 @@
 /*
  * locks.c (binding) - _core.LockManager over the named-lock registry
- * (csrc/core/lockmgr.c).
+ * (csrc/core/sync/lockmgr.c).
  *
  * acquire() first tries with the GIL held (the registry mutex is only ever
  * held for a few field updates and never by a thread that waits for the GIL,
@@ -12,39 +12,13 @@
  * The Pythonic API (context managers, acquire_many, the decorator, async) is
  * amulet_native/locks.py.
  */
-#include "an_py.h"
+#include "../an_py.h"
 
-#include "../core/an_lock.h"
+#include "../../core/sync/an_lock.h"
 
 #include <stdatomic.h>
 
 static const char *const kind_names[] = {"lock", "rlock", "semaphore"};
-
-/* ---- the interrupt callback shared with pool.c ------------------------------- */
-
-int
-an_wait_interrupt(void *arg)
-{
-    an_wait_ctx *c = arg;
-    PyEval_RestoreThread(c->ts);
-    int stop = 0;
-    if (PyErr_CheckSignals() < 0) {
-        c->error = 1;
-        stop = 1;
-    } else if (c->cancel != NULL && c->cancel != Py_None) {
-        PyObject *r = PyObject_CallMethod(c->cancel, "is_set", NULL);
-        int set = r == NULL ? -1 : PyObject_IsTrue(r);
-        Py_XDECREF(r);
-        if (set < 0) {
-            c->error = 1;
-            stop = 1;
-        } else if (set) {
-            stop = 1;
-        }
-    }
-    c->ts = PyEval_SaveThread();
-    return stop;
-}
 
 /* ---- LockHold: one successful acquisition (one or several names) ----------- */
 
@@ -175,38 +149,6 @@ static PyType_Spec lockhold_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = lockhold_slots,
 };
-
-/* ---- raising ------------------------------------------------------------------ */
-
-PyObject *
-an_raise_ctx(an_state *st, an_status status, PyObject *context, const char *fmt, ...)
-{
-    const an_error_entry *e = an_error_lookup(status);
-    PyObject *msg, *args = NULL, *kwargs = NULL, *exc = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    msg = PyUnicode_FromFormatV(fmt, ap);
-    va_end(ap);
-    if (msg == NULL)
-        return NULL;
-    args = PyTuple_Pack(1, msg);
-    Py_DECREF(msg);
-    if (args == NULL)
-        goto error;
-    kwargs = Py_BuildValue("{s:s,s:O}", "code", e->code, "context",
-                           context != NULL ? context : Py_None);
-    if (kwargs == NULL)
-        goto error;
-    exc = PyObject_Call(st->exc[status], args, kwargs);
-    if (exc == NULL)
-        goto error;
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-error:
-    Py_XDECREF(args);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(exc);
-    return NULL;
-}
 
 static PyObject *
 decode_name(const char *s, size_t len)
@@ -680,7 +622,5 @@ an_locks_exec(PyObject *m, an_state *st)
         return -1;
     int r = PyModule_AddObjectRef(m, "LockManager", t);
     Py_DECREF(t);
-    if (r < 0)
-        return -1;
-    return an_objpool_exec(m, st);
+    return r;
 }

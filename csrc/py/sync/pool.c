@@ -1,14 +1,14 @@
 /*
  * pool.c (binding) - _core.PoolSlots: the slot counter of ObjectPool
- * (csrc/core/slots.c).  A slot is the right to hold one pooled object; the
+ * (csrc/core/sync/slots.c).  A slot is the right to hold one pooled object; the
  * objects, the user's factory, health check and close callback all live in
  * amulet_native/pool.py and are never called from here.  A borrower blocked
  * on a full pool waits with the GIL released, in slices that deliver signals
- * and poll an optional cancel event (see an_wait_interrupt in locks.c).
+ * and poll an optional cancel event (see an_wait_interrupt in ../wait.c).
  */
-#include "an_py.h"
+#include "../an_py.h"
 
-#include "../core/an_lock.h"
+#include "../../core/sync/an_lock.h"
 
 typedef struct {
     PyObject_HEAD
