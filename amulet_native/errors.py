@@ -337,3 +337,19 @@ class QueueClosed(AmuletError):
     the closed queue is drained.  Waiting producers and consumers get it too."""
 
     default_code = "queue.closed"
+
+
+class MissingDependencyError(AmuletError, ImportError):
+    """An optional dependency is not installed; the message names the extra
+    that installs it (``pip install 'amulet_native[redis]'``).  ``.name`` is the
+    missing module, as on any ``ImportError``."""
+
+    default_code = "dependency.missing"
+    _context_fields: tuple[str, ...] = ("module", "extra")
+
+    def __init__(self, message: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.name = self.context.get("module")
+
+
+__all__ += ["MissingDependencyError"]

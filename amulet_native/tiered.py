@@ -85,11 +85,14 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._optional import _require
 from .errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
     import redis
+    import redis as _redis_t
     import redis.asyncio
+    import redis.asyncio as _aredis_t
 
 __all__ = [
     "AsyncTieredCache",
@@ -554,7 +557,7 @@ class _TieredBase:
         key_serializer: KeySerializer | None,
         backoff: float,
     ) -> None:
-        from redis import exceptions as rex  # optional dependency: imported on use
+        rex = _require("redis.exceptions", "redis")  # optional dependency: imported on use
 
         prefix_b = prefix.encode() if isinstance(prefix, str) else prefix
         if not isinstance(prefix_b, bytes):
@@ -701,9 +704,7 @@ class _TieredBase:
 
 
 def _no_retry(retry_cls: Any) -> Any:
-    from redis.backoff import NoBackoff
-
-    return retry_cls(NoBackoff(), 0)
+    return retry_cls(_require("redis.backoff", "redis").NoBackoff(), 0)
 
 
 class TieredCache(_TieredBase):
@@ -759,10 +760,9 @@ class TieredCache(_TieredBase):
             key_serializer=key_serializer,
             backoff=backoff,
         )
-        import redis as redis_mod
-        from redis.retry import Retry
-
-        self.redis: redis_mod.Redis = _make_client(Retry, redis_mod.Redis, redis, timeout)
+        redis_mod = _require("redis", "redis")
+        Retry = _require("redis.retry", "redis").Retry
+        self.redis: _redis_t.Redis = _make_client(Retry, redis_mod.Redis, redis, timeout)
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key`` from L1, else from Redis (filling L1), else ``default``."""
@@ -900,10 +900,9 @@ class AsyncTieredCache(_TieredBase):
             key_serializer=key_serializer,
             backoff=backoff,
         )
-        import redis.asyncio as aredis
-        from redis.asyncio.retry import Retry
-
-        self.redis: aredis.Redis = _make_client(Retry, aredis.Redis, redis, timeout)
+        aredis = _require("redis.asyncio", "redis")
+        Retry = _require("redis.asyncio.retry", "redis").Retry
+        self.redis: _aredis_t.Redis = _make_client(Retry, aredis.Redis, redis, timeout)
 
     async def aget(self, key: Any, default: Any = None) -> Any:
         """The value of ``key`` from L1, else from Redis (filling L1), else ``default``."""

@@ -440,3 +440,26 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
     assert not any(t.is_alive() for t in threads), "threads hung"
     if errors:
         raise errors[0]
+
+
+# ---- testing an installed wheel (.ci/wheel-check) -------------------------------
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With AMULET_EXPECT_INSTALLED=<site-packages>, refuse to run unless
+    amulet_native (and its extension) come from there, not from a source tree."""
+    site = os.environ.get("AMULET_EXPECT_INSTALLED")
+    if not site:
+        return
+    import amulet_native
+    import amulet_native._core
+
+    expected = os.path.realpath(os.path.join(site, "amulet_native"))
+    for mod in (amulet_native, amulet_native._core):
+        where = os.path.dirname(os.path.realpath(mod.__file__ or ""))
+        if where != expected:
+            raise pytest.UsageError(
+                f"AMULET_EXPECT_INSTALLED: {mod.__name__} was imported from {where}, "
+                f"not from the installed wheel in {expected}"
+            )
+    print(f"amulet_native under test: the installed wheel in {expected}")
