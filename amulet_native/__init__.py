@@ -1,4 +1,46 @@
-"""amulet_native: native building blocks for Python image web services."""
+"""amulet_native: native building blocks for Python image web services.
+
+For whoever runs an image service in Python (a FastAPI upload API, a Streamlit
+front end, a model behind them): a C core that turns untrusted upload bytes into
+NumPy arrays fast and safely, native caches and thread-safe structures, memory
+budgets, and the operational layer such services rebuild by hand.  Every error
+is an :class:`AmuletError` with a stable ``.code`` and a ``.context`` dict.
+
+Domains and their main entry points (all importable from ``amulet_native``
+unless a module is named):
+
+* Images: ``probe``, ``decode`` (``decode_file``, ``decode_jpeg``,
+  ``decode_png``), ``Limits``, ``decode_many`` (native threads),
+  ``IncrementalDecoder``, ``thumbnail``, ``resize``, ``encode_jpeg``,
+  ``encode_png``, ``encode_base64``/``decode_base64``; ``features()``.
+* Caches: ``Cache`` (LRU + TTL + byte budget), the ``@cached`` decorator
+  (single-flight, a drop-in for ``functools.lru_cache``), ``ImageCache``
+  (decoded images by content digest, zero copy), ``TieredCache`` /
+  ``AsyncTieredCache`` (Redis second tier, extra ``[redis]``).
+* Thread-safe structures: ``AtomicCounter``, ``ThreadSafeDict``,
+  ``ThreadSafeQueue`` (a drop-in ``queue.Queue`` with asyncio methods),
+  ``LockManager``, ``ObjectPool`` / ``AsyncObjectPool``.
+* Memory and streaming: ``memory_limit`` (per-request budgets),
+  ``MemoryMonitor`` (cgroup-aware pressure), ``GarbageCollectionManager``,
+  ``read_limited`` / ``aread_limited``, ``open_mapped``, ``stream_file``.
+* Resilience (``amulet_native.resilience``): ``retry``, ``CircuitBreaker``,
+  ``Bulkhead``, ``timeout``; metrics (``amulet_native.metrics``, Prometheus
+  compatible); rate limits (``amulet_native.ratelimit``); health checks
+  (``amulet_native.health``).
+* Integrations: ``amulet_native.integrations.fastapi`` (``AmuletMiddleware``,
+  ``install``, ``ImageUpload``; extra ``[fastapi]``) and
+  ``amulet_native.integrations.streamlit`` (extra ``[streamlit]``).
+
+A missing optional dependency raises ``MissingDependencyError`` (an
+``ImportError``) naming the extra to install.  ``python -m amulet_native``
+prints the version, native libraries, formats, CPUs and memory limits;
+``python -m amulet_native --selftest`` checks the install.  The README (with
+the benchmark summary; full tables in benchmarks/RESULTS.md) and each module's
+docstring (``help(amulet_native.cache)``, ...) are the documentation.
+
+>>> import amulet_native as an
+>>> rgb = an.decode(upload_bytes, max_size=(1024, 1024))   # (H, W, 3) uint8
+"""
 
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
@@ -15,6 +57,7 @@ from .errors import (
     LockReleaseError,
     LockTimeoutError,
     MemoryLimitError,
+    MissingDependencyError,
     ModelError,
     NetworkError,
     PayloadTooLargeError,
@@ -95,6 +138,7 @@ __all__ = [
     "LockTimeoutError",
     "MappedFile",
     "MemoryLimitError",
+    "MissingDependencyError",
     "MemoryMonitor",
     "MemorySnapshot",
     "MemoryUsage",
