@@ -203,7 +203,7 @@ def selftest(out: Any = None) -> bool:
         t0 = time.perf_counter()
         try:
             detail = check()
-        except Exception as e:  # a failed check is reported, the others still run
+        except Exception as e:  # noqa: BLE001 - a failed check is reported, the rest still run
             ok = False
             print(f"  FAIL  {name}: {type(e).__name__}: {e}", file=out)
         else:

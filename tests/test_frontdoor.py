@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_py(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, *(["-c", code] if code is not None else []), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)
 
 
 # ---- python -m amulet_native --------------------------------------------------------
