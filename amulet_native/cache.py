@@ -20,9 +20,10 @@ import contextvars
 import functools
 import hashlib
 import inspect
-import threading
 import time
 import weakref
+from _thread import allocate_lock as _allocate_lock
+from _thread import get_ident as _get_ident
 from collections.abc import (
     Awaitable,
     Callable,
@@ -49,6 +50,13 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 _MISSING: Any = object()
+
+# The call path of @cached looks up no builtin at call time (a program may
+# replace builtins.len & co, as functools guards against): these are bound once.
+_object = object
+_type = type
+_getattr = getattr
+_HashedKey = _core._HashedKey
 
 #: The reasons passed to ``on_evict(key, value, reason)``; a stable set.
 EVICT_REASONS = ("lru", "size", "ttl", "resize", "trim", "clear")
@@ -254,22 +262,28 @@ class _Retry(Exception):
 
 
 class _Flight:
-    """One in-progress computation of a key; waiters block on ``event``."""
+    """One in-progress computation of a key.  ``done`` is a latch: the owner
+    holds the lock until the flight ends (``finish``); each waiter takes it
+    and hands it on at once.  ``Lock.acquire`` releases the GIL while it
+    waits and runs signal handlers (Ctrl-C raises in the waiter)."""
 
-    __slots__ = ("error", "event", "owner", "retry", "value")
+    __slots__ = ("done", "error", "owner", "retry", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
-        self.owner = threading.get_ident()
+        self.done = _allocate_lock()
+        self.done.acquire()
+        self.owner = _get_ident()
         self.value: Any = None
         self.error: BaseException | None = None
         self.retry = False
 
+    def finish(self) -> None:
+        self.done.release()
+
     def wait(self) -> Any:
-        # Short slices: the GIL is released while waiting, and signal handlers
-        # (Ctrl-C) run between slices.
-        while not self.event.wait(0.05):
-            pass
+        done = self.done
+        done.acquire()
+        done.release()
         if self.retry:
             return _MISSING
         if self.error is not None:
@@ -305,6 +319,7 @@ class _Memo:
             getattr(type(cache), "get", None) is _core.Cache.get
             and isinstance(cache, _core.Cache)
         )
+        self.ident = id(self)
         self.flights: dict[Any, _Flight] = {}
         self.aflights: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Any, asyncio.Future[Any]]
@@ -316,12 +331,21 @@ class _Memo:
         #: Redis round trip).  Assignment is atomic; ``+= 1`` would not be.
         self.finished: object = object()
 
+    @staticmethod
+    def plain(key: Any) -> Any:
+        """The key a cache other than the native one sees: a _HashedKey (the
+        one-hash wrapper of make_key) unwrapped, so that e.g. a TieredCache
+        serialises the key itself."""
+        return key.key if _type(key) is _HashedKey else key
+
     def lookup(self, key: Any) -> Any:
         if self.native:
             return self.cache.peek(key, _MISSING)
-        return self.cache.get(key, _MISSING)
+        return self.cache.get(self.plain(key), _MISSING)
 
     def store(self, key: Any, value: Any) -> None:
+        if not self.native:
+            key = self.plain(key)
         try:
             if self.ttl is None:
                 self.cache.set(key, value)
@@ -332,10 +356,11 @@ class _Memo:
                 raise
 
     async def astore(self, key: Any, value: Any) -> None:
-        aset = getattr(self.cache, "aset", None)
+        aset = _getattr(self.cache, "aset", None)
         if aset is None:
             self.store(key, value)
             return
+        key = self.plain(key)
         try:
             if self.ttl is None:
                 await aset(key, value)
@@ -346,10 +371,10 @@ class _Memo:
                 raise
 
     async def alookup(self, key: Any) -> Any:
-        aget = getattr(self.cache, "aget", None)
+        aget = _getattr(self.cache, "aget", None)
         if aget is None:
             return self.lookup(key)
-        return await aget(key, _MISSING)
+        return await aget(self.plain(key), _MISSING)
 
     def reentrant(self, key: Any) -> ReentrantCallError:
         return ReentrantCallError(
@@ -359,7 +384,7 @@ class _Memo:
 
     @staticmethod
     def unwrap(value: Any) -> Any:
-        if type(value) is _CachedError:
+        if _type(value) is _CachedError:
             raise value.exc
         return value
 
@@ -368,7 +393,7 @@ class _Memo:
     def miss(self, wrapper: Any, key: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
         seen = self.finished
         if not self.native:
-            value = self.cache.get(key, _MISSING)
+            value = self.cache.get(self.plain(key), _MISSING)
             wrapper._record(value is not _MISSING)
             if value is not _MISSING:
                 return self.unwrap(value)
@@ -408,9 +433,9 @@ class _Memo:
                 flight.error = exc
             raise
         finally:
-            self.finished = object()  # before the slot is free: see __init__
+            self.finished = _object()  # before the slot is free: see __init__
             flights.pop(key, None)
-            flight.event.set()
+            flight.finish()
 
     # -- asyncio ------------------------------------------------------------------
 
@@ -423,7 +448,7 @@ class _Memo:
         counters[1] += 1
         loop = asyncio.get_running_loop()
         flights = self.aflights.setdefault(loop, {})
-        marker = (id(self), key)
+        marker = (self.ident, key)
         while True:
             fut = flights.get(key)
             if fut is None:
@@ -463,7 +488,7 @@ class _Memo:
             raise
         finally:
             _computing.reset(token)
-            self.finished = object()
+            self.finished = _object()
             if flights.get(key) is fut:
                 del flights[key]
 
@@ -485,6 +510,8 @@ class CachedFunction(Protocol[R_co]):
 
     def cache_clear(self) -> None: ...
 
+    def cache_parameters(self) -> dict[str, Any]: ...
+
 
 def _maxsize(cache: Any) -> int | None:
     value = getattr(cache, "max_items", None)
@@ -496,6 +523,69 @@ def _currsize(cache: Any) -> int:
         return len(cache)
     except TypeError:
         return 0
+
+
+class _NoCache:
+    """The cache of ``max_items=0``: stores nothing (every call computes)."""
+
+    max_items = 0
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        return None
+
+    def clear(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _no_key(*args: Any, **kwargs: Any) -> None:
+    """The key of every call when nothing is cached: arguments are never hashed."""
+
+
+def _uncached(func: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """``max_items=0`` (or negative), as ``lru_cache(maxsize=0)``: no cache, no
+    single flight, every call computes and counts as a miss."""
+    target = _NoCache()
+    if inspect.iscoroutinefunction(func):
+        misses = [0]
+
+        @functools.wraps(func)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            misses[0] += 1
+            return await func(*args, **kwargs)
+
+        def ainfo() -> CacheInfo:
+            return CacheInfo(0, misses[0], 0, 0)
+
+        def aclear() -> None:
+            misses[0] = 0
+
+        awrapper.cache = target  # type: ignore[attr-defined]
+        awrapper.cache_info = ainfo  # type: ignore[attr-defined]
+        awrapper.cache_clear = aclear  # type: ignore[attr-defined]
+        awrapper.cache_parameters = params.copy  # type: ignore[attr-defined]
+        return awrapper
+
+    def compute(key: Any, args: tuple[Any, ...], kwargs: Any) -> Any:
+        record(False)
+        return func(*args, **kwargs) if kwargs else func(*args)
+
+    wrapper = _core.CachedFunction(func, target, False, False, _no_key, compute, None)
+    record = wrapper._record
+    functools.update_wrapper(wrapper, func)
+
+    def cache_info() -> CacheInfo:
+        return CacheInfo(0, wrapper.misses, 0, 0)
+
+    wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+    wrapper.cache_clear = wrapper._reset  # type: ignore[attr-defined]
+    wrapper.cache_parameters = params.copy  # type: ignore[attr-defined]
+    return wrapper
 
 
 @overload
@@ -533,12 +623,33 @@ def cached(
     gets the native hit path (key building and lookup in C).
 
     Keys are like functools': the positional arguments and the keyword
-    arguments sorted by name (``typed=True`` also tells ``1`` from ``1.0``), or
+    arguments (``typed=True`` also tells ``1`` from ``1.0``), or
     ``key(*args, **kwargs)``.  Misses are single-flight: concurrent callers (threads
     or tasks) of the same key wait for one computation and share its result or
     its exception.  Exceptions are not cached unless ``cache_exceptions=True``.
-    A call for the key the same thread/task is computing raises
-    :class:`ReentrantCallError` instead of deadlocking.
+
+    A drop-in for ``functools.lru_cache(maxsize=...)``: ``max_items=128`` by
+    default, ``None`` for no bound, ``0`` (or a negative number, read as 0) for
+    no caching at all (every call computes and counts as a miss, arguments need
+    not be hashable); ``cache_info()``, ``cache_clear()`` and
+    ``cache_parameters()`` (``maxsize`` and ``typed`` as functools, plus
+    ``ttl``); the ``functools.update_wrapper`` attributes (``__wrapped__``,
+    ``__name__``, ``__qualname__``, ``__doc__``, ``__module__``, ``__dict__``);
+    weak references; a module-level cached function, method or staticmethod
+    pickles by reference and ``copy.copy``/``copy.deepcopy`` return it
+    unchanged; a key's ``__hash__`` runs once per call; no builtin is looked up
+    at call time.  Deliberate differences from ``lru_cache``:
+
+    * single flight: concurrent misses of one key compute it once (lru_cache
+      lets each caller compute it and keeps the last result);
+    * a call that recurses into the key it is computing, from the same thread
+      or task, raises :class:`ReentrantCallError` (lru_cache recurses);
+    * keyword arguments are keyed sorted by name, so ``f(a=1, b=2)`` and
+      ``f(b=2, a=1)`` share an entry (lru_cache keys them in call order);
+    * ``ttl``, ``key=``, ``cache_exceptions`` and a shared, inspectable
+      ``.cache`` (a :class:`Cache`, or any cache you pass) are additions;
+      ``f.cache`` may hold a key whose hash is expensive wrapped in a
+      ``_HashedKey`` (equal to, and hashing as, the key itself).
 
     >>> @cached(ttl=60, max_items=1024)
     ... def thumbnail_for(user_id: int) -> bytes: ...
@@ -549,6 +660,9 @@ def cached(
         return cached()(cache)
     if key is not None and not callable(key):
         raise ValidationError("key must be a callable or None", field="key")
+    if cache is None and max_items is not None and max_items <= 0:  # as lru_cache(maxsize=0)
+        params = {"maxsize": 0, "typed": typed, "ttl": ttl}
+        return lambda func: _uncached(func, params)
     target = cache if cache is not None else Cache(max_items, ttl=ttl)
     set_ttl = ttl if cache is not None else None
     has_sync = _has_methods(target, "get", "set")
@@ -559,12 +673,16 @@ def cached(
             field="cache",
         )
 
+    params = {"maxsize": _maxsize(target), "typed": typed, "ttl": ttl}
+
     def decorate(func: Callable[..., Any]) -> Any:
         if not callable(func):
             raise TypeError(f"cached() needs a callable, got {func!r}")
         memo = _Memo(func, target, set_ttl, cache_exceptions)
         if inspect.iscoroutinefunction(func):
-            return _async_wrapper(func, memo, key, typed)
+            awrapper = _async_wrapper(func, memo, key, typed)
+            awrapper.cache_parameters = params.copy
+            return awrapper
         if not has_sync:  # e.g. an AsyncTieredCache under a plain function
             raise ValidationError(
                 f"{type(target).__name__} has only aget/aset: it caches async def "
@@ -591,6 +709,7 @@ def cached(
 
         wrapper.cache_info = cache_info  # type: ignore[attr-defined]
         wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.cache_parameters = params.copy  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

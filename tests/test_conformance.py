@@ -94,7 +94,7 @@ def test_max_items_zero_accepts_unhashable_arguments_like_lru_cache() -> None:
     def total(xs: list[int]) -> int:
         return sum(xs)
 
-    assert functools.lru_cache(maxsize=0)(sum)([1, 2]) == 3
+    assert functools.lru_cache(maxsize=0)(sum)([1, 2]) == 3  # type: ignore[arg-type]
     assert total([1, 2]) == 3 and total([1, 2]) == 3
     assert total.cache_info().misses == 2
 
@@ -137,16 +137,16 @@ def test_cache_parameters_like_lru_cache() -> None:
     for size, typed in ((16, False), (None, True), (0, False)):
         std = functools.lru_cache(maxsize=size, typed=typed)(lambda x: x)
         ours = an.cached(max_items=size, typed=typed)(lambda x: x)
-        params = ours.cache_parameters()  # type: ignore[attr-defined]
+        params = ours.cache_parameters()
         for k, v in std.cache_parameters().items():
             assert params[k] == v, (k, params)
-    assert an.cached(max_items=-5)(len).cache_parameters()["maxsize"] == 0  # type: ignore[attr-defined]
-    assert an.cached(ttl=30)(len).cache_parameters()["ttl"] == 30  # type: ignore[attr-defined]
+    assert an.cached(max_items=-5)(len).cache_parameters()["maxsize"] == 0
+    assert an.cached(ttl=30)(len).cache_parameters()["ttl"] == 30
 
     async def coro(x: int) -> int:
         return x
 
-    assert an.cached(max_items=3)(coro).cache_parameters()["maxsize"] == 3  # type: ignore[attr-defined]
+    assert an.cached(max_items=3)(coro).cache_parameters()["maxsize"] == 3
 
 
 # ---- pickle and copy by reference --------------------------------------------------
@@ -292,25 +292,26 @@ PATCHED = ("len", "type", "isinstance", "getattr", "hasattr", "object", "id", "h
            "callable", "iter", "next", "repr", "tuple", "dict", "sorted", "super")
 
 
-@pytest.fixture
-def broken_builtins() -> Iterator[Callable[[], None]]:
-    saved = {name: getattr(builtins, name) for name in PATCHED}
+class BrokenBuiltins:
+    """Replaces common builtins with a function that raises, and puts them back."""
 
+    def __init__(self) -> None:
+        self.saved = {name: getattr(builtins, name) for name in PATCHED}
+
+    @staticmethod
     def boom(*a: Any, **k: Any) -> Any:
         raise AssertionError("a builtin was looked up at call time")
 
-    def patch() -> None:
+    def patch(self) -> None:
         for name in PATCHED:
-            setattr(builtins, name, boom)
+            setattr(builtins, name, self.boom)
 
-    try:
-        yield patch
-    finally:
-        for name, value in saved.items():
+    def restore(self) -> None:
+        for name, value in self.saved.items():
             setattr(builtins, name, value)
 
 
-def test_no_builtin_is_looked_up_on_the_cached_path(broken_builtins: Callable[[], None]) -> None:
+def test_no_builtin_is_looked_up_on_the_cached_path() -> None:
     @an.cached(max_items=2)
     def f(x: Any, y: int = 0) -> Any:
         return x
@@ -318,7 +319,8 @@ def test_no_builtin_is_looked_up_on_the_cached_path(broken_builtins: Callable[[]
     g = an.cached(max_items=0)(f.__wrapped__)
     key = ("a", 1)
     results: list[Any] = []
-    broken_builtins()
+    broken = BrokenBuiltins()
+    broken.patch()
     try:
         results.append(f(key))  # miss
         results.append(f(key))  # hit
@@ -326,12 +328,27 @@ def test_no_builtin_is_looked_up_on_the_cached_path(broken_builtins: Callable[[]
         results.append(f(2))
         results.append(f(3))  # eviction
         results.append(g(5))  # no-cache mode
-    except BaseException as e:  # restore the builtins before pytest reports
+    except BaseException as e:  # noqa: BLE001 - reported after the builtins are back
         results.append(e)
     finally:
-        for name in PATCHED:
-            setattr(builtins, name, getattr(builtins, "__dict__")[name])
+        broken.restore()
     assert results == [key, key, 1, 2, 3, 5]
+
+
+def test_the_builtins_check_can_fail() -> None:
+    """The check above would see a builtin used on the path: here, by the key."""
+    f = an.cached(max_items=2, key=lambda x: len(x))(lambda x: x)
+    broken = BrokenBuiltins()
+    broken.patch()
+    try:
+        f("abc")
+    except AssertionError as e:
+        err: Exception | None = e
+    else:
+        err = None
+    finally:
+        broken.restore()
+    assert err is not None
 
 
 # ---- weak references and functools attributes -----------------------------------------
@@ -373,11 +390,12 @@ def test_wrapper_attributes_match_functools() -> None:
 # ---- ThreadSafeQueue.maxsize writable like queue.Queue.maxsize ------------------------
 
 
-def both(maxsize: int) -> list[Any]:
+def both(maxsize: int) -> list[Any]:  # queue.Queue and ours, same calls
     return [queue.Queue(maxsize=maxsize), an.ThreadSafeQueue(maxsize=maxsize)]
 
 
 def test_maxsize_is_writable_and_read_back() -> None:
+    q: Any
     for q in both(2):
         q.maxsize = 5
         assert q.maxsize == 5
@@ -386,6 +404,7 @@ def test_maxsize_is_writable_and_read_back() -> None:
 
 
 def test_shrinking_maxsize_refuses_puts_until_drained() -> None:
+    q: Any
     for q in both(0):
         for i in range(4):
             q.put(i)
@@ -429,7 +448,7 @@ def test_growing_maxsize_wakes_a_blocked_putter() -> None:
 
 
 def test_growing_maxsize_wakes_an_async_putter() -> None:
-    q = an.ThreadSafeQueue(maxsize=1)
+    q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue(maxsize=1)
     q.put(0)
 
     async def main() -> None:
@@ -444,7 +463,7 @@ def test_growing_maxsize_wakes_an_async_putter() -> None:
 
 
 def test_maxsize_rejects_non_ints() -> None:
-    q = an.ThreadSafeQueue()
+    q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
     with pytest.raises(TypeError):
         q.maxsize = 1.5  # type: ignore[assignment]
     with pytest.raises(TypeError):

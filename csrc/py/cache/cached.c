@@ -9,9 +9,178 @@
  * Keys follow functools: positional args, then a marker and the keyword
  * (name, value) pairs, sorted by name; with typed, the argument types follow;
  * a lone argument that is not a tuple is its own key.
+ *
+ * The key's hash is computed once per call, as functools does: a key holding
+ * anything but built-in scalars (whose hashes are cached or trivial) is wrapped
+ * in a _HashedKey, which keeps the hash it computed at construction and
+ * compares equal to (and hashes as) the key it wraps.  Every later dict
+ * operation on it - the lookup, the single-flight table, the store, an
+ * eviction - reuses that hash instead of calling the user's __hash__ again.
  */
 #include "an_cache_py.h"
 #include "structmember.h"
+
+/* ---- _HashedKey: a key with its hash computed once ------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *key;  /* the wrapped key (immutable) */
+    Py_hash_t hash; /* hash(key), computed at construction */
+} HashedKeyObject;
+
+/* Keys whose hash costs nothing worth saving: built-in scalars (str caches its
+ * hash), types (identity hash), None, the keyword marker, frozensets (cached
+ * hash) and exact tuples of these. */
+static int
+cheap_hash(PyObject *o, PyObject *kwd_mark, int depth)
+{
+    if (PyUnicode_CheckExact(o) || PyLong_CheckExact(o) || PyFloat_CheckExact(o) ||
+        PyBytes_CheckExact(o) || PyBool_Check(o) || o == Py_None || o == kwd_mark ||
+        PyType_CheckExact(o) || PyFrozenSet_CheckExact(o))
+        return 1;
+    if (!PyTuple_CheckExact(o) || depth > 3)
+        return 0;
+    for (Py_ssize_t i = 0, n = PyTuple_GET_SIZE(o); i < n; i++)
+        if (!cheap_hash(PyTuple_GET_ITEM(o, i), kwd_mark, depth + 1))
+            return 0;
+    return 1;
+}
+
+/* Wraps key (a new reference, stolen) in a _HashedKey unless its hash is
+ * cheap; computes the hash (TypeError for an unhashable key).  Returns a new
+ * reference or NULL. */
+static PyObject *
+hashed(PyTypeObject *type, PyObject *key, PyObject *kwd_mark)
+{
+    if (key == NULL || cheap_hash(key, kwd_mark, 0))
+        return key;
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    HashedKeyObject *hk = (HashedKeyObject *)type->tp_alloc(type, 0);
+    if (hk == NULL) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    hk->key = key;
+    hk->hash = h;
+    return (PyObject *)hk;
+}
+
+static PyObject *
+hashedkey_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *key;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O:_HashedKey", &key))
+        return NULL;
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1)
+        return NULL;
+    HashedKeyObject *hk = (HashedKeyObject *)type->tp_alloc(type, 0);
+    if (hk == NULL)
+        return NULL;
+    hk->key = Py_NewRef(key);
+    hk->hash = h;
+    return (PyObject *)hk;
+}
+
+static Py_hash_t
+hashedkey_hash(HashedKeyObject *self)
+{
+    return self->hash;
+}
+
+/* Equal to what the wrapped key is equal to: another _HashedKey compares its
+ * wrapped key (after the hashes), anything else is compared with ours.  a is
+ * always a _HashedKey (CPython calls the slot of the operand that has it). */
+static PyObject *
+hashedkey_richcompare(PyObject *a, PyObject *b, int op)
+{
+    if (op != Py_EQ && op != Py_NE)
+        Py_RETURN_NOTIMPLEMENTED;
+    HashedKeyObject *ha = (HashedKeyObject *)a;
+    PyObject *kb = b;
+    if (Py_IS_TYPE(b, Py_TYPE(a))) {
+        HashedKeyObject *hb = (HashedKeyObject *)b;
+        if (ha->hash != hb->hash)
+            return PyBool_FromLong(op == Py_NE);
+        kb = hb->key;
+    }
+    return PyObject_RichCompare(ha->key, kb, op);
+}
+
+static PyObject *
+hashedkey_repr(HashedKeyObject *self)
+{
+    return PyUnicode_FromFormat("_HashedKey(%R)", self->key);
+}
+
+static PyObject *
+hashedkey_reduce(HashedKeyObject *self, PyObject *unused)
+{
+    return Py_BuildValue("O(O)", (PyObject *)Py_TYPE(self), self->key);
+}
+
+static int
+hashedkey_traverse(HashedKeyObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->key);
+    return 0;
+}
+
+static int
+hashedkey_clear(HashedKeyObject *self)
+{
+    Py_CLEAR(self->key);
+    return 0;
+}
+
+static void
+hashedkey_dealloc(HashedKeyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    hashedkey_clear(self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static PyMemberDef hashedkey_members[] = {
+    {"key", T_OBJECT, offsetof(HashedKeyObject, key), READONLY, "the wrapped key"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyMethodDef hashedkey_methods[] = {
+    {"__reduce__", (PyCFunction)hashedkey_reduce, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot hashedkey_slots[] = {
+    {Py_tp_new, hashedkey_new},
+    {Py_tp_dealloc, hashedkey_dealloc},
+    {Py_tp_traverse, hashedkey_traverse},
+    {Py_tp_clear, hashedkey_clear},
+    {Py_tp_hash, hashedkey_hash},
+    {Py_tp_richcompare, hashedkey_richcompare},
+    {Py_tp_repr, hashedkey_repr},
+    {Py_tp_members, hashedkey_members},
+    {Py_tp_methods, hashedkey_methods},
+    {Py_tp_doc, "_HashedKey(key): key with its hash computed once (the @cached key of a "
+                "call whose arguments hash in Python)."},
+    {0, NULL},
+};
+
+static PyType_Spec hashedkey_spec = {
+    .name = "amulet_native._core._HashedKey",
+    .basicsize = sizeof(HashedKeyObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = hashedkey_slots,
+};
+
+/* ---- CachedFunction ---------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
@@ -22,6 +191,7 @@ typedef struct {
     PyObject *miss;       /* miss(key, args, kwargs) */
     PyObject *error_type; /* instances of it are cached exceptions (.exc); or NULL */
     PyObject *kwd_mark;
+    PyTypeObject *hkey_type; /* _HashedKey */
     int native;           /* cache is a native Cache: look up here */
     int typed;
     long long hits, misses; /* atomic */
@@ -107,12 +277,18 @@ an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *mark = PyObject_GetAttrString(module, "_KWD_MARK");
     if (mark == NULL)
         return NULL;
+    PyObject *hk_type = PyObject_GetAttrString(module, "_HashedKey");
+    if (hk_type == NULL) {
+        Py_DECREF(mark);
+        return NULL;
+    }
     Py_ssize_t nkw = args[1] == Py_None ? 0 : PyDict_GET_SIZE(args[1]);
     PyObject **names = NULL, **values = NULL, *key = NULL;
     if (nkw) {
         names = PyMem_Malloc((size_t)nkw * 2 * sizeof(PyObject *));
         if (names == NULL) {
             Py_DECREF(mark);
+            Py_DECREF(hk_type);
             return PyErr_NoMemory();
         }
         values = names + nkw;
@@ -131,9 +307,11 @@ an_py_make_key(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     key = make_key(mark, &PyTuple_GET_ITEM(args[0], 0), PyTuple_GET_SIZE(args[0]), values, names,
                    nkw, typed);
+    key = hashed((PyTypeObject *)hk_type, key, mark);
 done:
     PyMem_Free(names);
     Py_DECREF(mark);
+    Py_DECREF(hk_type);
     return key;
 }
 
@@ -161,6 +339,7 @@ cached_vectorcall(CachedObject *self, PyObject *const *args, size_t nargsf, PyOb
     else
         key = make_key(self->kwd_mark, args, nargs, args + nargs,
                        nkw ? &PyTuple_GET_ITEM(kwnames, 0) : NULL, nkw, self->typed);
+    key = hashed(self->hkey_type, key, self->kwd_mark);
     if (key == NULL)
         return NULL;
     if (self->native) {
@@ -235,11 +414,18 @@ cached_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     PyObject *mark = PyObject_GetAttrString(module, "_KWD_MARK");
     if (mark == NULL)
         return NULL;
-    CachedObject *self = (CachedObject *)type->tp_alloc(type, 0);
-    if (self == NULL) {
+    PyObject *hk_type = PyObject_GetAttrString(module, "_HashedKey");
+    if (hk_type == NULL) {
         Py_DECREF(mark);
         return NULL;
     }
+    CachedObject *self = (CachedObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(mark);
+        Py_DECREF(hk_type);
+        return NULL;
+    }
+    self->hkey_type = (PyTypeObject *)hk_type;
     self->vectorcall = (vectorcallfunc)cached_vectorcall_checked;
     self->func = Py_NewRef(func);
     self->cache = Py_NewRef(cache);
@@ -262,6 +448,7 @@ cached_traverse(CachedObject *self, visitproc visit, void *arg)
     Py_VISIT(self->miss);
     Py_VISIT(self->error_type);
     Py_VISIT(self->kwd_mark);
+    Py_VISIT(self->hkey_type);
     Py_VISIT(self->dict);
     return 0;
 }
@@ -275,6 +462,7 @@ cached_clear(CachedObject *self)
     Py_CLEAR(self->miss);
     Py_CLEAR(self->error_type);
     Py_CLEAR(self->kwd_mark);
+    Py_CLEAR(self->hkey_type);
     Py_CLEAR(self->dict);
     self->native = 0;
     return 0;
@@ -303,7 +491,7 @@ static PyObject *
 cached_vectorcall_checked(CachedObject *self, PyObject *const *args, size_t nargsf,
                           PyObject *kwnames)
 {
-    if (self->miss == NULL)
+    if (self->miss == NULL || self->hkey_type == NULL)
         return cached_call_cleared();
     return cached_vectorcall(self, args, nargsf, kwnames);
 }
@@ -373,7 +561,27 @@ static PyGetSetDef cached_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* Pickled by reference, as functools' lru_cache wrapper: the module-level
+ * name (__module__ + __qualname__, set by functools.update_wrapper) that
+ * holds this very object.  Pickle refuses when that name is not it. */
+static PyObject *
+cached_reduce(CachedObject *self, PyObject *unused)
+{
+    return PyObject_GetAttrString((PyObject *)self, "__qualname__");
+}
+
+/* copy.copy and copy.deepcopy return the cached function itself (as for
+ * functions and lru_cache wrappers): a copy would split one cache in two. */
+static PyObject *
+cached_copy(CachedObject *self, PyObject *unused)
+{
+    return Py_NewRef(self);
+}
+
 static PyMethodDef cached_methods[] = {
+    {"__reduce__", (PyCFunction)cached_reduce, METH_NOARGS, NULL},
+    {"__copy__", (PyCFunction)cached_copy, METH_NOARGS, NULL},
+    {"__deepcopy__", (PyCFunction)cached_copy, METH_O, NULL},
     {"_record", (PyCFunction)cached_record, METH_O, "_record(hit): count a hit or a miss"},
     {"_reset", (PyCFunction)cached_reset, METH_NOARGS, "_reset(): zero the counters"},
     {NULL, NULL, 0, NULL},
@@ -418,6 +626,13 @@ an_cached_exec(PyObject *m, an_state *st)
         return -1;
     int r = PyModule_AddObjectRef(m, "_KWD_MARK", mark);
     Py_DECREF(mark);
+    if (r < 0)
+        return -1;
+    PyObject *hk = PyType_FromModuleAndSpec(m, &hashedkey_spec, NULL);
+    if (hk == NULL)
+        return -1;
+    r = PyModule_AddObjectRef(m, "_HashedKey", hk);
+    Py_DECREF(hk);
     if (r < 0)
         return -1;
     PyObject *type = PyType_FromModuleAndSpec(m, &cached_spec, NULL);

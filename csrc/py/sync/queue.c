@@ -959,13 +959,64 @@ static PyMethodDef queue_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyMemberDef queue_members[] = {
-    {"maxsize", T_PYSSIZET, offsetof(queueobject, maxsize), READONLY,
-     "Capacity (<= 0: unbounded)."},
-    {NULL, 0, 0, 0, NULL},
-};
+static PyObject *
+queue_get_maxsize(queueobject *q, void *closure)
+{
+    Py_ssize_t n;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    n = q->maxsize;
+    AN_END_CRITICAL_SECTION();
+    return PyLong_FromSsize_t(n);
+}
+
+/* q.maxsize = n, as queue.Queue allows: a smaller bound makes put() block (or
+ * raise Full) until the queue drains below it; items already in are kept.  A
+ * larger bound (or <= 0, unbounded) wakes the waiting putters it makes room
+ * for, threads and asyncio tasks alike (queue.Queue needs a not_full.notify
+ * for that; here the setter does it). */
+static int
+queue_set_maxsize(queueobject *q, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_TypeError, "cannot delete maxsize");
+        return -1;
+    }
+    if (!PyLong_Check(value)) {
+        PyErr_Format(PyExc_TypeError, "maxsize must be an int, got %.100s",
+                     Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    Py_ssize_t n = PyLong_AsSsize_t(value);
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *woken = NULL;
+    AN_BEGIN_CRITICAL_SECTION(q);
+    q->maxsize = n;
+    Py_ssize_t waiting = PyList_GET_SIZE(q->putters);
+    Py_ssize_t room = n <= 0 ? waiting : n - (Py_ssize_t)q->ring.count;
+    if (room > waiting)
+        room = waiting;
+    if (room > 0) {
+        woken = PyList_GetSlice(q->putters, 0, room);
+        if (woken != NULL && PyList_SetSlice(q->putters, 0, room, NULL) < 0)
+            Py_CLEAR(woken);
+    }
+    AN_END_CRITICAL_SECTION();
+    an_cond_notify_all(&q->not_full);
+    if (woken == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(woken); i++)
+        call_callback(Py_NewRef(PyList_GET_ITEM(woken, i)));
+    Py_DECREF(woken);
+    return 0;
+}
 
 static PyGetSetDef queue_getset[] = {
+    {"maxsize", (getter)queue_get_maxsize, (setter)queue_set_maxsize,
+     "Capacity (<= 0: unbounded).  Writable, as queue.Queue.maxsize: shrinking makes "
+     "put() wait (or raise Full) until the queue drains below it; growing wakes the "
+     "waiting putters.",
+     NULL},
     {"kind", (getter)queue_get_kind, NULL, "'fifo', 'lifo' or 'priority'.", NULL},
     {"closed", (getter)queue_get_closed, NULL, "True after close().", NULL},
     {"unfinished_tasks", (getter)queue_get_unfinished, NULL,
@@ -993,7 +1044,6 @@ static PyType_Slot queue_slots[] = {
     {Py_tp_traverse, queue_traverse},
     {Py_tp_clear, queue_clear_refs},
     {Py_tp_methods, queue_methods},
-    {Py_tp_members, queue_members},
     {Py_tp_getset, queue_getset},
     {Py_tp_doc, (void *)queue_doc},
     {0, NULL},
