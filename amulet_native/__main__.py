@@ -28,20 +28,7 @@ import numpy as np
 
 import amulet_native as an
 
-from . import _core
-
-
-def _features() -> dict[str, Any]:
-    try:
-        from .features import features
-    except ImportError:  # builds before features() existed: JPEG and PNG only
-        return {
-            "version": an.__version__,
-            "formats": {"jpeg": True, "png": True},
-            "libraries": {"libjpeg": _core.LIBJPEG_VERSION, "libpng": _core.LIBPNG_VERSION},
-            "simd": {},
-        }
-    return dict(features())
+from .features import features
 
 
 def _mib(n: int | None) -> str:
@@ -62,7 +49,7 @@ def report() -> dict[str, Any]:
         "numpy": np.__version__,
         "platform": f"{platform.system()} {platform.machine()}",
         "libc": " ".join(platform.libc_ver()).strip() or "unknown",
-        "features": _features(),
+        "features": dict(features()),
         "cpus": {
             "available": an.available_cpus(),
             "affinity": affinity,
@@ -90,12 +77,9 @@ def _print_report(r: dict[str, Any]) -> None:
     print(f"  Python {r['python']}, NumPy {r['numpy']}, {r['platform']}, {r['libc']}")
     libs = ", ".join(f"{k} {v}" for k, v in f.get("libraries", {}).items())
     print(f"  native libraries: {libs or '-'}")
-    print(
-        "  formats: "
-        + ", ".join(f"{k}" if ok else f"{k} (not in this build)" for k, ok in formats.items())
-    )
-    simd = ", ".join(f"{k}: {v}" for k, v in f.get("simd", {}).items())
-    print(f"  SIMD paths: {simd or 'none reported'}")
+    print("  formats: " + ", ".join(f"{k}={'yes' if ok else 'no'}" for k, ok in formats.items()))
+    simd = ", ".join(f"{k}={v}" for k, v in f.get("simd", {}).items())
+    print(f"  simd: {simd or 'none reported'}")
     print(
         f"  CPUs: {cpus['available']} available to this process "
         f"(CPU affinity {cpus['affinity']}, os.cpu_count() {cpus['os_cpu_count']}; "
