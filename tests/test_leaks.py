@@ -186,9 +186,10 @@ GROUPS = {
 }
 
 
-def run_group(names: list[str]) -> dict[str, Any]:
+def run_group(names: list[str], iterations: int = ITERATIONS,
+              warmup: int = WARMUP) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-c", WORKER, ",".join(names), str(ITERATIONS), str(WARMUP)],
+        [sys.executable, "-c", WORKER, ",".join(names), str(iterations), str(warmup)],
         capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -197,6 +198,7 @@ def run_group(names: list[str]) -> dict[str, Any]:
     return result
 
 
+@pytest.mark.slow  # ~70 s on 2 cores: CI runs it; test_memory_flat_quick is in `make test`
 @pytest.mark.parametrize("group", sorted(GROUPS))
 def test_memory_flat(group: str) -> None:
     """23 scenarios x 10,000 decodes (after 1,000 warm-up): 230,000 decodes, of
@@ -206,6 +208,19 @@ def test_memory_flat(group: str) -> None:
     over = {name: r for name, r in result.items()
             if min(r["heap"]) > HEAP_BOUND or min(r["rss"]) > RSS_BOUND}
     assert not over, f"memory grew in both halves of {ITERATIONS} decodes: {over}"
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
+def test_memory_flat_quick(group: str) -> None:
+    """The same scenarios at a fifth of the iterations (1,000 per half), for
+    `make test`: the same bounds then catch leaks of 64 bytes or more per
+    decode (a leaked decoder or row buffer is kilobytes); the slow test above
+    catches 16 bytes."""
+    result = run_group(GROUPS[group], ITERATIONS // 5, WARMUP // 5)
+    assert sorted(result) == sorted(GROUPS[group])
+    over = {name: r for name, r in result.items()
+            if min(r["heap"]) > HEAP_BOUND or min(r["rss"]) > RSS_BOUND}
+    assert not over, f"memory grew in both halves of {ITERATIONS // 5} decodes: {over}"
 
 
 def test_leak_detector_detects_a_leak() -> None:
