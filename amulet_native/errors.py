@@ -29,6 +29,7 @@ table, listed by ``amulet_native._core.error_table()``.
     └── PoolClosedError (also RuntimeError)
     ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
     └── QueueClosed                        (ThreadSafeQueue.close() was called)
+    └── MissingDependencyError (also ImportError) .module (= .name), .extra
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -350,6 +351,16 @@ class MissingDependencyError(AmuletError, ImportError):
     def __init__(self, message: str = "", **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.name = self.context.get("module")
+
+    @property
+    def module(self) -> str | None:
+        """The top-level module that is missing (also ``.name``)."""
+        return self.context.get("module")
+
+    @property
+    def extra(self) -> str | None:
+        """The extra that installs it: ``pip install 'amulet_native[<extra>]'``."""
+        return self.context.get("extra")
 
 
 __all__ += ["MissingDependencyError"]

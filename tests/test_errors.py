@@ -44,6 +44,8 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
     errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
     errors.QueueClosed: ((errors.AmuletError,), {}),
+    errors.MissingDependencyError: ((errors.AmuletError, ImportError),
+                                    {"module": "redis", "extra": "redis"}),
 }
 
 
