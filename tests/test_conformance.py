@@ -279,6 +279,29 @@ def test_key_hash_is_computed_once_per_async_call(counting: type[CountingKey]) -
     assert asyncio.run(main()) == [1, 1]
 
 
+class CountingEq(CountingKey):
+    eqs = 0
+
+    def __eq__(self, other: object) -> bool:
+        CountingEq.eqs += 1
+        return super().__eq__(other)
+
+    __hash__ = CountingKey.__hash__
+
+
+def test_a_hit_with_the_same_object_runs_no_eq_like_lru_cache() -> None:
+    def body(x: Any, y: int = 0) -> int:
+        return 1
+
+    k = CountingEq(4)
+    for f in (functools.lru_cache(8)(body), an.cached(max_items=8)(body)):
+        for args in ((k,), (k, 1)):
+            f(*args)
+            before = CountingEq.eqs
+            f(*args)
+            assert CountingEq.eqs == before, f  # identity: no __eq__ call
+
+
 def test_wrapped_keys_still_find_their_entries(counting: type[CountingKey]) -> None:
     f = an.cached(max_items=4)(lambda k: k.v)
     f(counting(1))

@@ -108,6 +108,8 @@ hashedkey_richcompare(PyObject *a, PyObject *b, int op)
             return PyBool_FromLong(op == Py_NE);
         kb = hb->key;
     }
+    if (ha->key == kb) /* identity implies equality, as in dict lookups */
+        return PyBool_FromLong(op == Py_EQ);
     return PyObject_RichCompare(ha->key, kb, op);
 }
 
