@@ -35,6 +35,10 @@ typedef struct an_idat_job {
     an_mode mode;
     uint8_t lut[256 * 4];   /* AN_IDAT_LUT: 256 entries of out_channels bytes, stride 4 */
     int strict;
+    /* Whole-file decode: inflate with ISA-L's igzip (see png_idat.c) when the
+     * zlib header allows; data points at the first IDAT payload byte. */
+    int fast;
+    const uint8_t *data;
     const an_allocator *alloc;
 } an_idat_job;
 
@@ -55,6 +59,10 @@ an_status an_idat_end(an_idat *s, an_error *err);
 
 /* 1 once no more input is needed (the image, and in strict mode IEND, is in). */
 int an_idat_done(const an_idat *s);
+/* 1 when the igzip inflater failed: the caller must decode again (with
+ * job.fast = 0, the output zeroed again in tolerant mode) to get zlib's exact
+ * error or tolerated pixels.  The status returned was not final. */
+int an_idat_retry(const an_idat *s);
 /* Output rows complete so far. */
 uint32_t an_idat_rows(const an_idat *s);
 void an_idat_free(an_idat *s);

@@ -352,14 +352,28 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     const size_t ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->err = err;
     if (p->fast) {
-        /* The whole rest of the file, then its end: png_idat.c's engine. */
-        an_idat *s;
-        an_status st = an_idat_new(&s, &p->job, out, err);
-        if (st == AN_OK && (st = an_idat_feed(s, p->data + p->job.pos, p->len - p->job.pos,
-                                               err)) == AN_OK)
-            st = an_idat_end(s, err);
-        an_idat_free(s);
-        return st;
+        /* The whole rest of the file, then its end: png_idat.c's engine, with
+         * igzip first (the whole stream is here), zlib again if igzip failed
+         * (the incremental decoder keeps the job's zlib inflater). */
+        an_idat_job job = p->job;
+        job.fast = 1;
+        job.data = p->data + p->job.pos;
+        for (;;) {
+            an_idat *s;
+            an_error saved = *err;
+            an_status st = an_idat_new(&s, &job, out, err);
+            if (st == AN_OK && (st = an_idat_feed(s, p->data + job.pos, p->len - job.pos,
+                                                   err)) == AN_OK)
+                st = an_idat_end(s, err);
+            int retry = s != NULL && an_idat_retry(s);
+            an_idat_free(s);
+            if (!retry || !job.fast)
+                return st;
+            *err = saved;
+            job.fast = 0;
+            if (!p->strict)
+                memset(out, 0, (size_t)p->h * ostride);
+        }
     }
     if (setjmp(p->jmp)) {
         /* Running out of memory is not damage: never a partial result. */
