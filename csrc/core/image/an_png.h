@@ -39,6 +39,7 @@ typedef struct an_idat_job {
      * zlib header allows; data points at the first IDAT payload byte. */
     int fast;
     const uint8_t *data;
+    size_t data_len;        /* bytes readable at data */
     const an_allocator *alloc;
 } an_idat_job;
 

@@ -358,6 +358,7 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
         an_idat_job job = p->job;
         job.fast = 1;
         job.data = p->data + p->job.pos;
+        job.data_len = p->len - p->job.pos;
         for (;;) {
             an_idat *s;
             an_error saved = *err;

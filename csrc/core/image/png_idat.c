@@ -774,7 +774,7 @@ an_idat_new(an_idat **out, const an_idat_job *job, uint8_t *pixels, an_error *er
     if (job->fast) {
         /* igzip only for a valid zlib header declaring a 32 KiB window; the
          * first payload byte is CMF (0x78 = deflate, window 2^15). */
-        if (job->first_len >= 2 && job->data != NULL && job->data[0] == 0x78 &&
+        if (job->first_len >= 2 && job->data_len >= 2 && job->data[0] == 0x78 &&
             (s->isal = an_malloc(a, sizeof(*s->isal))) != NULL) {
             isal_inflate_init(s->isal);
             s->isal->crc_flag = ISAL_ZLIB;
