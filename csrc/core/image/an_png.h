@@ -35,6 +35,7 @@ typedef struct an_idat_job {
     an_mode mode;
     uint8_t lut[256 * 4];   /* AN_IDAT_LUT: 256 entries of out_channels bytes, stride 4 */
     int strict;
+    int pedantic;           /* strict: an ancillary chunk's bad CRC is an error too */
     /* Whole-file decode: inflate with ISA-L's igzip (see png_idat.c) when the
      * zlib header allows; data points at the first IDAT payload byte. */
     int fast;
@@ -81,6 +82,11 @@ void an_png_free(png_structp png, png_voidp ptr);
 
 /* Limits, chunk caps, skipped chunks and the benign-error policy of opts. */
 void an_png_setup_reader(png_structp png, const an_decode_opts *opts);
+
+/* 1 when a libpng warning (or benign error) concerns an ancillary chunk
+ * ("tRNS: invalid", "eXIf: ...", "zTXt: CRC error"): the chunk is dropped and
+ * no pixel is lost, so the default policy only warns. */
+int an_png_lossless_warning(const char *msg);
 
 /* What an_png_configure() asked libpng for. */
 typedef struct an_png_layout {

@@ -35,6 +35,7 @@
  * so damaged files get zlib's exact errors and tolerant-mode pixels.  CRCs go
  * through ISA-L's PCLMUL crc32 in that mode (bit-identical to zlib's).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include <isa-l/crc.h>
@@ -618,10 +619,18 @@ step_trail(an_idat *s, an_error *err)
         s->thave = 0;
         s->hold_n = 0;
         if (be32(s->hold) != (uint32_t)s->crc) {
-            /* Ancillary chunks with a bad CRC are dropped by libpng; critical
-             * ones are errors. */
-            if (s->ttype[0] & 0x20)
+            /* An ancillary chunk with a bad CRC is skipped with a warning (no
+             * pixel depends on it) unless the policy is pedantic; a critical
+             * one is an error. */
+            if ((s->ttype[0] & 0x20) && !s->job.pedantic) {
+                if (!err->warned) {
+                    err->warned = 1;
+                    snprintf(err->detail, sizeof(err->detail),
+                             "ancillary chunk %.4s with a bad CRC skipped (byte %llu)",
+                             (const char *)s->ttype, (unsigned long long)(at(s) - 4));
+                }
                 continue;
+            }
             an_error_set(err, AN_ERR_CORRUPT, "PNG chunk CRC mismatch at byte %llu",
                          (unsigned long long)(at(s) - 4));
             return FAIL;
