@@ -27,6 +27,9 @@ SYSTEM_LIBS = [
     ("libjpeg", "jpeglib.h", "jpeg", "libjpeg62-turbo-dev"),
     ("libpng", "png.h", "png16", "libpng-dev"),
     ("zlib", "zlib.h", "z", "zlib1g-dev"),
+    # codecs-fast: PNG inflate (ISA-L igzip) and deflate (libdeflate)
+    ("libisal", "isa-l/igzip_lib.h", "isal", "libisal-dev"),
+    ("libdeflate", "libdeflate.h", "deflate", "libdeflate-dev"),
 ]
 
 

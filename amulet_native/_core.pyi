@@ -28,7 +28,7 @@ def decode(
     max_w: int,
     max_h: int,
     orient: bool,
-    strict: bool,
+    strict: bool | None,
     expect_format: int,
     limits: tuple[int, int, int, int, int],
     out: npt.NDArray[Any] | None,
@@ -45,7 +45,7 @@ def decode_many(
     max_w: int,
     max_h: int,
     orient: bool,
-    strict: bool,
+    strict: bool | None,
     expect_format: int,
     limits: tuple[int, int, int, int, int],
     threads: int,
@@ -61,7 +61,7 @@ def decode_base64(
     max_w: int,
     max_h: int,
     orient: bool,
-    strict: bool,
+    strict: bool | None,
     expect_format: int,
     limits: tuple[int, int, int, int, int],
     out: npt.NDArray[Any] | None,
@@ -354,7 +354,7 @@ class IncrementalDecoder:
         max_w: int,
         max_h: int,
         orient: bool,
-        strict: bool,
+        strict: bool | None,
         expect_format: int,
         limits: tuple[int, int, int, int, int],
         /,
@@ -372,3 +372,6 @@ class IncrementalDecoder:
     def rows_total(self) -> int: ...
     @property
     def state(self) -> Any: ...
+
+# codecs-fast
+def base64_simd() -> str: ...

@@ -51,7 +51,7 @@ def decode_base64(
     orient: bool = True,
     limits: Limits | None = None,
     out: npt.NDArray[Any] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> npt.NDArray[Any]:
     """Decode a base64-encoded JPEG or PNG (optionally a data URL) to an array.

@@ -44,7 +44,7 @@ def decode_many(
     max_size: tuple[int, int] | None = ...,
     orient: bool = ...,
     limits: Limits | None = ...,
-    strict: bool = ...,
+    strict: bool | None = ...,
     dtype: npt.DTypeLike = ...,
 ) -> list[npt.NDArray[Any]]: ...
 
@@ -60,7 +60,7 @@ def decode_many(
     max_size: tuple[int, int] | None = ...,
     orient: bool = ...,
     limits: Limits | None = ...,
-    strict: bool = ...,
+    strict: bool | None = ...,
     dtype: npt.DTypeLike = ...,
 ) -> list[npt.NDArray[Any] | AmuletError]: ...
 
@@ -75,7 +75,7 @@ def decode_many(
     max_size: tuple[int, int] | None = None,
     orient: bool = True,
     limits: Limits | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> list[npt.NDArray[Any]] | list[npt.NDArray[Any] | AmuletError]:
     """Decode every item (bytes-like or binary file object) in parallel, with

@@ -829,7 +829,7 @@ class ImageCache:
         max_size: tuple[int, int] | None = None,
         orient: bool = True,
         limits: _image.Limits | None = None,
-        strict: bool = True,
+        strict: bool | None = None,
         dtype: npt.DTypeLike = np.uint8,
     ) -> npt.NDArray[Any]:
         """Decode through the cache; returns a read-only array (see the class)."""

@@ -198,7 +198,9 @@ def _scale_denominator(scale: Any) -> int:
 
 
 #: The nine option arguments of ``_core.decode``/``decode_many`` after the input.
-CoreOptions = tuple[int, bool, int, int, int, bool, bool, int, tuple[int, int, int, int, int]]
+CoreOptions = tuple[
+    int, bool, int, int, int, bool, bool | None, int, tuple[int, int, int, int, int]
+]
 
 
 def _core_options(
@@ -207,7 +209,7 @@ def _core_options(
     max_size: tuple[int, int] | None,
     orient: bool,
     limits: Limits | None,
-    strict: bool,
+    strict: bool | None,
     dtype: Any,
     expect: str | None,
 ) -> tuple[CoreOptions, Limits]:
@@ -245,7 +247,8 @@ def _core_options(
     else:
         denom = _scale_denominator(scale)
     options: CoreOptions = (
-        code, depth16, denom, max_w, max_h, bool(orient), bool(strict), _FORMAT_CODES[expect],
+        code, depth16, denom, max_w, max_h, bool(orient),
+        None if strict is None else bool(strict), _FORMAT_CODES[expect],
         lim.as_tuple(),
     )
     return options, lim
@@ -259,7 +262,7 @@ def _decode(
     orient: bool,
     limits: Limits | None,
     out: npt.NDArray[Any] | None,
-    strict: bool,
+    strict: bool | None,
     dtype: Any,
     expect: str | None,
 ) -> npt.NDArray[Any]:
@@ -276,7 +279,7 @@ def decode(
     orient: bool = True,
     limits: Limits | None = None,
     out: npt.NDArray[Any] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> npt.NDArray[Any]:
     """Decode a JPEG or PNG (detected by magic bytes) into a C-contiguous array.
@@ -287,8 +290,32 @@ def decode(
     JPEGs in the DCT domain (the smallest scale still covering the box; PNGs are
     area-averaged to the same size).  ``orient`` applies the EXIF orientation.
     ``dtype=np.uint16`` keeps 16-bit PNG samples.  ``out`` receives the pixels
-    when it has exactly the right shape and dtype.  ``strict=False`` returns what
-    a damaged file still yields and emits an :class:`AmuletWarning`.
+    when it has exactly the right shape and dtype.
+
+    ``strict`` chooses what damage is tolerated (JPEG and PNG alike):
+
+    =============  ==============================  ================================
+    ``strict``     problems that lose no pixels    data loss: truncation, a missing
+                   (junk/fill bytes between JPEG   scan, corrupt entropy or zlib
+                   markers, an APPn/COM segment    data, a bad IDAT/critical-chunk
+                   with a bad length, a malformed  CRC or Adler-32
+                   EXIF block - orientation then
+                   ignored -, an ancillary PNG
+                   chunk with a bad CRC or invalid
+                   content - skipped)
+    =============  ==============================  ================================
+    ``None``       decoded, one                    :class:`DecodeError`
+    (default)      :class:`AmuletWarning`
+    ``True``       :class:`DecodeError`            :class:`DecodeError`
+    ``False``      decoded, one                    what can be decoded (the rest
+                   :class:`AmuletWarning`          zero-filled), one
+                                                   :class:`AmuletWarning`
+    =============  ==============================  ================================
+
+    Orientation comes from the EXIF block (JPEG APP1, PNG eXIf before or after
+    the image data) and, without an EXIF orientation tag, from XMP's
+    ``tiff:Orientation`` (JPEG APP1, PNG iTXt/tEXt), as Pillow's
+    ``ImageOps.exif_transpose`` reads them.
 
     Raises :class:`UnsupportedFormatError`, :class:`ImageTooLargeError`,
     :class:`DecodeError` or :class:`ValidationError`.
@@ -309,7 +336,7 @@ def decode_jpeg(
     orient: bool = True,
     limits: Limits | None = None,
     out: npt.NDArray[Any] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
 ) -> npt.NDArray[Any]:
     """Like :func:`decode`, but only accepts JPEG data (others raise
     :class:`UnsupportedFormatError` with code ``"format.mismatch"``)."""
@@ -325,7 +352,7 @@ def decode_png(
     orient: bool = True,
     limits: Limits | None = None,
     out: npt.NDArray[Any] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> npt.NDArray[Any]:
     """Like :func:`decode`, but only accepts PNG data."""
@@ -341,7 +368,7 @@ def decode_file(
     orient: bool = True,
     limits: Limits | None = None,
     out: npt.NDArray[Any] | None = None,
-    strict: bool = True,
+    strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> npt.NDArray[Any]:
     """Decode the image file at ``path``.  Its size is checked against

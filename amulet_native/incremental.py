@@ -75,7 +75,7 @@ class IncrementalDecoder:
         max_size: tuple[int, int] | None = None,
         orient: bool = True,
         limits: Limits | None = None,
-        strict: bool = True,
+        strict: bool | None = None,
         dtype: npt.DTypeLike = np.uint8,
         expect: Literal["jpeg", "png"] | None = None,
     ) -> None:

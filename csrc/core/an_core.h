@@ -206,7 +206,15 @@ typedef struct an_decode_opts {
     int scale_denom;        /* 1, 2, 4 or 8 (0 = choose from max_w/max_h, or 1) */
     uint32_t max_w, max_h;  /* with scale_denom 0: smallest scale covering this box */
     int orient;             /* apply EXIF orientation */
-    int strict;             /* corrupt/truncated data is an error */
+    /* The damage policy (three levels; see amulet_native.decode):
+     *   strict=1 pedantic=0  the default: problems that lose no pixels (junk
+     *                        between JPEG markers, a bad EXIF block, an
+     *                        ancillary PNG chunk with a bad CRC) are accepted
+     *                        with err->warned set; data loss is an error;
+     *   strict=1 pedantic=1  any problem is an error;
+     *   strict=0             tolerant: what can be decoded, err->warned set. */
+    int strict;             /* data loss (truncation, corrupt data) is an error */
+    int pedantic;           /* with strict: problems that lose no pixels are errors too */
     an_format expect;       /* AN_FMT_UNKNOWN = any of JPEG/PNG */
     an_limits limits;
     const an_allocator *alloc; /* NULL = malloc */

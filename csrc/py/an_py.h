@@ -103,6 +103,7 @@ PyObject *an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, con
 PyObject *an_py_b64decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_decode_base64(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+PyObject *an_py_base64_simd(PyObject *module, PyObject *unused); /* codecs-fast */
 
 /* memory.c: budgets for NumPy (NEP 49 handler) and the native decoders.
  * Hook a new allocation path in three lines: an_budget_precheck() before

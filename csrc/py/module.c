@@ -61,6 +61,8 @@ static PyMethodDef core_methods[] = {
      "b64decode(data) -> bytes"},
     {"b64encode", (PyCFunction)(void (*)(void))an_py_b64encode, METH_FASTCALL,
      "b64encode(data, urlsafe, pad, prefix) -> str"},
+    {"base64_simd", an_py_base64_simd, METH_NOARGS,
+     "base64_simd() -> str: the base64 path chosen at run time (avx2, ssse3, scalar)."},
     {"decode_many", (PyCFunction)(void (*)(void))an_py_decode_many, METH_FASTCALL,
      "decode_many(items, mode, depth16, scale_denom, max_w, max_h, orient, strict, expect, "
      "limits, threads, return_errors) -> list"},

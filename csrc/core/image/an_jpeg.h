@@ -29,6 +29,7 @@ typedef struct an_jpeg_base {
     an_error *err;          /* where errors and warnings are recorded */
     int created;
     int strict;
+    int pedantic;           /* strict: warnings that lose no pixels are errors too */
     int truncated;          /* the source ran out: errors are truncation */
     uint32_t max_scans;
     an_limits limits;

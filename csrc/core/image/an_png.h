@@ -35,6 +35,12 @@ typedef struct an_idat_job {
     an_mode mode;
     uint8_t lut[256 * 4];   /* AN_IDAT_LUT: 256 entries of out_channels bytes, stride 4 */
     int strict;
+    int pedantic;           /* strict: an ancillary chunk's bad CRC is an error too */
+    /* Whole-file decode: inflate with ISA-L's igzip (see png_idat.c) when the
+     * zlib header allows; data points at the first IDAT payload byte. */
+    int fast;
+    const uint8_t *data;
+    size_t data_len;        /* bytes readable at data */
     const an_allocator *alloc;
 } an_idat_job;
 
@@ -55,6 +61,10 @@ an_status an_idat_end(an_idat *s, an_error *err);
 
 /* 1 once no more input is needed (the image, and in strict mode IEND, is in). */
 int an_idat_done(const an_idat *s);
+/* 1 when the igzip inflater failed: the caller must decode again (with
+ * job.fast = 0, the output zeroed again in tolerant mode) to get zlib's exact
+ * error or tolerated pixels.  The status returned was not final. */
+int an_idat_retry(const an_idat *s);
 /* Output rows complete so far. */
 uint32_t an_idat_rows(const an_idat *s);
 void an_idat_free(an_idat *s);
@@ -72,6 +82,11 @@ void an_png_free(png_structp png, png_voidp ptr);
 
 /* Limits, chunk caps, skipped chunks and the benign-error policy of opts. */
 void an_png_setup_reader(png_structp png, const an_decode_opts *opts);
+
+/* 1 when a libpng warning (or benign error) concerns an ancillary chunk
+ * ("tRNS: invalid", "eXIf: ...", "zTXt: CRC error"): the chunk is dropped and
+ * no pixel is lost, so the default policy only warns. */
+int an_png_lossless_warning(const char *msg);
 
 /* What an_png_configure() asked libpng for. */
 typedef struct an_png_layout {

@@ -20,12 +20,19 @@
  * per 4 characters after the prefix, trailing whitespace and padding), so the
  * caller can enforce max_bytes and allocate once; the fast gear only uses its
  * 2-byte store slack while that much room is left.
+ *
+ * On CPUs with SSSE3 or AVX2 the fast gear first hands whole blocks of 16/32
+ * characters to the vector kernels of base64_simd.c, which take a block only
+ * when all its characters are data characters of the current table, so the
+ * slow gear stays the one place where errors, padding and the alphabet are
+ * decided.  Encoding likewise runs the kernels over whole 3-byte groups first.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "an_base64.h"
+#include "an_base64_simd.h"
 
 /* Table values: 0..63 are data; the rest are classes for the slow gear. */
 enum { B_INVALID = 0x80, B_SPACE = 0x81, B_PAD = 0x82, B_STD = 0x83, B_URL = 0x84 };
@@ -217,12 +224,19 @@ an_b64_decode(const uint8_t *in, size_t len, unsigned flags, uint8_t *out, size_
         return s;
 
     const uint8_t *t = dec_undecided;
+    const int path = an_b64_path();
     size_t i = start, o = 0, last = start;
     uint32_t acc = 0;
     int q = 0; /* characters in the current quad */
 
     for (;;) {
         if (q == 0) {
+            if (path != AN_B64_SCALAR && len - i >= 16) {
+                int alphabet = t == dec_std ? 1 : t == dec_url ? 2 : 0;
+                size_t k = an_b64_simd_decode(path, in + i, len - i, out + o, cap - o, alphabet);
+                i += k;
+                o += k / 4 * 3;
+            }
             /* Fast gear: only while the stores (with store_be48's 2 bytes
              * of slack) fit in cap; the slow gear checks room per quad. */
             while (len - i >= 16 && cap - o >= 14) {
@@ -385,7 +399,7 @@ size_t
 an_b64_encode(const uint8_t *in, size_t n, char *out, int urlsafe, int pad)
 {
     const char *a = urlsafe ? enc_url : enc_std;
-    size_t i = 0, o = 0;
+    size_t i = an_b64_simd_encode(an_b64_path(), in, n, out, urlsafe), o = i / 3 * 4;
 
     /* 6 bytes -> 8 characters, reading 8 bytes (2 of them again next step). */
     while (n - i >= 8) {

@@ -118,6 +118,15 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
     an_info info;
     if (an_probe(data, len, &info, err) != AN_OK)
         return err->status;
+    if (err->warned && opts->strict && opts->pedantic) {
+        /* A header problem that loses no pixel (junk between JPEG markers, a
+         * malformed EXIF block): refused only by the pedantic policy. */
+        char detail[sizeof(err->detail)];
+        memcpy(detail, err->detail, sizeof(detail));
+        err->warned = 0;
+        an_error_set(err, AN_ERR_CORRUPT, "%s", detail);
+        return err->status;
+    }
     if (opts->expect != AN_FMT_UNKNOWN && info.format != opts->expect) {
         an_error_set(err, AN_ERR_WRONG_FORMAT, "expected %s data, got %s",
                      an_format_name(opts->expect), an_format_name(info.format));

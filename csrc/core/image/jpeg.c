@@ -5,8 +5,10 @@
  * jump lives in struct an_jpeg (never in a local), and an_jpeg_close() is the
  * single cleanup path whether or not a jump happened, so a malformed file can
  * never leak (the failure mode of pytorch/vision #9383).  Nothing is printed:
- * output_message is silenced and emit_message turns corrupt-data warnings into
- * errors in strict mode, or records the first one otherwise.
+ * output_message is silenced and emit_message applies the damage policy
+ * (an_core.h): warnings that lose data are errors in strict mode, warnings
+ * that lose no pixel (extraneous bytes between markers) only in pedantic
+ * mode; otherwise the first one is recorded.
  *
  * The libjpeg set-up, error manager and row loop are shared with the
  * incremental decoder (an_jpeg.h, the an_jpeg_base_* functions below).
@@ -90,7 +92,11 @@ on_emit_message(j_common_ptr cinfo, int level)
         return; /* metadata oddities that do not affect the pixels */
     cinfo->err->num_warnings++;
     an_status st = (code == JWRN_JPEG_EOF || j->truncated) ? AN_ERR_TRUNCATED : AN_ERR_CORRUPT;
-    if (j->strict)
+    /* Bytes between markers are skipped without losing a pixel (the
+     * "extraneous bytes before marker" of padded or badly cut segments);
+     * every other warning means libjpeg filled in data it did not have. */
+    int lossless = code == JWRN_EXTRANEOUS_DATA;
+    if (j->strict && (j->pedantic || !lossless))
         jpeg_fail(j, st);
     if (!j->err->warned) {
         char buf[JMSG_LENGTH_MAX];
@@ -128,6 +134,7 @@ an_jpeg_base_init(an_jpeg_base *b, const an_decode_opts *opts, int denom, an_err
     b->alloc = opts->alloc;
     b->err = err;
     b->strict = opts->strict;
+    b->pedantic = opts->pedantic;
     b->mode = opts->mode;
     b->limits = opts->limits;
     b->max_scans = opts->limits.max_jpeg_scans;

@@ -31,6 +31,7 @@ struct an_png {
     size_t len, pos;
     an_error *err;
     int strict;
+    int pedantic;
     an_mode mode;
     uint32_t w, h;
     int bps;                /* bytes per output sample */
@@ -50,6 +51,7 @@ static const png_byte skipped_chunks[] = {
     'i', 'T', 'X', 't', '\0', 's', 'P', 'L', 'T', '\0', 'h', 'I', 'S', 'T', '\0',
     'p', 'C', 'A', 'L', '\0', 's', 'C', 'A', 'L', '\0', 's', 'T', 'E', 'R', '\0',
     't', 'I', 'M', 'E', '\0', 'p', 'H', 'Y', 's', '\0', 'o', 'F', 'F', 's', '\0',
+    'e', 'X', 'I', 'f', '\0', /* read by an_probe (orientation), wherever it is */
 };
 
 static void
@@ -61,10 +63,26 @@ on_error(png_structp png, png_const_charp msg)
     longjmp(p->jmp, 1);
 }
 
+int
+an_png_lossless_warning(const char *msg)
+{
+    for (int i = 0; i < 4; i++)
+        if (!((msg[i] >= 'a' && msg[i] <= 'z') || (msg[i] >= 'A' && msg[i] <= 'Z')))
+            return 0;
+    return msg[0] >= 'a' && msg[0] <= 'z' && msg[4] == ':';
+}
+
 static void
 on_warning(png_structp png, png_const_charp msg)
 {
     an_png *p = png_get_error_ptr(png);
+    /* Policy (an_core.h): in strict mode only an ancillary chunk's problem is
+     * a warning, and not even that when pedantic. */
+    if (p->strict && (p->pedantic || !an_png_lossless_warning(msg))) {
+        if (p->err->status == AN_OK)
+            an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
+        longjmp(p->jmp, 1);
+    }
     if (!p->err->warned) {
         p->err->warned = 1;
         snprintf(p->err->detail, sizeof(p->err->detail), "%s", msg);
@@ -95,10 +113,10 @@ an_png_setup_reader(png_structp png, const an_decode_opts *opts)
                         opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
     png_set_chunk_cache_max(png, 1000);
     png_set_chunk_malloc_max(png, 8u << 20);
-    /* Strict: libpng's "benign" errors (a bad zlib checksum after the last row,
-     * an invalid tRNS, ...) are corrupt data like any other; tolerant mode keeps
-     * them as warnings. */
-    if (opts->strict)
+    /* Pedantic: libpng's "benign" errors (an invalid eXIf or tRNS, surplus
+     * image data, ...) are errors like any other; the default policy and
+     * tolerant mode keep them as warnings (an_png_warning decides). */
+    if (opts->strict && opts->pedantic)
         png_set_benign_errors(png, 0);
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, NULL, 0);
     png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped_chunks,
@@ -266,6 +284,7 @@ setup_fast(an_png *p)
     j->width = p->w;
     j->height = p->h;
     j->strict = p->strict;
+    j->pedantic = p->strict && p->pedantic;
     j->alloc = p->alloc;
     return 1;
 }
@@ -286,6 +305,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
     p->len = len;
     p->err = err;
     p->strict = opts->strict;
+    p->pedantic = opts->pedantic;
     p->mode = opts->mode;
     p->bps = opts->depth16 ? 2 : 1;
     p->mem.alloc = opts->alloc;
@@ -352,14 +372,29 @@ an_png_run(an_png *p, uint8_t *out, an_error *err)
     const size_t ostride = (size_t)p->w * (size_t)an_mode_channels(p->mode) * (size_t)p->bps;
     p->err = err;
     if (p->fast) {
-        /* The whole rest of the file, then its end: png_idat.c's engine. */
-        an_idat *s;
-        an_status st = an_idat_new(&s, &p->job, out, err);
-        if (st == AN_OK && (st = an_idat_feed(s, p->data + p->job.pos, p->len - p->job.pos,
-                                               err)) == AN_OK)
-            st = an_idat_end(s, err);
-        an_idat_free(s);
-        return st;
+        /* The whole rest of the file, then its end: png_idat.c's engine, with
+         * igzip first (the whole stream is here), zlib again if igzip failed
+         * (the incremental decoder keeps the job's zlib inflater). */
+        an_idat_job job = p->job;
+        job.fast = 1;
+        job.data = p->data + p->job.pos;
+        job.data_len = p->len - p->job.pos;
+        for (;;) {
+            an_idat *s;
+            an_error saved = *err;
+            an_status st = an_idat_new(&s, &job, out, err);
+            if (st == AN_OK && (st = an_idat_feed(s, p->data + job.pos, p->len - job.pos,
+                                                   err)) == AN_OK)
+                st = an_idat_end(s, err);
+            int retry = s != NULL && an_idat_retry(s);
+            an_idat_free(s);
+            if (!retry || !job.fast)
+                return st;
+            *err = saved;
+            job.fast = 0;
+            if (!p->strict)
+                memset(out, 0, (size_t)p->h * ostride);
+        }
     }
     if (setjmp(p->jmp)) {
         /* Running out of memory is not damage: never a partial result. */

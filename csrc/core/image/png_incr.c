@@ -39,6 +39,7 @@ struct an_ipng {
     const an_allocator *alloc;
     an_error *err;          /* the front end's record, for the decoder's life */
     int strict;
+    int pedantic;
     int depth16;
     an_mode mode;
     an_limits limits;
@@ -111,6 +112,12 @@ static void
 on_warning(png_structp png, png_const_charp msg)
 {
     an_ipng *p = png_get_error_ptr(png);
+    /* The policy of png.c's reader (an_core.h). */
+    if (p->strict && (p->pedantic || !an_png_lossless_warning(msg)) && !p->rows_complete) {
+        if (p->err->status == AN_OK)
+            an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
+        longjmp(p->jmp, 1);
+    }
     if (p->rows_complete) {
         /* After the image, strict decode() rejects a bad or missing zlib end
          * and surplus image data; nothing else counts. */
@@ -251,6 +258,7 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, ui
     p->alloc = opts->alloc;
     p->err = err;
     p->strict = opts->strict;
+    p->pedantic = opts->pedantic;
     p->depth16 = opts->depth16;
     p->mode = opts->mode;
     p->limits = opts->limits;

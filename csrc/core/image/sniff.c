@@ -8,6 +8,8 @@
  * enforced on sizes the file merely claims.  File names and MIME types are never
  * consulted; the bytes alone decide.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "an_internal.h"
@@ -87,35 +89,59 @@ be32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-/* ---- EXIF ---------------------------------------------------------------- */
+/* ---- EXIF and XMP orientation ------------------------------------------- */
 
-int
-an_exif_orientation(const uint8_t *t, size_t len)
+/* Records the first tolerated header problem (the decoder reports it as a
+ * warning, or refuses it when pedantic). */
+static void
+probe_warn(an_error *err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void
+probe_warn(an_error *err, const char *fmt, ...)
+{
+    if (err->warned)
+        return;
+    err->warned = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->detail, sizeof(err->detail), fmt, ap);
+    va_end(ap);
+}
+
+/* The orientation tag of a TIFF stream: 1..8, 0 when the stream is valid but
+ * has no orientation tag, -1 when it is malformed (bad header, IFD out of
+ * range, an orientation of the wrong type or out of range). */
+static int
+exif_orientation(const uint8_t *t, size_t len)
 {
     if (len < 8)
-        return 1;
+        return -1;
     int le;
     if (t[0] == 'I' && t[1] == 'I')
         le = 1;
     else if (t[0] == 'M' && t[1] == 'M')
         le = 0;
     else
-        return 1;
+        return -1;
 #define RD16(p) (le ? (uint16_t)((p)[0] | ((p)[1] << 8)) : be16(p))
 #define RD32(p) (le ? ((uint32_t)(p)[0] | ((uint32_t)(p)[1] << 8) | ((uint32_t)(p)[2] << 16) | \
                        ((uint32_t)(p)[3] << 24))                                            \
                     : be32(p))
     if (RD16(t + 2) != 42)
-        return 1;
+        return -1;
     uint32_t ifd = RD32(t + 4);
     if (ifd < 8 || ifd > len - 2)
-        return 1;
+        return -1;
     uint32_t count = RD16(t + ifd);
     const uint8_t *e = t + ifd + 2;
     /* Bound the walk by what the buffer holds, not by the claimed count. */
     size_t avail = (len - ifd - 2) / 12;
     if (count > avail)
-        count = (uint32_t)avail;
+        return -1;
     for (uint32_t i = 0; i < count; i++, e += 12) {
         if (RD16(e) != 0x0112)
             continue;
@@ -126,44 +152,105 @@ an_exif_orientation(const uint8_t *t, size_t len)
         else if (type == 4)     /* LONG */
             value = RD32(e + 8);
         else
-            return 1;
-        return (value >= 1 && value <= 8) ? (int)value : 1;
+            return -1;
+        return (value >= 1 && value <= 8) ? (int)value : -1;
     }
-    return 1;
+    return 0;
 #undef RD16
 #undef RD32
 }
 
+int
+an_exif_orientation(const uint8_t *tiff, size_t len)
+{
+    int o = exif_orientation(tiff, len);
+    return o > 0 ? o : 1;
+}
+
+/* XMP's tiff:Orientation, found as Pillow's getexif() finds it: the first
+ * 'tiff:Orientation="D' or 'tiff:Orientation>D' (D a digit); 0 without one.
+ * Values outside 1..8 mean no rotation, as in Pillow's exif_transpose. */
+static int
+xmp_orientation(const uint8_t *x, size_t len)
+{
+    static const char key[] = "tiff:Orientation";
+    const size_t k = sizeof(key) - 1;
+    for (size_t i = 0; i + k + 1 < len; i++) {
+        if (x[i] != 't' || memcmp(x + i, key, k) != 0)
+            continue;
+        const uint8_t *p = x + i + k;
+        size_t left = len - i - k;
+        if (left >= 3 && p[0] == '=' && p[1] == '"' && p[2] >= '0' && p[2] <= '9')
+            return p[2] - '0';
+        if (left >= 2 && p[0] == '>' && p[1] >= '0' && p[1] <= '9')
+            return p[1] - '0';
+    }
+    return 0;
+}
+
+/* Orientation sources of one file, combined as Pillow does: a valid EXIF
+ * orientation tag wins; otherwise XMP's; a malformed EXIF block is reported
+ * (its orientation ignored). */
+typedef struct orient_src {
+    int exif;               /* exif_orientation() of the first EXIF block; 0 none */
+    int have_exif;
+    int xmp;                /* xmp_orientation() of the first XMP packet */
+    int have_xmp;
+} orient_src;
+
+static void
+orient_finish(const orient_src *o, an_info *info, an_error *err)
+{
+    if (o->have_exif && o->exif < 0)
+        probe_warn(err, "malformed EXIF block: orientation ignored");
+    if (o->have_exif && o->exif > 0)
+        info->orientation = o->exif;
+    else if (o->have_xmp && o->xmp >= 1 && o->xmp <= 8)
+        info->orientation = o->xmp;
+}
+
 /* ---- JPEG ---------------------------------------------------------------- */
 
+/* The walk follows libjpeg's own marker reader (jdmarker.c), so that a file
+ * libjpeg decodes is never refused here: bytes between segments are skipped up
+ * to the next marker (libjpeg's "extraneous bytes before marker", reported as
+ * a warning), and an APPn or COM segment whose length field is below 2 skips
+ * nothing, as libjpeg's skip_variable does.  Only the frame header (SOF) must
+ * be found and valid before the first scan. */
 static an_status
 probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
 {
     size_t pos = 2;
-    int have_sof = 0, have_exif = 0;
+    int have_sof = 0;
+    orient_src o = {0, 0, 0, 0};
+    static const char xmp_id[] = "http://ns.adobe.com/xap/1.0/";
 
     info->adobe_transform = -1;
     for (;;) {
-        if (pos >= len)
-            goto truncated;
-        if (d[pos] != 0xFF) {
-            /* Garbage between segments: libjpeg tolerates it with a warning, so the
-             * header is still meaningful once we have the frame. */
-            if (have_sof)
-                return AN_OK;
-            an_error_set(err, AN_ERR_HEADER, "expected a JPEG marker at offset %zu", pos);
-            return err->status;
+        /* next_marker(): discard up to 0xFF, skip fill bytes, FF00 is data. */
+        size_t junk = 0;
+        int m;
+        for (;;) {
+            while (pos < len && d[pos] != 0xFF) {
+                pos++;
+                junk++;
+            }
+            while (pos < len && d[pos] == 0xFF)
+                pos++;
+            if (pos >= len)
+                goto truncated;
+            m = d[pos++];
+            if (m != 0)
+                break;
+            junk += 2;
         }
-        while (pos < len && d[pos] == 0xFF)
-            pos++;
-        if (pos >= len)
-            goto truncated;
-        int m = d[pos++];
+        if (junk > 0)
+            probe_warn(err, "Corrupt JPEG data: %zu extraneous bytes before marker 0x%02x", junk, m);
         if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7))
             continue; /* markers without a length */
         if (m == 0xD9 || m == 0xDA) {
             if (have_sof)
-                return AN_OK;
+                break;
             an_error_set(err, AN_ERR_HEADER, "no frame header (SOF) before %s",
                          m == 0xD9 ? "EOI" : "SOS");
             return err->status;
@@ -172,12 +259,19 @@ probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
             goto truncated;
         size_t seglen = be16(d + pos);
         if (seglen < 2) {
+            if ((m >= 0xE0 && m <= 0xEF) || m == 0xFE) {
+                probe_warn(err, "JPEG %s segment has an invalid length %zu",
+                           m == 0xFE ? "COM" : "APPn", seglen);
+                pos += 2;
+                continue;
+            }
             an_error_set(err, AN_ERR_HEADER, "JPEG segment length %zu < 2", seglen);
             return err->status;
         }
         const uint8_t *seg = d + pos + 2;
         size_t n = seglen - 2;
         int complete = (len - pos >= seglen);
+        size_t avail = complete ? n : len - pos - 2; /* segment bytes present */
         int is_sof = (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC);
         if (is_sof) {
             if (!complete || n < 6)
@@ -221,10 +315,14 @@ probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
                 an_error_set(err, AN_ERR_HEADER, "JPEG frame header too short");
                 return err->status;
             }
-        } else if (m == 0xE1 && !have_exif && complete && n >= 6 &&
-                   memcmp(seg, "Exif\0\0", 6) == 0) {
-            have_exif = 1;
-            info->orientation = an_exif_orientation(seg + 6, n - 6);
+        } else if (m == 0xE1 && !o.have_exif && avail >= 6 && memcmp(seg, "Exif\0\0", 6) == 0) {
+            /* A segment cut short by the end of the file still tells what it holds. */
+            o.have_exif = 1;
+            o.exif = exif_orientation(seg + 6, avail - 6);
+        } else if (m == 0xE1 && !o.have_xmp && complete && n >= sizeof(xmp_id) &&
+                   memcmp(seg, xmp_id, sizeof(xmp_id)) == 0) {
+            o.have_xmp = 1;
+            o.xmp = xmp_orientation(seg + sizeof(xmp_id), n - sizeof(xmp_id));
         } else if (m == 0xEE && complete && n >= 12 && memcmp(seg, "Adobe", 5) == 0) {
             info->adobe_transform = seg[11];
         }
@@ -232,9 +330,13 @@ probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
             goto truncated;
         pos += seglen;
     }
+    orient_finish(&o, info, err);
+    return AN_OK;
 truncated:
-    if (have_sof)
+    if (have_sof) {
+        orient_finish(&o, info, err);
         return AN_OK; /* the frame is known; the decoder will report the truncation */
+    }
     an_error_set(err, AN_ERR_TRUNCATED, "JPEG header is truncated");
     return err->status;
 }
@@ -286,26 +388,55 @@ probe_png(const uint8_t *d, size_t len, an_info *info, an_error *err)
     static const int base_channels[7] = {1, 0, 3, 3, 2, 0, 4};
     info->channels = base_channels[ct];
 
-    /* Walk the chunks before IDAT for tRNS and eXIf; stop quietly on damage,
-     * which the decoder reports properly. */
+    /* Walk the chunk headers for tRNS (before IDAT) and the orientation
+     * sources: eXIf and an XMP packet (iTXt/tEXt "XML:com.adobe.xmp"), which
+     * may follow the image data, as Pillow finds them.  Payloads are skipped,
+     * so this costs one step per chunk; damage stops the walk quietly (the
+     * decoder reports it properly). */
+    static const char xmp_key[] = "XML:com.adobe.xmp"; /* with its NUL */
+    orient_src o = {0, 0, 0, 0};
+    int seen_idat = 0;
     size_t pos = 8 + 8 + 13 + 4;
     while (len - pos >= 8) {
         uint32_t clen = be32(d + pos);
         const uint8_t *type = d + pos + 4;
-        if (memcmp(type, "IDAT", 4) == 0 || memcmp(type, "IEND", 4) == 0)
+        if (memcmp(type, "IEND", 4) == 0)
             break;
         if (clen > 0x7FFFFFFFu || clen > len - pos - 8)
             break;
-        if (memcmp(type, "tRNS", 4) == 0 && ct != 4 && ct != 6) {
+        const uint8_t *c = d + pos + 8;
+        if (memcmp(type, "IDAT", 4) == 0) {
+            seen_idat = 1;
+        } else if (memcmp(type, "tRNS", 4) == 0 && ct != 4 && ct != 6 && !seen_idat) {
             info->png_has_trns = 1;
             info->channels = (ct == 0) ? 2 : 4;
-        } else if (memcmp(type, "eXIf", 4) == 0) {
-            info->orientation = an_exif_orientation(d + pos + 8, clen);
+        } else if (memcmp(type, "eXIf", 4) == 0 && !o.have_exif) {
+            o.have_exif = 1;
+            o.exif = exif_orientation(c, clen);
+        } else if (!o.have_xmp && clen > sizeof(xmp_key) && memcmp(c, xmp_key, sizeof(xmp_key)) == 0) {
+            /* tEXt: key NUL text; iTXt: key NUL flag method lang NUL tkey NUL
+             * text (compressed iTXt is left alone). */
+            size_t t = sizeof(xmp_key), end = clen;
+            if (memcmp(type, "iTXt", 4) == 0) {
+                if (clen < t + 2 || c[t] != 0)
+                    t = end;
+                else
+                    t += 2;
+                for (int nul = 0; nul < 2 && t < end; t++)
+                    nul += c[t] == 0;
+            } else if (memcmp(type, "tEXt", 4) != 0) {
+                t = end;
+            }
+            if (t < end) {
+                o.have_xmp = 1;
+                o.xmp = xmp_orientation(c + t, end - t);
+            }
         }
         if (len - pos - 8 - clen < 4)
             break;
         pos += 8 + (size_t)clen + 4;
     }
+    orient_finish(&o, info, err);
     return AN_OK;
 }
 

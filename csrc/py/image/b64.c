@@ -18,6 +18,7 @@
  */
 #include "../an_py.h"
 #include "../../core/image/an_base64.h"
+#include "../../core/image/an_base64_simd.h"
 
 /* Below this many bytes the codec is faster than releasing the GIL. */
 #define B64_GIL_THRESHOLD 32768
@@ -225,4 +226,13 @@ an_py_b64encode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 done:
     PyBuffer_Release(&view);
     return res;
+}
+
+/* codecs-fast: the base64 path chosen at run time ("avx2", "ssse3", "scalar"). */
+PyObject *
+an_py_base64_simd(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    return PyUnicode_FromString(an_b64_path_name(an_b64_path()));
 }

@@ -157,7 +157,8 @@ an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts)
     if (an_as_int(args[0], &mode) < 0 || (depth16 = PyObject_IsTrue(args[1])) < 0 ||
         an_as_int(args[2], &denom) < 0 || as_u32(args[3], &opts->max_w) < 0 ||
         as_u32(args[4], &opts->max_h) < 0 || (orient = PyObject_IsTrue(args[5])) < 0 ||
-        (strict = PyObject_IsTrue(args[6])) < 0 || an_as_int(args[7], &expect) < 0 ||
+        (strict = args[6] == Py_None ? -2 : PyObject_IsTrue(args[6])) == -1 ||
+        an_as_int(args[7], &expect) < 0 ||
         parse_limits(args[8], &opts->limits) < 0)
         return -1;
     if (expect < 0 || expect >= AN_FMT_COUNT) {
@@ -168,7 +169,10 @@ an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts)
     opts->depth16 = depth16;
     opts->scale_denom = denom;
     opts->orient = orient;
-    opts->strict = strict;
+    /* strict: None = the default policy, True = pedantic, False = tolerant
+     * (an_core.h). */
+    opts->strict = strict != 0;
+    opts->pedantic = strict == 1;
     opts->expect = (an_format)expect;
     return 0;
 }
