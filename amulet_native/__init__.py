@@ -28,6 +28,7 @@ from .errors import (
     UnsupportedFormatError,
     ValidationError,
 )
+from .features import features
 from .image import (
     ImageInfo,
     Limits,
@@ -131,6 +132,7 @@ __all__ = [
     "encode_base64",
     "encode_jpeg",
     "encode_png",
+    "features",
     "get_default_limits",
     "get_process_memory_limit",
     "memory_efficient_operation",
