@@ -116,19 +116,20 @@ open_container(const uint8_t *d, size_t len, an_format fmt, uint32_t max_side,
         heif_context_set_maximum_image_size_limit(ctx, (int)(max_side > 0x7FFFFFFF ? 0x7FFFFFFF
                                                                                 : max_side));
     heif_context_set_max_decoding_threads(ctx, 0);
+    /* e.message may live in the context: map it before freeing that. */
     struct heif_error e = heif_context_read_from_memory_without_copy(ctx, d, len, NULL);
     if (e.code != heif_error_Ok) {
-        heif_context_free(ctx);
         if (map_error(e, fmt, err) == AN_ERR_CORRUPT)
             err->status = AN_ERR_HEADER;
+        heif_context_free(ctx);
         return err->status;
     }
     struct heif_image_handle *h = NULL;
     e = heif_context_get_primary_image_handle(ctx, &h);
     if (e.code != heif_error_Ok) {
-        heif_context_free(ctx);
         if (map_error(e, fmt, err) == AN_ERR_CORRUPT)
             err->status = AN_ERR_HEADER;
+        heif_context_free(ctx);
         return err->status;
     }
     *ctx_out = ctx;
