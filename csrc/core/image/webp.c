@@ -22,6 +22,7 @@
 #include <webp/decode.h>
 #include <webp/demux.h>
 
+#include "an_incr.h"
 #include "an_internal.h"
 
 struct an_webp {
@@ -348,4 +349,156 @@ an_libwebp_version(void)
     int v = WebPGetDecoderVersion();
     snprintf(buf, sizeof(buf), "%d.%d.%d", (v >> 16) & 0xFF, (v >> 8) & 0xFF, v & 0xFF);
     return buf;
+}
+
+/* ---- incremental (an_incr.h): still images through WebPIDecoder ---------- */
+
+struct an_iwebp {
+    const an_allocator *alloc;
+    an_mode mode;
+    int strict;
+    uint32_t width, height;
+    WebPDecBuffer buf;      /* external memory: target, or tmp for grey modes */
+    WebPIDecoder *idec;
+    uint8_t *target;        /* borrowed: the caller's output (or stage) */
+    uint8_t *tmp;           /* owned: RGB(A) rows for L/LA, converted at the end */
+    int tmp_ch;
+    int done, broken;       /* complete / libwebp refused the data (tolerant) */
+    size_t reserved;
+};
+
+an_status
+an_iwebp_open(an_iwebp **out, const an_decode_opts *opts, const an_info *info,
+              uint32_t width, uint32_t height, uint8_t *target, an_error *err)
+{
+    const an_allocator *a = opts->alloc;
+    *out = NULL;
+    an_iwebp *w = an_calloc(a, 1, sizeof(*w));
+    if (w == NULL) {
+        an_error_set(err, an_nomem(a), "cannot allocate the WebP decoder");
+        return err->status;
+    }
+    w->alloc = a;
+    w->mode = opts->mode;
+    w->strict = opts->strict;
+    w->width = width;
+    w->height = height;
+    w->target = target;
+    /* libwebp's own rows (and the ARGB image of a lossless file), as one-shot. */
+    size_t need = (size_t)width * height * 4 + (size_t)width * 4 * 64;
+    if (!an_reserve(a, need)) {
+        an_free(a, w);
+        an_error_set(err, an_nomem(a), "cannot reserve %zu bytes for libwebp", need);
+        return err->status;
+    }
+    w->reserved = need;
+    if (!WebPInitDecBuffer(&w->buf)) {
+        an_iwebp_close(w);
+        an_error_set(err, AN_ERR_CORRUPT, "libwebp version mismatch");
+        return err->status;
+    }
+    uint8_t *dst = target;
+    size_t stride = (size_t)width * (size_t)an_mode_channels(opts->mode);
+    WEBP_CSP_MODE csp = csp_for(opts->mode, info->channels == 4);
+    if (opts->mode == AN_MODE_L || opts->mode == AN_MODE_LA) {
+        w->tmp_ch = csp == MODE_RGBA ? 4 : 3;
+        stride = (size_t)width * (size_t)w->tmp_ch;
+        w->tmp = an_calloc(a, height, stride);
+        if (w->tmp == NULL) {
+            an_iwebp_close(w);
+            an_error_set(err, an_nomem(a), "cannot allocate the WebP rows");
+            return err->status;
+        }
+        dst = w->tmp;
+    }
+    w->buf.colorspace = csp;
+    w->buf.is_external_memory = 1;
+    w->buf.u.RGBA.rgba = dst;
+    w->buf.u.RGBA.stride = (int)stride;
+    w->buf.u.RGBA.size = stride * height;
+    w->idec = WebPINewDecoder(&w->buf);
+    if (w->idec == NULL) {
+        an_iwebp_close(w);
+        an_error_set(err, AN_ERR_NOMEM, "cannot create the WebP decoder");
+        return err->status;
+    }
+    *out = w;
+    return AN_OK;
+}
+
+/* Grey modes: the RGB(A) rows to the output, once the decoding has ended. */
+static void
+convert_tmp(an_iwebp *w)
+{
+    if (w->tmp == NULL)
+        return;
+    const size_t oc = (size_t)an_mode_channels(w->mode), ic = (size_t)w->tmp_ch;
+    for (uint32_t y = 0; y < w->height; y++)
+        an_convert_row8(ic == 4 ? AN_PIX_RGBA : AN_PIX_RGB, w->mode,
+                        w->tmp + (size_t)y * w->width * ic, w->target + (size_t)y * w->width * oc,
+                        w->width);
+}
+
+an_status
+an_iwebp_feed(an_iwebp *w, const uint8_t *data, size_t len, int *done, an_error *err)
+{
+    *done = w->done;
+    if (w->done || w->broken || len == 0)
+        return AN_OK;
+    VP8StatusCode s = WebPIAppend(w->idec, data, len);
+    if (s == VP8_STATUS_OK) {
+        w->done = *done = 1;
+        convert_tmp(w);
+        return AN_OK;
+    }
+    if (s == VP8_STATUS_SUSPENDED)
+        return AN_OK;
+    if (!w->strict) {
+        w->broken = 1; /* keep the rows; finish() reports it */
+        return AN_OK;
+    }
+    return map_status(s, "data", err);
+}
+
+uint32_t
+an_iwebp_rows(const an_iwebp *w)
+{
+    int last_y = 0;
+    if (w->done)
+        return w->height;
+    if (w->idec != NULL)
+        WebPIDecGetRGB(w->idec, &last_y, NULL, NULL, NULL);
+    return last_y > 0 ? (uint32_t)last_y : 0;
+}
+
+an_status
+an_iwebp_finish(an_iwebp *w, an_error *err)
+{
+    if (!w->done) {
+        uint32_t rows = an_iwebp_rows(w);
+        if (w->strict || rows == 0) {
+            an_error_set(err, w->broken ? AN_ERR_CORRUPT : AN_ERR_TRUNCATED,
+                         "WebP data is %s", w->broken ? "corrupt" : "truncated");
+            return err->status;
+        }
+        err->warned = 1;
+        an_error_set(err, AN_OK, "WebP data ends or is damaged after row %u of %u", rows,
+                     w->height);
+        convert_tmp(w);
+    }
+    return AN_OK;
+}
+
+void
+an_iwebp_close(an_iwebp *w)
+{
+    if (w == NULL)
+        return;
+    if (w->idec != NULL)
+        WebPIDelete(w->idec);
+    WebPFreeDecBuffer(&w->buf); /* external memory: frees nothing of ours */
+    if (w->reserved)
+        an_release(w->alloc, w->reserved);
+    an_free(w->alloc, w->tmp);
+    an_free(w->alloc, w);
 }
