@@ -41,11 +41,25 @@ struct an_heif {
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static int have_aom; /* written once under init_once */
 
 static void
 init_libheif(void)
 {
     heif_init(NULL); /* loads the plugins; never undone (reference counted) */
+    const struct heif_decoder_descriptor *d[16];
+    int n = heif_get_decoder_descriptors(heif_compression_AV1, d, 16);
+    for (int i = 0; i < n; i++) {
+        const char *id = heif_decoder_descriptor_get_id_name(d[i]);
+        if (id != NULL && strcmp(id, "aom") == 0)
+            have_aom = 1;
+    }
+}
+
+static int
+aom_available(void)
+{
+    return have_aom;
 }
 
 static enum heif_compression_format
@@ -256,6 +270,11 @@ an_heif_run(an_heif *h, uint8_t *out, an_error *err)
         return err->status;
     }
     o->ignore_transformations = h->opts.orient ? 0 : 1;
+    /* dav1d logs parse errors to stderr through its default logger, which
+     * libheif 1.15's plugin does not replace; libaom is silent.  So AV1 goes to
+     * aom when libheif has it (dav1d is the fallback). */
+    if (fmt == AN_FMT_AVIF && aom_available())
+        o->decoder_id = "aom";
     o->convert_hdr_to_8bit = wide ? 0 : 1;
     enum heif_chroma chroma = wide ? (alpha ? heif_chroma_interleaved_RRGGBBAA_LE
                                             : heif_chroma_interleaved_RRGGBB_LE)

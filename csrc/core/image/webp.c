@@ -242,6 +242,13 @@ decode_still(an_webp *w, WEBP_CSP_MODE csp, uint8_t *buf, size_t stride, an_erro
         WebPIDecGetRGB(idec, &last_y, NULL, NULL, NULL);
     WebPIDelete(idec);
     WebPFreeDecBuffer(&config.output);
+    uint64_t riff_end = (uint64_t)le32(w->data + 4) + 8;
+    if (s == VP8_STATUS_OK && w->len < riff_end) {
+        err->warned = 1;
+        an_error_set(err, AN_OK, "WebP data ends %llu bytes early, after the image",
+                     (unsigned long long)(riff_end - w->len));
+        return AN_OK;
+    }
     if (s == VP8_STATUS_OK)
         return AN_OK;
     if (last_y <= 0)
@@ -364,6 +371,8 @@ struct an_iwebp {
     uint8_t *tmp;           /* owned: RGB(A) rows for L/LA, converted at the end */
     int tmp_ch;
     int done, broken;       /* complete / libwebp refused the data (tolerant) */
+    int pixels_done;        /* every row is decoded (the RIFF may still be short) */
+    uint64_t fed, riff_end; /* bytes so far / the RIFF size plus its header */
     size_t reserved;
 };
 
@@ -445,10 +454,22 @@ an_iwebp_feed(an_iwebp *w, const uint8_t *data, size_t len, int *done, an_error 
     *done = w->done;
     if (w->done || w->broken || len == 0)
         return AN_OK;
+    if (w->fed == 0 && len >= 8)
+        w->riff_end = (uint64_t)le32(data + 4) + 8;
+    w->fed += len;
+    /* As decode() (WebPDecode): the image is complete when every row is
+     * decoded and the RIFF container has all its bytes. */
+    if (w->pixels_done) {
+        if (w->fed >= w->riff_end)
+            w->done = *done = 1;
+        return AN_OK;
+    }
     VP8StatusCode s = WebPIAppend(w->idec, data, len);
     if (s == VP8_STATUS_OK) {
-        w->done = *done = 1;
+        w->pixels_done = 1;
         convert_tmp(w);
+        if (w->fed >= w->riff_end)
+            w->done = *done = 1;
         return AN_OK;
     }
     if (s == VP8_STATUS_SUSPENDED)
@@ -464,7 +485,7 @@ uint32_t
 an_iwebp_rows(const an_iwebp *w)
 {
     int last_y = 0;
-    if (w->done)
+    if (w->pixels_done)
         return w->height;
     if (w->idec != NULL)
         WebPIDecGetRGB(w->idec, &last_y, NULL, NULL, NULL);
@@ -474,7 +495,15 @@ an_iwebp_rows(const an_iwebp *w)
 an_status
 an_iwebp_finish(an_iwebp *w, an_error *err)
 {
-    if (!w->done) {
+    if (!w->done && w->pixels_done) {
+        if (w->strict) {
+            an_error_set(err, AN_ERR_TRUNCATED, "WebP data is truncated");
+            return err->status;
+        }
+        err->warned = 1;
+        an_error_set(err, AN_OK, "WebP data ends %llu bytes early, after the image",
+                     (unsigned long long)(w->riff_end - w->fed));
+    } else if (!w->done) {
         uint32_t rows = an_iwebp_rows(w);
         if (w->strict || rows == 0) {
             an_error_set(err, w->broken ? AN_ERR_CORRUPT : AN_ERR_TRUNCATED,
