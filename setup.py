@@ -30,6 +30,17 @@ SYSTEM_LIBS = [
     # codecs-fast: PNG inflate (ISA-L igzip) and deflate (libdeflate)
     ("libisal", "isa-l/igzip_lib.h", "isal", "libisal-dev"),
     ("libdeflate", "libdeflate.h", "deflate", "libdeflate-dev"),
+    # codecs of the other upload formats (issue 15); giflib ships no .pc file,
+    # so it is found by the header/library probe alone
+    ("libwebp", "webp/decode.h", "webp", "libwebp-dev"),
+    ("libwebpdemux", "webp/demux.h", "webpdemux", "libwebp-dev"),
+    ("libgif", "gif_lib.h", "gif", "libgif-dev"),
+]
+
+# Optional: built in when found (then AN_HAVE_HEIF is defined); without it HEIC
+# and AVIF raise UnsupportedFormatError and amulet_native.features() says so.
+OPTIONAL_LIBS = [
+    ("libheif", "libheif/heif.h", "heif", "libheif-dev", "AN_HAVE_HEIF"),
 ]
 
 
@@ -87,6 +98,25 @@ def find_system_libs() -> tuple[list[str], list[str], list[str]]:
     return include_dirs, library_dirs, libraries
 
 
+def find_optional_libs() -> tuple[list[str], list[str], list[str], list[tuple[str, str]]]:
+    include_dirs: list[str] = []
+    library_dirs: list[str] = []
+    libraries: list[str] = []
+    macros: list[tuple[str, str]] = []
+    for pc_name, header, lib, debian, macro in OPTIONAL_LIBS:
+        found = _pkg_config(pc_name)
+        incs, libdirs, names = found if found else ([], [], [lib])
+        if not _compiles(header, names[0] if names else lib, incs, libdirs):
+            print(f"amulet_native: {pc_name} not found (apt-get install {debian}); "
+                  "building without it", file=sys.stderr)
+            continue
+        include_dirs += incs
+        library_dirs += libdirs
+        libraries += names
+        macros.append((macro, "1"))
+    return include_dirs, library_dirs, libraries, macros
+
+
 class BuildExt(build_ext):
     """Resolves NumPy and the system libraries only when actually compiling."""
 
@@ -95,10 +125,12 @@ class BuildExt(build_ext):
         import numpy
 
         inc, libdirs, libs = find_system_libs()
+        opt_inc, opt_libdirs, opt_libs, opt_macros = find_optional_libs()
         for ext in self.extensions:
-            ext.include_dirs += [numpy.get_include(), *inc]
-            ext.library_dirs += libdirs
-            ext.libraries += [*libs, "m"]
+            ext.include_dirs += [numpy.get_include(), *inc, *opt_inc]
+            ext.library_dirs += libdirs + opt_libdirs
+            ext.libraries += [*libs, *opt_libs, "m"]
+            ext.define_macros += opt_macros
 
 
 def extension() -> Extension:

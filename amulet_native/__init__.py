@@ -46,7 +46,7 @@ from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
 from .cache import Cache, ImageCache, cached
-from .encode import encode_jpeg, encode_png
+from .encode import encode_jpeg, encode_png, encode_webp
 from .errors import (
     AmuletError,
     AmuletWarning,
@@ -176,6 +176,7 @@ __all__ = [
     "encode_base64",
     "encode_jpeg",
     "encode_png",
+    "encode_webp",
     "features",
     "get_default_limits",
     "get_process_memory_limit",

@@ -19,7 +19,7 @@ import numpy.typing as npt
 LIBJPEG_VERSION: str
 LIBPNG_VERSION: str
 
-def probe(data: Any, /) -> tuple[str, int, int, int, int, bool, int]: ...
+def probe(data: Any, /) -> tuple[str, int, int, int, int, bool, int, int]: ...
 def decode(
     data: Any,
     mode: int,
@@ -30,11 +30,16 @@ def decode(
     orient: bool,
     strict: bool | None,
     expect_format: int,
-    limits: tuple[int, int, int, int, int],
+    limits: tuple[int, ...],
     out: npt.NDArray[Any] | None,
     /,
 ) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
-def default_limits() -> tuple[int, int, int, int, int]: ...
+def default_limits() -> tuple[int, int, int, int, int, int]: ...
+def codec_formats() -> dict[str, bool]: ...
+def codec_libraries() -> dict[str, str]: ...
+def encode_webp(
+    arr: npt.NDArray[Any], quality: float, lossless: bool, method: int, bgr: bool, /
+) -> bytes: ...
 def error_table() -> list[tuple[str, str, str]]: ...
 def resize(arr: npt.NDArray[Any], width: int, height: int, method: int, /) -> npt.NDArray[Any]: ...
 def decode_many(
@@ -47,7 +52,7 @@ def decode_many(
     orient: bool,
     strict: bool | None,
     expect_format: int,
-    limits: tuple[int, int, int, int, int],
+    limits: tuple[int, ...],
     threads: int,
     return_errors: bool,
     /,
@@ -63,7 +68,7 @@ def decode_base64(
     orient: bool,
     strict: bool | None,
     expect_format: int,
-    limits: tuple[int, int, int, int, int],
+    limits: tuple[int, ...],
     out: npt.NDArray[Any] | None,
     /,
 ) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
@@ -356,14 +361,14 @@ class IncrementalDecoder:
         orient: bool,
         strict: bool | None,
         expect_format: int,
-        limits: tuple[int, int, int, int, int],
+        limits: tuple[int, ...],
         /,
     ) -> None: ...
     def feed(self, data: Any, /) -> None: ...
     def finish(self) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]: ...
     def close(self) -> None: ...
     @property
-    def info(self) -> tuple[str, int, int, int, int, bool, int] | None: ...
+    def info(self) -> tuple[str, int, int, int, int, bool, int, int] | None: ...
     @property
     def bytes_fed(self) -> int: ...
     @property

@@ -46,6 +46,7 @@ def decode_many(
     limits: Limits | None = ...,
     strict: bool | None = ...,
     dtype: npt.DTypeLike = ...,
+    frame: int = ...,
 ) -> list[npt.NDArray[Any]]: ...
 
 
@@ -62,6 +63,7 @@ def decode_many(
     limits: Limits | None = ...,
     strict: bool | None = ...,
     dtype: npt.DTypeLike = ...,
+    frame: int = ...,
 ) -> list[npt.NDArray[Any] | AmuletError]: ...
 
 
@@ -77,6 +79,7 @@ def decode_many(
     limits: Limits | None = None,
     strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
+    frame: int = 0,
 ) -> list[npt.NDArray[Any]] | list[npt.NDArray[Any] | AmuletError]:
     """Decode every item (bytes-like or binary file object) in parallel, with
     the options of :func:`amulet_native.decode`; results keep the input order.
@@ -99,6 +102,8 @@ def decode_many(
             code="value.threads",
             field="threads",
         )
-    options, lim = _core_options(mode, scale, max_size, orient, limits, strict, dtype, None)
+    options, lim = _core_options(
+        mode, scale, max_size, orient, limits, strict, dtype, None, frame
+    )
     buffers = [_read_source(item, lim.max_bytes) for item in items]
     return _core.decode_many(buffers, *options, threads, errors == "return")

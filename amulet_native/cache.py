@@ -831,10 +831,11 @@ class ImageCache:
         limits: _image.Limits | None = None,
         strict: bool | None = None,
         dtype: npt.DTypeLike = np.uint8,
+        frame: int = 0,
     ) -> npt.NDArray[Any]:
         """Decode through the cache; returns a read-only array (see the class)."""
         options, lim = _image._core_options(
-            mode, scale, max_size, orient, limits, strict, dtype, None
+            mode, scale, max_size, orient, limits, strict, dtype, None, frame
         )
         buf = _image._read_source(data, lim.max_bytes)
         key = ("decode", self._digest(buf), options)

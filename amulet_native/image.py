@@ -1,4 +1,4 @@
-"""Decoding untrusted JPEG/PNG bytes into NumPy arrays.
+"""Decoding untrusted image bytes (JPEG, PNG, WebP, GIF, HEIC, AVIF) into NumPy arrays.
 
 Thin wrappers over :mod:`amulet_native._core`: they normalise arguments and
 turn file objects and paths into bytes; the native code does the rest with the
@@ -48,7 +48,7 @@ BytesLike: TypeAlias = (
 Source: TypeAlias = "BytesLike | IO[bytes]"
 
 _MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "BGR": 5}
-_FORMAT_CODES = {None: 0, "jpeg": 1, "png": 2}
+_FORMAT_CODES = {None: 0, "jpeg": 1, "png": 2, "gif": 3, "webp": 4, "heic": 7, "avif": 8}
 _DTYPES = {np.dtype(np.uint8): False, np.dtype(np.uint16): True}
 _CORE_DEFAULTS = _core.default_limits()
 
@@ -57,7 +57,7 @@ class ImageInfo(NamedTuple):
     """What :func:`probe` reads from an image header."""
 
     format: str
-    """"jpeg" or "png"."""
+    """"jpeg", "png", "webp", "gif", "heic" or "avif"."""
     width: int
     """Stored width in pixels (before EXIF orientation)."""
     height: int
@@ -67,7 +67,10 @@ class ImageInfo(NamedTuple):
     progressive: bool
     """JPEG progressive, or PNG Adam7 interlaced."""
     orientation: int
-    """EXIF orientation 1..8 (1 when absent)."""
+    """EXIF orientation 1..8 (1 when absent; HEIC/AVIF: 1, their size is
+    already the displayed one since libheif applies irot/imir)."""
+    frames: int = 1
+    """Frames in the file: GIF and animated WebP count them, others have 1."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -87,10 +90,12 @@ class Limits:
     """Bounds checked from the header before any output memory is allocated.
 
     0 disables a bound.  Defaults: 64 MiB input, 100 megapixels, 32768 px per
-    side, 256 progressive JPEG scans.  Process-wide defaults come from
-    :func:`set_default_limits` or the environment (``AMULET_MAX_BYTES``,
-    ``AMULET_MAX_PIXELS``, ``AMULET_MAX_WIDTH``, ``AMULET_MAX_HEIGHT``,
-    ``AMULET_MAX_JPEG_SCANS``) read at import.
+    side, 256 progressive JPEG scans, 4096 frames (GIF, animated WebP; a GIF's
+    decoding work up to the requested frame is also bounded by 8 x
+    max_pixels).  Process-wide defaults come from :func:`set_default_limits`
+    or the environment (``AMULET_MAX_BYTES``, ``AMULET_MAX_PIXELS``,
+    ``AMULET_MAX_WIDTH``, ``AMULET_MAX_HEIGHT``, ``AMULET_MAX_JPEG_SCANS``,
+    ``AMULET_MAX_FRAMES``) read at import.
     """
 
     max_bytes: int = _CORE_DEFAULTS[0]
@@ -98,6 +103,7 @@ class Limits:
     max_width: int = _CORE_DEFAULTS[2]
     max_height: int = _CORE_DEFAULTS[3]
     max_jpeg_scans: int = _CORE_DEFAULTS[4]
+    max_frames: int = _CORE_DEFAULTS[5]
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -111,7 +117,7 @@ class Limits:
                 )
         object.__setattr__(self, "_tuple", tuple(getattr(self, f.name) for f in fields(self)))
 
-    def as_tuple(self) -> tuple[int, int, int, int, int]:
+    def as_tuple(self) -> tuple[int, int, int, int, int, int]:
         return self._tuple  # type: ignore[attr-defined,no-any-return]
 
 
@@ -198,8 +204,9 @@ def _scale_denominator(scale: Any) -> int:
 
 
 #: The nine option arguments of ``_core.decode``/``decode_many`` after the input.
+#: The last is the limits tuple followed by the frame index.
 CoreOptions = tuple[
-    int, bool, int, int, int, bool, bool | None, int, tuple[int, int, int, int, int]
+    int, bool, int, int, int, bool, bool | None, int, tuple[int, int, int, int, int, int, int]
 ]
 
 
@@ -212,9 +219,14 @@ def _core_options(
     strict: bool | None,
     dtype: Any,
     expect: str | None,
+    frame: int = 0,
 ) -> tuple[CoreOptions, Limits]:
     """Validates the decode keyword arguments; returns the core's option tuple
     and the effective limits."""
+    if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 2**32:
+        raise ValidationError(
+            f"frame must be an integer >= 0, got {frame!r}", code="value.frame", field="frame"
+        )
     lim = _default_limits if limits is None else limits
     if not isinstance(lim, Limits):
         raise ValidationError("limits must be an amulet_native.Limits", field="limits")
@@ -249,7 +261,7 @@ def _core_options(
     options: CoreOptions = (
         code, depth16, denom, max_w, max_h, bool(orient),
         None if strict is None else bool(strict), _FORMAT_CODES[expect],
-        lim.as_tuple(),
+        (*lim.as_tuple(), frame),
     )
     return options, lim
 
@@ -265,8 +277,11 @@ def _decode(
     strict: bool | None,
     dtype: Any,
     expect: str | None,
+    frame: int = 0,
 ) -> npt.NDArray[Any]:
-    options, lim = _core_options(mode, scale, max_size, orient, limits, strict, dtype, expect)
+    options, lim = _core_options(
+        mode, scale, max_size, orient, limits, strict, dtype, expect, frame
+    )
     return _core.decode(_read_source(data, lim.max_bytes), *options, out)
 
 
@@ -281,42 +296,25 @@ def decode(
     out: npt.NDArray[Any] | None = None,
     strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
+    frame: int = 0,
 ) -> npt.NDArray[Any]:
-    """Decode a JPEG or PNG (detected by magic bytes) into a C-contiguous array.
+    """Decode a JPEG, PNG, WebP, GIF, HEIC or AVIF (detected by magic bytes)
+    into a C-contiguous array.
 
     ``data``: bytes, bytearray, memoryview, mmap, uint8 ndarray (used without a
     copy) or a binary file object.  ``mode``: "RGB", "BGR", "RGBA", "L" (2-D
     result) or "LA".  ``scale`` (1/2, 1/4, 1/8) or ``max_size=(w, h)`` decode
     JPEGs in the DCT domain (the smallest scale still covering the box; PNGs are
     area-averaged to the same size).  ``orient`` applies the EXIF orientation.
-    ``dtype=np.uint16`` keeps 16-bit PNG samples.  ``out`` receives the pixels
+    ``dtype=np.uint16`` keeps 16-bit PNG samples (HEIC/AVIF: 10/12-bit
+    samples, shifted to the top of 16 bits as pillow-heif does).  ``frame``
+    selects a frame of an animated GIF or WebP (composed with the frames
+    before it; :attr:`ImageInfo.frames` counts them).  ``out`` receives the pixels
     when it has exactly the right shape and dtype.
 
     ``strict`` chooses what damage is tolerated (JPEG and PNG alike):
 
-    =============  ==============================  ================================
-    ``strict``     problems that lose no pixels    data loss: truncation, a missing
-                   (junk/fill bytes between JPEG   scan, corrupt entropy or zlib
-                   markers, an APPn/COM segment    data, a bad IDAT/critical-chunk
-                   with a bad length, a malformed  CRC or Adler-32
-                   EXIF block - orientation then
-                   ignored -, an ancillary PNG
-                   chunk with a bad CRC or invalid
-                   content - skipped)
-    =============  ==============================  ================================
-    ``None``       decoded, one                    :class:`DecodeError`
-    (default)      :class:`AmuletWarning`
-    ``True``       :class:`DecodeError`            :class:`DecodeError`
-    ``False``      decoded, one                    what can be decoded (the rest
-                   :class:`AmuletWarning`          zero-filled), one
-                                                   :class:`AmuletWarning`
-    =============  ==============================  ================================
-
-    Orientation comes from the EXIF block (JPEG APP1, PNG eXIf before or after
-    the image data) and, without an EXIF orientation tag, from XMP's
-    ``tiff:Orientation`` (JPEG APP1, PNG iTXt/tEXt), as Pillow's
-    ``ImageOps.exif_transpose`` reads them.
-
+    =============  ==============================  =========================
     Raises :class:`UnsupportedFormatError`, :class:`ImageTooLargeError`,
     :class:`DecodeError` or :class:`ValidationError`.
 
@@ -324,7 +322,7 @@ def decode(
     >>> rgb.shape, rgb.dtype
     ((2048, 3072, 3), dtype('uint8'))
     """
-    return _decode(data, mode, scale, max_size, orient, limits, out, strict, dtype, None)
+    return _decode(data, mode, scale, max_size, orient, limits, out, strict, dtype, None, frame)
 
 
 def decode_jpeg(
@@ -370,6 +368,7 @@ def decode_file(
     out: npt.NDArray[Any] | None = None,
     strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
+    frame: int = 0,
 ) -> npt.NDArray[Any]:
     """Decode the image file at ``path``.  Its size is checked against
     ``limits.max_bytes`` before anything is read."""
@@ -381,13 +380,14 @@ def decode_file(
                 f"file of {size} bytes exceeds max_bytes {lim.max_bytes}", size, lim.max_bytes
             )
         data = f.read()
-    return _decode(data, mode, scale, max_size, orient, limits, out, strict, dtype, None)
+    return _decode(data, mode, scale, max_size, orient, limits, out, strict, dtype, None, frame)
 
 
 def probe(data: Source) -> ImageInfo:
     """Read only the header: format, size, channels, bit depth, progressive,
-    EXIF orientation.  Anything but JPEG/PNG raises
-    :class:`UnsupportedFormatError` naming the detected format.
+    EXIF orientation, frame count.  Formats other than JPEG, PNG, WebP, GIF,
+    HEIC and AVIF raise :class:`UnsupportedFormatError` naming the detected
+    format.
 
     >>> probe(jpeg_bytes)
     ImageInfo(format='jpeg', width=768, height=512, channels=3, bit_depth=8,

@@ -77,17 +77,20 @@ class IncrementalDecoder:
         limits: Limits | None = None,
         strict: bool | None = None,
         dtype: npt.DTypeLike = np.uint8,
-        expect: Literal["jpeg", "png"] | None = None,
+        expect: Literal["jpeg", "png", "webp", "gif", "heic", "avif"] | None = None,
+        frame: int = 0,
     ) -> None:
-        if expect not in (None, "jpeg", "png"):
+        if expect not in (None, "jpeg", "png", "webp", "gif", "heic", "avif"):
             from .errors import ValidationError
 
             raise ValidationError(
-                f"expect must be 'jpeg', 'png' or None, got {expect!r}",
+                f"expect must be a format name or None, got {expect!r}",
                 code="value.expect",
                 field="expect",
             )
-        options, _ = _core_options(mode, scale, max_size, orient, limits, strict, dtype, expect)
+        options, _ = _core_options(
+            mode, scale, max_size, orient, limits, strict, dtype, expect, frame
+        )
         self._dec = _core.IncrementalDecoder(*options)
 
     def feed(self, data: BytesLike) -> None:

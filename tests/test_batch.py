@@ -81,10 +81,10 @@ def test_input_kinds() -> None:
 
 def test_errors_return_puts_typed_exceptions_in_slots() -> None:
     good = IMAGES[0]
-    items = [good, b"GIF89a" + b"\0" * 20, good[: len(good) // 2], b"", 42, good]
+    items = [good, b"II*\x00" + b"\0" * 20, good[: len(good) // 2], b"", 42, good]
     out = an.decode_many(items, errors="return")  # type: ignore[call-overload]
     assert np.array_equal(out[0], an.decode(good)) and np.array_equal(out[5], out[0])
-    assert isinstance(out[1], an.UnsupportedFormatError) and out[1].format == "gif"
+    assert isinstance(out[1], an.UnsupportedFormatError) and out[1].format == "tiff"
     assert isinstance(out[2], an.DecodeError) and out[2].code == "decode.truncated"
     assert isinstance(out[3], an.ValidationError) and out[3].code == "input.empty"
     assert isinstance(out[4], an.ValidationError) and out[4].code == "input.type"
@@ -92,7 +92,7 @@ def test_errors_return_puts_typed_exceptions_in_slots() -> None:
 
 def test_errors_raise_reports_the_first_failure_in_input_order() -> None:
     good = IMAGES[2]
-    items = [good, good[:300], b"GIF89a" + b"\0" * 20, good]
+    items = [good, good[:300], b"II*\x00" + b"\0" * 20, good]
     with pytest.raises(an.DecodeError) as info:
         an.decode_many(items, threads=4)
     assert info.value.code == "decode.truncated"
@@ -220,7 +220,7 @@ def test_no_leak_over_many_batches() -> None:
         from tests.conftest import jpeg_bytes, png_bytes, photo
         good = [jpeg_bytes(photo(48, 64, 3, seed=i)) for i in range(6)]
         good += [png_bytes(photo(40, 30, 3, seed=i), color_type=2) for i in range(6)]
-        bad = [g[: len(g) // 2] for g in good] + [b"GIF89a....", b"", b"\\xff\\xd8\\xff"]
+        bad = [g[: len(g) // 2] for g in good] + [b"II*\\x00....", b"", b"\\xff\\xd8\\xff"]
         items = good + bad
         def rss():
             with open("/proc/self/statm") as f:

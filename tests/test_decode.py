@@ -715,6 +715,8 @@ def test_probe_and_decode_reject_other_formats() -> None:
     assert {"gif", "tiff", "bmp", "ico", "heic", "unknown"} <= set(formats)
     for name, data in formats.items():
         expect = name.split("-")[0]
+        if expect in ("gif", "webp", "heic"):
+            continue  # decoded since issue 15 (tests/test_formats.py)
         for call in (an.probe, an.decode, an.decode_png):
             with pytest.raises(an.UnsupportedFormatError) as ei:
                 call(data)

@@ -152,7 +152,7 @@ def raised_by_library() -> list[errors.AmuletError]:
     """Real exceptions from the C binding (not constructed by hand)."""
     out: list[errors.AmuletError] = []
     attempts: list[Callable[[], object]] = [
-        lambda: an.decode(b"GIF89a" + bytes(20)),
+        lambda: an.decode(b"II*\x00" + bytes(20)),  # TIFF: not decoded
         lambda: an.decode(b"\xff\xd8\xff\xe0" + bytes(10)),
         lambda: an.decode(b""),
         lambda: an.decode(b"\x89PNG\r\n\x1a\n" + bytes(40)),
@@ -174,9 +174,9 @@ def test_library_errors_pickle_with_context() -> None:
         back = pickle.loads(pickle.dumps(e))
         assert type(back) is type(e)
         assert (back.code, back.context, str(back)) == (e.code, e.context, str(e))
-    gif = raised[0]
-    assert isinstance(gif, an.UnsupportedFormatError) and gif.format == "gif"
-    assert "gif" in str(gif).lower()
+    tiff = raised[0]
+    assert isinstance(tiff, an.UnsupportedFormatError) and tiff.format == "tiff"
+    assert "tiff" in str(tiff).lower()
     for e in raised:
         assert str(e).endswith(f"[{e.code}]")
         assert len(str(e)) > len(e.code) + 5  # a sentence, not just the code

@@ -355,13 +355,13 @@ def test_max_bytes_on_running_total() -> None:
 
 
 def test_unknown_format_raised_once_sniffable() -> None:
-    gif = b"GIF89a" + bytes(range(40))
+    tiff = b"II*\x00" + bytes(range(40))
     dec = IncrementalDecoder()
-    for b in gif[:15]:
+    for b in tiff[:15]:
         dec.feed(bytes([b]))
     with pytest.raises(UnsupportedFormatError) as ei:
-        dec.feed(gif[15:16])
-    assert ei.value.code == "format.unsupported" and ei.value.context["format"] == "gif"
+        dec.feed(tiff[15:16])
+    assert ei.value.code == "format.unsupported" and ei.value.context["format"] == "tiff"
     dec = IncrementalDecoder()
     with pytest.raises(UnsupportedFormatError):
         dec.feed(b"hello world, not an image")
@@ -522,7 +522,7 @@ def test_invalid_options() -> None:
     with pytest.raises(ValidationError):
         IncrementalDecoder(scale=3)
     with pytest.raises(ValidationError):
-        IncrementalDecoder(expect="gif")  # type: ignore[arg-type]
+        IncrementalDecoder(expect="tiff")  # type: ignore[arg-type]
 
 
 # ---- hostile input and leaks (subprocesses) -------------------------------------------

@@ -66,6 +66,10 @@ typedef enum an_status {
     AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
     AN_ERR_DECODER_STATE,   /* IncrementalDecoder used after finish/close/error */
     AN_ERR_DECODER_BUSY,    /* IncrementalDecoder used by two threads at once */
+    /* animated and HEIF formats (webp.c, gif.c, heif.c) */
+    AN_ERR_LIMIT_FRAMES,    /* more frames (or frame work) than max_frames allows */
+    AN_ERR_FRAME_RANGE,     /* frame= is past the last frame */
+    AN_ERR_CODEC_MISSING,   /* the format's codec (a libheif plugin) is not available */
     AN_STATUS_COUNT
 } an_status;
 
@@ -166,6 +170,9 @@ typedef struct an_info {
     /* PNG only */
     int png_color_type;
     int png_has_trns;
+    /* every format */
+    uint32_t frames;        /* frames in the file (1 for still images); GIF and
+                             * animated WebP count them by walking the chunks */
 } an_info;
 
 /* Reads only the header (JPEG: up to the first SOS; PNG: up to the first IDAT).
@@ -195,14 +202,16 @@ typedef struct an_limits {
     uint32_t max_width;
     uint32_t max_height;
     uint32_t max_jpeg_scans;
+    uint32_t max_frames;    /* GIF/animated WebP: frames in the file (0 = no bound);
+                             * GIF also bounds the decoding work, see gif.c */
 } an_limits;
 
-/* The defaults: 64 MiB, 100 megapixels, 32768 x 32768, 256 scans. */
+/* The defaults: 64 MiB, 100 megapixels, 32768 x 32768, 256 scans, 4096 frames. */
 an_limits an_default_limits(void);
 
 typedef struct an_decode_opts {
     an_mode mode;
-    int depth16;            /* PNG: keep 16-bit samples (output uint16) */
+    int depth16;            /* PNG, HEIF/AVIF: 16-bit samples (output uint16) */
     int scale_denom;        /* 1, 2, 4 or 8 (0 = choose from max_w/max_h, or 1) */
     uint32_t max_w, max_h;  /* with scale_denom 0: smallest scale covering this box */
     int orient;             /* apply EXIF orientation */
@@ -215,7 +224,8 @@ typedef struct an_decode_opts {
      *   strict=0             tolerant: what can be decoded, err->warned set. */
     int strict;             /* data loss (truncation, corrupt data) is an error */
     int pedantic;           /* with strict: problems that lose no pixels are errors too */
-    an_format expect;       /* AN_FMT_UNKNOWN = any of JPEG/PNG */
+    an_format expect;       /* AN_FMT_UNKNOWN = any supported format */
+    uint32_t frame;         /* GIF/animated WebP: the frame to decode (0 = first) */
     an_limits limits;
     const an_allocator *alloc; /* NULL = malloc */
 } an_decode_opts;
@@ -253,6 +263,12 @@ an_status an_decode(const uint8_t *data, size_t len, const an_decode_opts *opts,
 /* Versions of the libraries linked in, e.g. "2.1.5" / "1.6.39". */
 const char *an_libjpeg_version(void);
 const char *an_libpng_version(void);
+/* Versions of the codecs of the other formats; NULL when not compiled in. */
+const char *an_libwebp_version(void);
+const char *an_giflib_version(void);
+const char *an_libheif_version(void);
+/* 1 when this build decodes fmt now (HEIC/AVIF: libheif has the decoder plugin). */
+int an_format_available(an_format fmt);
 
 #ifdef __cplusplus
 }

@@ -69,6 +69,11 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "the incremental decoder has finished, failed or been closed"},
     {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
      "the incremental decoder is in use by another thread"},
+    {AN_ERR_LIMIT_FRAMES, "limits.frames", "ImageTooLargeError",
+     "animation exceeds max_frames"},
+    {AN_ERR_FRAME_RANGE, "value.frame", "ValidationError", "frame index out of range"},
+    {AN_ERR_CODEC_MISSING, "format.codec_missing", "UnsupportedFormatError",
+     "the codec for this format is not available"},
 };
 
 const an_error_entry *
@@ -164,7 +169,7 @@ an_mul4_size(size_t a, size_t b, size_t c, size_t d, size_t *out)
 an_limits
 an_default_limits(void)
 {
-    an_limits lim = {64u << 20, 100000000u, 32768u, 32768u, 256u};
+    an_limits lim = {64u << 20, 100000000u, 32768u, 32768u, 256u, 4096u};
     return lim;
 }
 

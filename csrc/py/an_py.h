@@ -72,6 +72,10 @@ void an_batch_free(an_state *st);
 PyObject *an_py_encode_jpeg(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 PyObject *an_py_encode_png(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
+/* codecs.c, encode_webp.c: the WebP/GIF/HEIF entry points (issue 15) */
+int an_codecs_exec(PyObject *module, an_state *st);
+PyObject *an_py_encode_webp(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
 /* resize.c */
 PyObject *an_py_resize(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 

@@ -17,6 +17,7 @@ static const char *const limit_names[] = {
     [AN_ERR_LIMIT_WIDTH] = "max_width",
     [AN_ERR_LIMIT_HEIGHT] = "max_height",
     [AN_ERR_LIMIT_SCANS] = "max_jpeg_scans",
+    [AN_ERR_LIMIT_FRAMES] = "max_frames",
 };
 
 static int
@@ -50,7 +51,7 @@ fill_context(PyObject *ctx, const an_error *err)
             return -1;
     if (err->detail[0] && set_str(ctx, "detail", err->detail) < 0)
         return -1;
-    if (s >= AN_ERR_LIMIT_BYTES && s <= AN_ERR_LIMIT_SCANS) {
+    if ((s >= AN_ERR_LIMIT_BYTES && s <= AN_ERR_LIMIT_SCANS) || s == AN_ERR_LIMIT_FRAMES) {
         if (set_str(ctx, "limit_name", limit_names[s]) < 0 || set_u64(ctx, "actual", err->actual) < 0 ||
             set_u64(ctx, "limit", err->limit) < 0)
             return -1;

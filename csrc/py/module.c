@@ -22,9 +22,9 @@ py_default_limits(PyObject *module, PyObject *unused)
     (void)module;
     (void)unused;
     an_limits l = an_default_limits();
-    return Py_BuildValue("(KKIII)", (unsigned long long)l.max_bytes,
+    return Py_BuildValue("(KKIIII)", (unsigned long long)l.max_bytes,
                          (unsigned long long)l.max_pixels, l.max_width, l.max_height,
-                         l.max_jpeg_scans);
+                         l.max_jpeg_scans, l.max_frames);
 }
 
 static PyObject *
@@ -75,7 +75,8 @@ static PyMethodDef core_methods[] = {
     {"resize", (PyCFunction)(void (*)(void))an_py_resize, METH_FASTCALL,
      "resize(arr, width, height, method) -> ndarray (method 1 = area, 2 = bilinear)"},
     {"default_limits", py_default_limits, METH_NOARGS,
-     "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans)"},
+     "default_limits() -> (max_bytes, max_pixels, max_width, max_height, max_jpeg_scans, "
+     "max_frames)"},
     {"error_table", py_error_table, METH_NOARGS,
      "error_table() -> [(code, class_name, message)]: the core's error table."},
     {"budget_enter", an_py_budget_enter, METH_O,
@@ -136,6 +137,8 @@ core_exec(PyObject *module)
     if (an_locks_exec(module, st) < 0 || an_objpool_exec(module, st) < 0)
         return -1;
     if (an_incremental_exec(module, st) < 0)
+        return -1;
+    if (an_codecs_exec(module, st) < 0)
         return -1;
     if (PyModule_AddStringConstant(module, "LIBJPEG_VERSION", an_libjpeg_version()) < 0 ||
         PyModule_AddStringConstant(module, "LIBPNG_VERSION", an_libpng_version()) < 0)

@@ -123,4 +123,16 @@ an_status an_ipng_finish(an_ipng *p, an_error *err);
 uint32_t an_ipng_rows(const an_ipng *p);
 void an_ipng_close(an_ipng *p);
 
+/* Still WebP images (webp.c): WebPIDecoder writing width x height pixels of
+ * opts->mode into target.  Animated WebP, GIF and HEIF are not decoded
+ * incrementally: incremental.c collects them and decodes at the end, after
+ * the same early header checks. */
+typedef struct an_iwebp an_iwebp;
+an_status an_iwebp_open(an_iwebp **out, const an_decode_opts *opts, const an_info *info,
+                        uint32_t width, uint32_t height, uint8_t *target, an_error *err);
+an_status an_iwebp_feed(an_iwebp *w, const uint8_t *data, size_t len, int *done, an_error *err);
+an_status an_iwebp_finish(an_iwebp *w, an_error *err);
+uint32_t an_iwebp_rows(const an_iwebp *w);
+void an_iwebp_close(an_iwebp *w);
+
 #endif /* AN_INCR_H */

@@ -59,6 +59,36 @@ an_status an_png_open(an_png **out, const uint8_t *data, size_t len,
 an_status an_png_run(an_png *p, uint8_t *out, an_error *err);
 void an_png_close(an_png *p);
 
+/* WebP, GIF, HEIF/AVIF (webp.c, gif.c, heif.c).  Each probe reads the header
+ * (and, for animations, walks the chunks to count frames) without decoding
+ * and allocates nothing; each open checks the format's own limits (frames,
+ * frame=) before any pixel memory exists; each run writes codec_w x codec_h
+ * pixels of the requested mode (uint16 samples with depth16, HEIF only). */
+an_status an_webp_probe(const uint8_t *data, size_t len, an_info *info, an_error *err);
+typedef struct an_webp an_webp;
+an_status an_webp_open(an_webp **out, const uint8_t *data, size_t len,
+                       const an_decode_opts *opts, const an_info *info, an_error *err);
+an_status an_webp_run(an_webp *w, uint8_t *out, an_error *err);
+void an_webp_close(an_webp *w);
+
+an_status an_gif_probe(const uint8_t *data, size_t len, an_info *info, an_error *err);
+typedef struct an_gif an_gif;
+an_status an_gif_open(an_gif **out, const uint8_t *data, size_t len,
+                      const an_decode_opts *opts, const an_info *info, an_error *err);
+an_status an_gif_run(an_gif *g, uint8_t *out, an_error *err);
+void an_gif_close(an_gif *g);
+
+an_status an_heif_probe(const uint8_t *data, size_t len, an_info *info, an_error *err);
+typedef struct an_heif an_heif;
+an_status an_heif_open(an_heif **out, const uint8_t *data, size_t len,
+                       const an_decode_opts *opts, const an_info *info, an_error *err);
+/* The decoded size: the oriented size, or the stored one with orient off. */
+void an_heif_dims(const an_heif *h, uint32_t *w, uint32_t *hgt);
+an_status an_heif_run(an_heif *h, uint8_t *out, an_error *err);
+void an_heif_close(an_heif *h);
+/* 1 when libheif is built in and has a decoder for fmt (HEIC or AVIF). */
+int an_heif_available(an_format fmt);
+
 /* Shared by both codecs: limits that only depend on the stored size. */
 an_status an_check_dims(const an_limits *lim, uint64_t w, uint64_t h, an_error *err);
 

@@ -18,6 +18,9 @@ struct an_decoder {
     an_info info;
     an_jpeg *jpeg;
     an_png *png;
+    an_webp *webp;
+    an_gif *gif;
+    an_heif *heif;
     int denom;
     uint32_t codec_w, codec_h;  /* what the codec writes */
     an_shape shape;             /* what the caller gets */
@@ -72,6 +75,9 @@ an_decoder_close(an_decoder *dec)
         return;
     an_jpeg_close(dec->jpeg);
     an_png_close(dec->png);
+    an_webp_close(dec->webp);
+    an_gif_close(dec->gif);
+    an_heif_close(dec->heif);
     an_free(dec->opts.alloc, dec);
 }
 
@@ -134,8 +140,17 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
     }
     if (an_check_dims(&opts->limits, info.width, info.height, err) != AN_OK)
         return err->status;
-    if (opts->depth16 && info.format != AN_FMT_PNG) {
-        an_error_set(err, AN_ERR_INVALID_ARG, "dtype uint16 is only available for PNG");
+    int heif = info.format == AN_FMT_HEIC || info.format == AN_FMT_AVIF;
+    if (opts->depth16 && info.format != AN_FMT_PNG && !heif) {
+        an_error_set(err, AN_ERR_INVALID_ARG,
+                     "dtype uint16 is only available for PNG, HEIC and AVIF");
+        return err->status;
+    }
+    if (opts->frame > 0 && info.format != AN_FMT_GIF && info.format != AN_FMT_WEBP && !heif) {
+        err->actual = opts->frame;
+        err->limit = 1;
+        an_error_set(err, AN_ERR_FRAME_RANGE, "frame %u requested, %s images have one frame",
+                     opts->frame, an_format_name(info.format));
         return err->status;
     }
 
@@ -161,10 +176,23 @@ an_decoder_open(an_decoder **out, const uint8_t *data, size_t len, const an_deco
         if (st == AN_OK)
             an_jpeg_dims(dec->jpeg, &dec->codec_w, &dec->codec_h);
     } else {
-        st = an_png_open(&dec->png, data, len, opts, &info, err);
         dec->codec_w = info.width;
         dec->codec_h = info.height;
-        dec->png_scale = dec->denom > 1;
+        dec->png_scale = dec->denom > 1; /* box reduction after decoding */
+        if (info.format == AN_FMT_PNG) {
+            st = an_png_open(&dec->png, data, len, opts, &info, err);
+        } else if (info.format == AN_FMT_WEBP) {
+            st = an_webp_open(&dec->webp, data, len, opts, &info, err);
+        } else if (info.format == AN_FMT_GIF) {
+            st = an_gif_open(&dec->gif, data, len, opts, &info, err);
+        } else {
+            /* libheif applies irot/imir itself; orient=0 keeps the stored size. */
+            dec->orientation = 1;
+            swap = 0;
+            st = an_heif_open(&dec->heif, data, len, opts, &info, err);
+            if (st == AN_OK)
+                an_heif_dims(dec->heif, &dec->codec_w, &dec->codec_h);
+        }
     }
     if (st != AN_OK) {
         an_decoder_close(dec);
@@ -262,8 +290,14 @@ an_decoder_run(an_decoder *dec, uint8_t *out, an_error *err)
     uint8_t *target = stage != NULL ? stage : out;
     if (dec->jpeg)
         st = an_jpeg_run(dec->jpeg, target, err);
-    else
+    else if (dec->png)
         st = an_png_run(dec->png, target, err);
+    else if (dec->webp)
+        st = an_webp_run(dec->webp, target, err);
+    else if (dec->gif)
+        st = an_gif_run(dec->gif, target, err);
+    else
+        st = an_heif_run(dec->heif, target, err);
     if (st == AN_OK)
         st = an_post_steps(&g, &dec->shape, dec->opts.alloc, stage, out, err);
     an_free(dec->opts.alloc, stage);
@@ -295,4 +329,21 @@ an_decode(const uint8_t *data, size_t len, const an_decode_opts *opts, uint8_t *
     }
     *out = buf;
     return AN_OK;
+}
+
+int
+an_format_available(an_format fmt)
+{
+    switch (fmt) {
+    case AN_FMT_JPEG:
+    case AN_FMT_PNG:
+    case AN_FMT_WEBP:
+    case AN_FMT_GIF:
+        return 1;
+    case AN_FMT_HEIC:
+    case AN_FMT_AVIF:
+        return an_heif_available(fmt);
+    default:
+        return 0;
+    }
 }

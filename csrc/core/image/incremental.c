@@ -47,6 +47,7 @@ struct an_incr {
     an_ijpeg *jpeg;
     an_ipng *png;
     an_idat *idat;
+    an_iwebp *webp;
     int codec_done;
     int collect_all;        /* arithmetic-coded JPEG: decoded whole at the end */
 };
@@ -86,6 +87,8 @@ an_incr_rows_done(const an_incr *d)
         return an_ipng_rows(d->png);
     if (d->idat != NULL)
         return an_idat_rows(d->idat);
+    if (d->webp != NULL)
+        return an_iwebp_rows(d->webp);
     return 0;
 }
 
@@ -115,12 +118,14 @@ release(an_incr *d)
     an_ijpeg_close(d->jpeg);
     an_ipng_close(d->png);
     an_idat_free(d->idat);
+    an_iwebp_close(d->webp);
     an_decoder_close(d->whole);
     an_free(a, d->hdr);
     an_free(a, d->stage);
     d->jpeg = NULL;
     d->png = NULL;
     d->idat = NULL;
+    d->webp = NULL;
     d->whole = NULL;
     d->hdr = d->stage = NULL;
     d->out = NULL;
@@ -347,6 +352,42 @@ open_header(an_incr *d, an_error *err)
     return AN_OK;
 }
 
+/* WebP, GIF, HEIC, AVIF.  The format and the size limits are settled as soon
+ * as the header allows (HEIF: the format only; libheif needs the whole file to
+ * find its boxes).  A still WebP then decodes as the bytes arrive
+ * (WebPIDecoder); the others are collected here and decoded at the end by
+ * decode() itself, since composing a GIF or animated WebP frame, or finding a
+ * HEIF's image data, needs the whole file. */
+static an_status
+other_progress(an_incr *d, an_format f, an_error *err)
+{
+    if (d->opts.expect != AN_FMT_UNKNOWN && f != d->opts.expect) {
+        err->format = f;
+        an_error_set(err, AN_ERR_WRONG_FORMAT, "expected %s data, got %s",
+                     an_format_name(d->opts.expect), an_format_name(f));
+        return err->status;
+    }
+    if (d->early_checked || f == AN_FMT_HEIC || f == AN_FMT_AVIF)
+        return AN_OK;
+    an_info info;
+    if (an_probe(d->hdr, d->hdr_len, &info, err) != AN_OK) {
+        if (err->status != AN_ERR_TRUNCATED)
+            return err->status;
+        memset(err, 0, sizeof(*err));
+        return AN_OK; /* the header is not complete yet */
+    }
+    d->early_checked = 1;
+    if (an_check_dims(&d->opts.limits, info.width, info.height, err) != AN_OK)
+        return err->status;
+    const uint8_t *b = d->hdr;
+    int animated = d->hdr_len >= 21 && memcmp(b + 12, "VP8X", 4) == 0 && (b[20] & 0x02);
+    if (f == AN_FMT_WEBP && !animated) {
+        d->walked = 1;
+        return open_header(d, err);
+    }
+    return AN_OK;
+}
+
 static an_status
 header_progress(an_incr *d, an_error *err)
 {
@@ -359,7 +400,12 @@ header_progress(an_incr *d, an_error *err)
     int maybe_png = memcmp(b, png_sig, n < 8 ? n : 8) == 0;
     if (!maybe_jpeg && !maybe_png) {
         /* Not JPEG or PNG: with 16 bytes the probe can name what it is. */
-        if (n >= 16 && an_probe(b, n, &d->info, err) != AN_OK)
+        if (n < 16)
+            return AN_OK;
+        an_format f = an_sniff(b, n);
+        if (f == AN_FMT_WEBP || f == AN_FMT_GIF || f == AN_FMT_HEIC || f == AN_FMT_AVIF)
+            return other_progress(d, f, err);
+        if (an_probe(b, n, &d->info, err) != AN_OK)
             return err->status;
         return AN_OK;
     }
@@ -415,6 +461,8 @@ codec_feed(an_incr *d, const uint8_t *data, size_t len, an_error *err)
         st = an_ijpeg_feed(d->jpeg, data, len, &d->codec_done, &d->cerr);
     } else if (d->png != NULL) {
         st = an_ipng_feed(d->png, data, len, &d->codec_done, &d->cerr);
+    } else if (d->webp != NULL) {
+        st = an_iwebp_feed(d->webp, data, len, &d->codec_done, &d->cerr);
     } else {
         st = an_idat_feed(d->idat, data, len, &d->cerr);
         d->codec_done = an_idat_done(d->idat);
@@ -518,6 +566,9 @@ an_incr_set_output(an_incr *d, uint8_t *out, an_error *err)
     size_t skip = 0;
     if (d->info.format == AN_FMT_JPEG)
         st = an_ijpeg_open(&d->jpeg, &d->opts, &d->geo, target, &d->cerr);
+    else if (d->info.format == AN_FMT_WEBP)
+        st = an_iwebp_open(&d->webp, &d->opts, &d->info, d->geo.codec_w, d->geo.codec_h, target,
+                           &d->cerr);
     else
         st = open_png(d, target, &skip);
     if (st != AN_OK) {
@@ -573,9 +624,10 @@ an_incr_finish(an_incr *d, an_error *err)
         d->hdr_len = d->hdr_cap = 0;
     }
     if (!d->codec_done) {
-        st = d->jpeg != NULL  ? an_ijpeg_finish(d->jpeg, &d->cerr)
-             : d->png != NULL ? an_ipng_finish(d->png, &d->cerr)
-                              : an_idat_end(d->idat, &d->cerr);
+        st = d->jpeg != NULL   ? an_ijpeg_finish(d->jpeg, &d->cerr)
+             : d->png != NULL  ? an_ipng_finish(d->png, &d->cerr)
+             : d->webp != NULL ? an_iwebp_finish(d->webp, &d->cerr)
+                               : an_idat_end(d->idat, &d->cerr);
         if (st != AN_OK) {
             *err = d->cerr;
             return fail(d, err);
@@ -590,10 +642,12 @@ an_incr_finish(an_incr *d, an_error *err)
     an_ijpeg_close(d->jpeg);
     an_ipng_close(d->png);
     an_idat_free(d->idat);
+    an_iwebp_close(d->webp);
     an_free(a, d->stage);
     d->jpeg = NULL;
     d->png = NULL;
     d->idat = NULL;
+    d->webp = NULL;
     d->stage = NULL;
     d->state = AN_INCR_DONE;
     return AN_OK;

@@ -445,6 +445,7 @@ an_probe(const uint8_t *data, size_t len, an_info *info, an_error *err)
 {
     memset(info, 0, sizeof(*info));
     info->orientation = 1;
+    info->frames = 1;
     info->adobe_transform = -1;
     err->status = AN_OK;
     if (len == 0) {
@@ -458,10 +459,17 @@ an_probe(const uint8_t *data, size_t len, an_info *info, an_error *err)
     if (fmt == AN_FMT_PNG)
         return probe_png(data, len, info, err);
     info->format = fmt;
+    if (fmt == AN_FMT_WEBP)
+        return an_webp_probe(data, len, info, err);
+    if (fmt == AN_FMT_GIF)
+        return an_gif_probe(data, len, info, err);
+    if (fmt == AN_FMT_HEIC || fmt == AN_FMT_AVIF)
+        return an_heif_probe(data, len, info, err);
     if (fmt == AN_FMT_UNKNOWN)
-        an_error_set(err, AN_ERR_UNKNOWN_FORMAT, "not a JPEG or PNG image (unknown format)");
+        an_error_set(err, AN_ERR_UNKNOWN_FORMAT, "not an image format amulet_native decodes "
+                     "(unknown format)");
     else
-        an_error_set(err, AN_ERR_UNKNOWN_FORMAT, "%s images are not supported (JPEG and PNG only)",
-                     an_format_name(fmt));
+        an_error_set(err, AN_ERR_UNKNOWN_FORMAT, "%s images are not supported (JPEG, PNG, WebP, "
+                     "GIF, HEIC and AVIF are)", an_format_name(fmt));
     return err->status;
 }

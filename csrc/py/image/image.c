@@ -48,9 +48,9 @@ an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyBuffer_Release(&view);
     if (s != AN_OK)
         return an_raise(st, &err);
-    return Py_BuildValue("(sIIiiNi)", an_format_name(info.format), info.width, info.height,
+    return Py_BuildValue("(sIIiiNiI)", an_format_name(info.format), info.width, info.height,
                          info.channels, info.bit_depth, PyBool_FromLong(info.progressive),
-                         info.orientation);
+                         info.orientation, info.frames);
 }
 
 static int
@@ -77,18 +77,26 @@ as_u32(PyObject *o, uint32_t *out)
     return 0;
 }
 
+/* The limits tuple: (max_bytes, max_pixels, max_width, max_height,
+ * max_jpeg_scans[, max_frames[, frame]]).  The frame index travels with the
+ * limits so that every entry point (decode, decode_base64, decode_many, the
+ * incremental decoder) gets it without another positional argument. */
 static int
-parse_limits(PyObject *t, an_limits *lim)
+parse_limits(PyObject *t, an_limits *lim, uint32_t *frame)
 {
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 5) {
-        PyErr_SetString(PyExc_TypeError, "limits must be a 5-tuple");
+    Py_ssize_t n = PyTuple_Check(t) ? PyTuple_GET_SIZE(t) : 0;
+    if (n < 5 || n > 7) {
+        PyErr_SetString(PyExc_TypeError, "limits must be a tuple of 5 to 7 integers");
         return -1;
     }
+    *frame = 0;
     return (as_u64(PyTuple_GET_ITEM(t, 0), &lim->max_bytes) < 0 ||
             as_u64(PyTuple_GET_ITEM(t, 1), &lim->max_pixels) < 0 ||
             as_u32(PyTuple_GET_ITEM(t, 2), &lim->max_width) < 0 ||
             as_u32(PyTuple_GET_ITEM(t, 3), &lim->max_height) < 0 ||
-            as_u32(PyTuple_GET_ITEM(t, 4), &lim->max_jpeg_scans) < 0)
+            as_u32(PyTuple_GET_ITEM(t, 4), &lim->max_jpeg_scans) < 0 ||
+            (n > 5 && as_u32(PyTuple_GET_ITEM(t, 5), &lim->max_frames) < 0) ||
+            (n > 6 && as_u32(PyTuple_GET_ITEM(t, 6), frame) < 0))
                ? -1
                : 0;
 }
@@ -159,7 +167,7 @@ an_parse_decode_opts(PyObject *const *args, an_decode_opts *opts)
         as_u32(args[4], &opts->max_h) < 0 || (orient = PyObject_IsTrue(args[5])) < 0 ||
         (strict = args[6] == Py_None ? -2 : PyObject_IsTrue(args[6])) == -1 ||
         an_as_int(args[7], &expect) < 0 ||
-        parse_limits(args[8], &opts->limits) < 0)
+        parse_limits(args[8], &opts->limits, &opts->frame) < 0)
         return -1;
     if (expect < 0 || expect >= AN_FMT_COUNT) {
         PyErr_SetString(PyExc_ValueError, "invalid expected format");

@@ -160,9 +160,9 @@ incr_info(IncrObject *self)
     if (self->info != NULL)
         return 0;
     const an_info *i = an_incr_info(self->dec);
-    self->info = Py_BuildValue("(sIIiiNi)", an_format_name(i->format), i->width, i->height,
+    self->info = Py_BuildValue("(sIIiiNiI)", an_format_name(i->format), i->width, i->height,
                                i->channels, i->bit_depth, PyBool_FromLong(i->progressive),
-                               i->orientation);
+                               i->orientation, i->frames);
     return self->info != NULL ? 0 : -1;
 }
 
