@@ -18,7 +18,7 @@ lock on the hot path, a cached ``labels()`` child costs one native call.  With
 into its own slot of one shared arena file; any worker's ``/metrics`` shows the
 sum over all of them, dead workers are folded into an aggregate, and the file
 does not grow with restarts.  Summaries keep a mergeable DDSketch-style sketch
-(relative error <= 1% over 1e-9 .. 1e11), so their quantiles stay right when
+(relative error <= 1% over 1e-9 .. 1e12), so their quantiles stay right when
 workers are merged.
 """
 
