@@ -1282,12 +1282,15 @@ class LibraryCollector:
     :func:`instrument_library`, and the decoder counters."""
 
     def __init__(self) -> None:
-        self._objs: dict[str, dict[str, weakref.ref[Any]]] = {
+        self._objs: dict[str, dict[str, Callable[[], Any]]] = {
             "cache": {}, "queue": {}, "pool": {}, "locks": {}
         }
 
     def add(self, kind: str, name: str, obj: Any) -> None:
-        self._objs[kind][name] = weakref.ref(obj)
+        try:
+            self._objs[kind][name] = weakref.ref(obj)
+        except TypeError:  # native types without weakref support: held strongly
+            self._objs[kind][name] = lambda: obj
 
     def _live(self, kind: str) -> list[tuple[str, Any]]:
         out = []

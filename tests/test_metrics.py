@@ -441,9 +441,9 @@ def test_accept_negotiation() -> None:
 def _hostile_registry() -> CollectorRegistry:
     r = reg()
     c = Counter("hostile", "Hostile \"help\" \\ with\nnewline", ["v"], registry=r)
-    g = Gauge("hostile_gauge", "g", ["v", "w"], registry=r)
-    h = Histogram("hostile_hist", "h", ["v"], registry=r, buckets=[1e-3, 1, 1e6])
-    s = Summary("hostile_summary", "s", ["v"], registry=r)
+    g = Gauge("hostile_level", "g", ["v", "w"], registry=r)
+    h = Histogram("hostile_latency_seconds", "h", ["v"], registry=r, buckets=[1e-3, 1, 1e6])
+    s = Summary("hostile_size_bytes", "s", ["v"], registry=r)
     for i, v in enumerate(HOSTILE):
         c.labels(v).inc(i + 1)
         g.labels(v, v[::-1]).set(-i - 0.5)
