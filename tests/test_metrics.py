@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -243,17 +244,17 @@ def test_sixteen_threads_exact() -> None:
     assert r.get_sample_value("h_bucket", {"le": "+Inf"}) == total
 
 
+def _grab(c: Counter, barrier: threading.Barrier, got: list[Any]) -> None:
+    barrier.wait()
+    got.append(c.labels("same"))
+
+
 def test_labels_race_yields_one_child() -> None:
     for _ in range(20):
         c = Counter("race", "race", ["k"], registry=None)
         barrier = threading.Barrier(16)
         got: list[Any] = []
-
-        def grab() -> None:
-            barrier.wait()
-            got.append(c.labels("same"))
-
-        ts = [threading.Thread(target=grab) for _ in range(16)]
+        ts = [threading.Thread(target=_grab, args=(c, barrier, got)) for _ in range(16)]
         for t in ts:
             t.start()
         for t in ts:
@@ -279,7 +280,7 @@ def _exact(sorted_vals: list[float], q: float) -> float:
 def test_sketch_relative_error(dist: str) -> None:
     rnd = random.Random(dist)
     n = 20_000
-    gen = {
+    gens: dict[str, Callable[[], float]] = {
         "uniform": lambda: rnd.uniform(0, 100),
         "lognormal": lambda: rnd.lognormvariate(0, 3),
         "exponential": lambda: rnd.expovariate(10),
@@ -289,7 +290,8 @@ def test_sketch_relative_error(dist: str) -> None:
         "bin_edges": lambda: 1.0202 ** rnd.randint(-500, 500),
         "two_spikes": lambda: rnd.choice((1e-6, 1e6)),
         "wide_range": lambda: 10 ** rnd.uniform(-9, 11),
-    }[dist]
+    }
+    gen = gens[dist]
     vals = [gen() for _ in range(n)]
     s = Summary("sk", "sketch", registry=None)
     for v in vals:
@@ -453,10 +455,11 @@ def _hostile_registry() -> CollectorRegistry:
 
 
 def test_prometheus_client_parser_round_trip() -> None:
-    from prometheus_client.openmetrics.parser import (
-        text_string_to_metric_families as om_parse,
-    )
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
     from prometheus_client.parser import text_string_to_metric_families as parse
+
+    def om_parse(text: str) -> Any:
+        return text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
 
     r = _hostile_registry()
     want = {
@@ -487,7 +490,7 @@ def test_promtool_check_metrics() -> None:
     _golden = _golden_registry()
     for reg_ in (r, _golden, metrics.REGISTRY):
         body = metrics.generate_latest(reg_)
-        p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
+        p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, check=False,
                            timeout=60)
         # promtool exits 1 on lint *warnings* too (e.g. counters without _total
         # are impossible here); it must report no error
@@ -540,10 +543,10 @@ def test_process_and_library_collectors() -> None:
 
     r = reg()
     r.register(metrics.ProcessCollector())
-    cache = an.Cache(max_items=2)
+    cache: an.Cache[str, int] = an.Cache(max_items=2)
     cache["a"] = 1
     _ = cache.get("a"), cache.get("b")
-    q = an.ThreadSafeQueue()
+    q: an.ThreadSafeQueue[int] = an.ThreadSafeQueue()
     q.put(1)
     pool = an.ObjectPool(lambda: object(), max_size=2)
     with pool.acquire():
@@ -565,7 +568,7 @@ def test_process_and_library_collectors() -> None:
     assert get("amulet_lock_acquisitions_total", {"manager": "l", "lock": "db"}) == 1.0
     body = metrics.generate_latest(r)
     if shutil.which("promtool"):
-        p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
+        p = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, check=False,
                            timeout=60)
         assert p.returncode == 0, (p.stdout + p.stderr).decode()
 
@@ -619,7 +622,7 @@ def test_alert_rule() -> None:
     seen: list[tuple[str, str | None]] = []
     rule = metrics.AlertRule("queue_depth", threshold_warning=10, threshold_critical=100,
                              for_seconds=5, registry=r,
-                             callbacks=[lambda rl, a: seen.append((rl.name, a and a.severity))])
+                             callbacks=[lambda rl, a: seen.append((rl.name, a.severity if a else None))])
     g.set(50)
     assert rule.evaluate(now=1000.0) is None  # pending: not yet for 5 s
     a = rule.evaluate(now=1006.0)
