@@ -182,7 +182,7 @@ def _float(v: float) -> str:
         return "+Inf"
     if v == -INF:
         return "-Inf"
-    if math.isnan(v):
+    if v != v:  # noqa: PLR0124 - NaN, without a function call
         return "NaN"
     s = repr(float(v))
     dot = s.find(".")
@@ -906,6 +906,7 @@ class _ArenaView:
     def reset(self) -> None:
         self._seen: dict[int, Any] = {}
         self._by_name: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        self._lbl: dict[tuple[int, tuple[str, ...]], str] = {}
         self._meta: dict[str, list[Any]] = {}
         self._scanned = -1.0
 
@@ -952,7 +953,11 @@ class _ArenaView:
             vals = arena.read(rid, nwords)
             if fam.kind == "summary":
                 vals = vals[:2] + _core.sketch_quantiles(vals, fam.qs)
-            fam.rows.append((_label_text(fam.labelnames, values), values, vals, None))
+            lkey = (rid, fam.labelnames)
+            lbl = self._lbl.get(lkey)
+            if lbl is None:
+                lbl = self._lbl[lkey] = _label_text(fam.labelnames, values)
+            fam.rows.append((lbl, values, vals, None))
 
 
 _view = _ArenaView()
