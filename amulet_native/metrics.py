@@ -838,7 +838,7 @@ class _FastFamily:
     doc: str
     unit: str
     labelnames: tuple[str, ...]
-    rows: list[tuple[str, tuple[str, ...], list[float], float | None]]
+    rows: list[tuple[str, tuple[str, ...], list[float], tuple[float, str] | None]]
     le: tuple[str, ...] = ()
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
@@ -862,7 +862,12 @@ class _FastFamily:
                 vals = [float(fn()), 1.0]
             else:
                 vals = s._get()
-            fam.rows.append((s._lbl, s._labelvalues, vals, s._created))
+            if fam.kind == "histogram":
+                vals[-1] = sum(vals[:-2])  # the count is the sum of the buckets
+            ct = s.__dict__.get("_ctext")
+            if ct is None or ct[0] != s._created:  # the created time, formatted once
+                ct = s.__dict__["_ctext"] = (s._created, _float(s._created))
+            fam.rows.append((s._lbl, s._labelvalues, vals, ct))
         return fam
 
     def to_metric(self) -> Metric:
@@ -873,7 +878,7 @@ class _FastFamily:
             if typ == "counter":
                 m.add_sample(self.name + "_total", labels, vals[0])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
             elif typ == "gauge":
                 m.add_sample(self.name, labels, vals[0])
             elif typ == "histogram":
@@ -884,14 +889,14 @@ class _FastFamily:
                 m.add_sample(self.name + "_count", labels, vals[-1])
                 m.add_sample(self.name + "_sum", labels, vals[-2])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
             elif typ == "summary":
                 for q, v in zip(self.qtext, vals[2:]):
                     m.add_sample(self.name, {**labels, "quantile": q}, v)
                 m.add_sample(self.name + "_count", labels, vals[0])
                 m.add_sample(self.name + "_sum", labels, vals[1])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
         return m
 
 
@@ -951,6 +956,8 @@ class _ArenaView:
             if kind != fam.kind:
                 continue
             vals = arena.read(rid, nwords)
+            if fam.kind == "histogram":
+                vals[-1] = sum(vals[:-2])  # the count is the sum of the buckets
             if fam.kind == "summary":
                 vals = vals[:2] + _core.sketch_quantiles(vals, fam.qs)
             lkey = (rid, fam.labelnames)
@@ -1022,7 +1029,7 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
             b = "{" + lbl + "}" if lbl else ""
             out.append(f"{name}_total{b} {f(vals[0])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
     elif kind == "gauge":
         for lbl, _v, vals, _c in fam.rows:
             out.append(f"{name}{'{' + lbl + '}' if lbl else ''} {f(vals[0])}\n")
@@ -1037,7 +1044,7 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
                 out.append(f'{name}_bucket{{{pre}le="{le}"}} {f(acc)}\n')
             out.append(f"{name}_count{b} {f(vals[-1])}\n{name}_sum{b} {f(vals[-2])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
     elif kind == "summary":
         for lbl, _v, vals, created in fam.rows:
             pre = lbl + "," if lbl else ""
@@ -1046,7 +1053,7 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
                 out.append(f'{name}{{{pre}quantile="{q}"}} {f(v)}\n')
             out.append(f"{name}_count{b} {f(vals[0])}\n{name}_sum{b} {f(vals[1])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
 
 
 _OM_TYPES = {"counter", "gauge", "histogram", "summary", "info", "stateset", "gaugehistogram",
@@ -1375,6 +1382,21 @@ class LibraryCollector:
                 sample("amulet_decodes", "counter", "Decodes by format and outcome.", lb, n)
                 sample("amulet_decode_bytes", "counter", "Encoded bytes decoded.", lb, nbytes)
                 sample("amulet_decode_pixels", "counter", "Pixels decoded.", lb, pixels)
+        hists = getattr(_core, "decode_time_histograms", None)
+        if hists is not None:
+            bounds, rows = hists()
+            m = Metric("amulet_decode_duration_seconds", "Decode time by format.", "histogram")
+            les = [_float(b) for b in bounds] + ["+Inf"]
+            for fmt, vals in rows:
+                acc = 0.0
+                for le, c in zip(les, vals):
+                    acc += c
+                    m.add_sample("amulet_decode_duration_seconds_bucket",
+                                 {"format": fmt, "le": le}, acc)
+                m.add_sample("amulet_decode_duration_seconds_count", {"format": fmt}, vals[-1])
+                m.add_sample("amulet_decode_duration_seconds_sum", {"format": fmt}, vals[-2])
+            if m.samples:
+                fams[m.name] = m
         return list(fams.values())
 
 

@@ -209,7 +209,7 @@ def _expo_prom(openmetrics: bool = False) -> Callable[[], bytes]:
         for j in range(100):
             c.labels(f"/route/{i}", str(200 + j)).inc(i * j)
     if openmetrics:
-        return lambda: om.generate_latest(reg)
+        return lambda: om.generate_latest(reg)  # type: ignore[no-untyped-call]
     return lambda: pc.generate_latest(reg)
 
 
@@ -419,24 +419,24 @@ def report(raw: dict[str, Any]) -> str:
     lines = [
         "# Metrics benchmarks",
         "",
-        f"Run {raw['when']} on {m['cpu']}, {m['cpus']} CPUs, {m['os']}, Python {m['python']}; "
+        (f"Run {raw['when']} on {m['cpu']}, {m['cpus']} CPUs, {m['os']}, Python {m['python']}; "
         f"load average {m['loadavg'][0]:.1f} / {m['loadavg'][1]:.1f} / {m['loadavg'][2]:.1f}. "
         "**The machine was shared with other jobs (2 cores, several concurrent builds and "
         "test runs), so absolute times are noisy and inflated; the ratios come from "
-        "interleaved rounds in one process and are the numbers to read.**",
+        "interleaved rounds in one process and are the numbers to read.**"),
         "",
         "Peers: " + ", ".join(f"{k} {v}" for k, v in raw["versions"].items()) + ".",
         "",
-        "Method: `python benchmarks/test_bench_metrics.py`. Hot-path operations are timed "
+        ("Method: `python benchmarks/test_bench_metrics.py`. Hot-path operations are timed "
         f"as `for _ in range({OPS}): op()` loops in 31 interleaved rounds (ours, then each "
         "peer); the table shows the median time per call and, in brackets, the same net of "
         f"the empty loop ({_ns(loop)} per iteration in this run). Ratio = median over rounds "
-        "of peer time / our time (gross, loop included, which favours the peers).",
+        "of peer time / our time (gross, loop included, which favours the peers)."),
         "",
         "## Hot path, one thread",
         "",
-        "| operation | amulet_native | prometheus_client | ratio | OpenTelemetry SDK | ratio "
-        "| hdrhistogram | ratio |",
+        ("| operation | amulet_native | prometheus_client | ratio | OpenTelemetry SDK | ratio "
+        "| hdrhistogram | ratio |"),
         "|---|---|---|---|---|---|---|---|",
     ]
     for op, r in raw["hot"].items():
@@ -460,21 +460,21 @@ def report(raw: dict[str, Any]) -> str:
     to, tp = statistics.median(o["times"]), statistics.median(p["times"])
     lines += [
         "",
-        f"## Multiprocess scrape: {MP_WORKERS} workers at a time x {MP_SERIES} series, "
-        f"{MP_RESTARTS} worker processes in all (100 restarts)",
+        (f"## Multiprocess scrape: {MP_WORKERS} workers at a time x {MP_SERIES} series, "
+        f"{MP_RESTARTS} worker processes in all (100 restarts)"),
         "",
-        "Each system in a fresh interpreter, files on /dev/shm. prometheus_client: "
+        ("Each system in a fresh interpreter, files on /dev/shm. prometheus_client: "
         "`PROMETHEUS_MULTIPROC_DIR`, `mark_process_dead` after each worker, then "
         "`MultiProcessCollector` + `generate_latest` (median of 5). amulet_native: "
         "`metrics.multiprocess(dir)`, workers exit without clean-up, `generate_latest` "
-        "(median of 15; the first scrape also folds the dead workers).",
+        "(median of 15; the first scrape also folds the dead workers)."),
         "",
         "| | amulet_native | prometheus_client | ratio |",
         "|---|---|---|---|",
         f"| scrape time | {to * 1e3:.1f} ms | {tp * 1e3:.1f} ms | {tp / to:.0f}x |",
         f"| files | {o['files']} | {p['files']} | |",
-        f"| apparent size | {o['apparent'] / 2**20:.1f} MiB (fixed at creation, sparse) | "
-        f"{p['apparent'] / 2**20:.1f} MiB | |",
+        (f"| apparent size | {o['apparent'] / 2**20:.1f} MiB (fixed at creation, sparse) | "
+        f"{p['apparent'] / 2**20:.1f} MiB | |"),
         f"| allocated size | {o['allocated'] / 2**20:.1f} MiB | {p['allocated'] / 2**20:.1f} MiB | |",
         f"| exposed total | {o['total']:.0f} | {p['total']:.0f} | |",
     ]

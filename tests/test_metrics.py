@@ -557,6 +557,18 @@ def test_process_and_library_collectors() -> None:
     metrics.instrument_library(caches={"c": cache}, queues={"q": q}, pools={"p": pool},
                                lock_managers={"l": lm}, registry=r)
     get = r.get_sample_value
+    import numpy as np
+
+    jpeg = an.encode_jpeg(np.zeros((16, 24, 3), np.uint8))
+    ok0 = get("amulet_decodes_total", {"format": "jpeg", "outcome": "ok"}) or 0.0
+    bad0 = get("amulet_decodes_total", {"format": "jpeg", "outcome": "decode.truncated"}) or 0.0
+    an.decode(jpeg)
+    with pytest.raises(an.DecodeError):
+        an.decode(jpeg[: len(jpeg) // 2])
+    assert get("amulet_decodes_total", {"format": "jpeg", "outcome": "ok"}) == ok0 + 1
+    assert get("amulet_decodes_total", {"format": "jpeg", "outcome": "decode.truncated"}) == bad0 + 1
+    assert cast_float(get("amulet_decode_pixels_total", {"format": "jpeg", "outcome": "ok"})) >= 384
+    assert cast_float(get("amulet_decode_duration_seconds_count", {"format": "jpeg"})) >= 2
     assert cast_float(get("process_resident_memory_bytes")) > 1e6
     assert cast_float(get("process_cpu_seconds_total")) > 0
     assert cast_float(get("process_open_fds")) > 2
