@@ -214,6 +214,7 @@ def _braces(inner: str) -> str:
 # ---- the shared arena (multi-worker mode) ------------------------------------------
 
 _ARENA_FILE = "metrics.arena"
+_KEY_SIZE = 512  # bytes of a series key: JSON of name, type and label values
 _mp_lock = threading.RLock()
 _mp_arena: _core.Arena | None = None
 _mp_dir: str | None = None
@@ -229,7 +230,7 @@ def multiprocess(
     directory: str | os.PathLike[str],
     *,
     max_workers: int = 64,
-    max_records: int = 16384,
+    max_records: int = 8192,
     slot_units: int = 32768,
 ) -> _core.Arena:
     """Switch to multi-worker mode: every metric (existing ones included) writes
@@ -251,7 +252,7 @@ def multiprocess(
             os.path.join(path, _ARENA_FILE),
             max_records=max_records,
             max_slots=max_workers + 1,
-            key_size=1024,
+            key_size=_KEY_SIZE,
             slot_units=slot_units,
         )
         _mp_arena, _mp_dir = arena, path
@@ -985,7 +986,7 @@ def _family_record(m: _MetricBase) -> None:
     for cut in (len(doc), 200, 0):
         key = json.dumps(["f", m._name, m._kind, list(m._labelnames), m._unit, doc[:cut], *extra],
                          ensure_ascii=False, separators=(",", ":"))
-        if len(key.encode("utf-8")) <= 1024:
+        if len(key.encode("utf-8")) <= _KEY_SIZE:
             try:
                 arena.record(key, 1, "shared")
             except AmuletError:  # full: the family stays local-only

@@ -230,7 +230,10 @@ def work():
     for i in range(%(series)d):
         c.labels(str(i)).inc()
     os._exit(0)
-started = 0
+def sizes():
+    st = os.stat(os.path.join(d, "metrics.arena"))
+    return st.st_size, st.st_blocks * 512
+started, checkpoints = 0, []
 while started < %(restarts)d:
     pids = []
     for _ in range(min(%(workers)d, %(restarts)d - started)):
@@ -241,6 +244,11 @@ while started < %(restarts)d:
         started += 1
     for p in pids:
         os.waitpid(p, 0)
+    if started in (16, 48) or started >= %(restarts)d:
+        metrics.generate_latest()  # folds the dead workers
+        t0 = time.perf_counter()
+        metrics.generate_latest()
+        checkpoints.append((started, time.perf_counter() - t0, *sizes()))
 times = []
 for _ in range(15):
     t0 = time.perf_counter()
@@ -248,7 +256,7 @@ for _ in range(15):
     times.append(time.perf_counter() - t0)
 arena = os.path.join(d, "metrics.arena")
 st = os.stat(arena)
-print(json.dumps({"times": times, "bytes": len(body), "files": 1,
+print(json.dumps({"times": times, "bytes": len(body), "files": 1, "checkpoints": checkpoints,
                   "apparent": st.st_size, "allocated": st.st_blocks * 512,
                   "total": sum(float(l.rsplit(" ", 1)[1]) for l in body.decode().splitlines()
                                if l.startswith("mp_requests_total{"))}))
@@ -265,7 +273,10 @@ def work():
     for i in range(%(series)d):
         c.labels(str(i)).inc()
     os._exit(0)
-started = 0
+def sizes():
+    files = [os.path.join(d, f) for f in os.listdir(d)]
+    return (sum(os.stat(f).st_size for f in files), sum(os.stat(f).st_blocks * 512 for f in files))
+started, checkpoints = 0, []
 while started < %(restarts)d:
     pids = []
     for _ in range(min(%(workers)d, %(restarts)d - started)):
@@ -277,6 +288,12 @@ while started < %(restarts)d:
     for p in pids:
         os.waitpid(p, 0)
         multiprocess.mark_process_dead(p)
+    if started in (16, 48) or started >= %(restarts)d:
+        reg = pc.CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg)
+        t0 = time.perf_counter()
+        pc.generate_latest(reg)
+        checkpoints.append((started, time.perf_counter() - t0, *sizes()))
 times = []
 for _ in range(5):
     reg = pc.CollectorRegistry()
@@ -286,6 +303,7 @@ for _ in range(5):
     times.append(time.perf_counter() - t0)
 files = [os.path.join(d, f) for f in os.listdir(d)]
 print(json.dumps({"times": times, "bytes": len(body), "files": len(files),
+                  "checkpoints": checkpoints,
                   "apparent": sum(os.stat(f).st_size for f in files),
                   "allocated": sum(os.stat(f).st_blocks * 512 for f in files),
                   "total": sum(float(l.rsplit(" ", 1)[1]) for l in body.decode().splitlines()
@@ -477,7 +495,16 @@ def report(raw: dict[str, Any]) -> str:
         f"{p['apparent'] / 2**20:.1f} MiB | |"),
         f"| allocated size | {o['allocated'] / 2**20:.1f} MiB | {p['allocated'] / 2**20:.1f} MiB | |",
         f"| exposed total | {o['total']:.0f} | {p['total']:.0f} | |",
+        "",
+        "Growth with restarts (one scrape at each checkpoint; sizes of all the files):",
+        "",
+        "| worker processes so far | amulet_native scrape | allocated | prometheus_client scrape "
+        "| allocated | files |",
+        "|---|---|---|---|---|---|",
     ]
+    for (n1, t1, _a1, b1), (_n2, t2, _a2, b2) in zip(o["checkpoints"], p["checkpoints"]):
+        lines.append(f"| {n1} | {t1 * 1e3:.1f} ms | {b1 / 2**20:.2f} MiB | {t2 * 1e3:.0f} ms "
+                     f"| {b2 / 2**20:.2f} MiB | {n1} |")
     return "\n".join(lines) + "\n"
 
 
