@@ -498,8 +498,8 @@ def report(raw: dict[str, Any]) -> str:
         "",
         "Growth with restarts (one scrape at each checkpoint; sizes of all the files):",
         "",
-        "| worker processes so far | amulet_native scrape | allocated | prometheus_client scrape "
-        "| allocated | files |",
+        ("| worker processes so far | amulet_native scrape | allocated | prometheus_client scrape "
+        "| allocated | files |"),
         "|---|---|---|---|---|---|",
     ]
     for (n1, t1, _a1, b1), (_n2, t2, _a2, b2) in zip(o["checkpoints"], p["checkpoints"]):

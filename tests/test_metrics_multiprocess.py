@@ -49,3 +49,39 @@ def test_workers_killed_and_restarted(tmp_path: Path) -> None:
     assert len(set(r["st_size"])) == 1, summary
     assert len(set(r["st_blocks"][5:])) == 1, summary
     assert len(set(r["records"][1:])) == 1, summary
+
+
+def test_gauge_modes_and_environment_switch(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AMULET_METRICS_DIR": str(tmp_path)}
+    p = subprocess.run([sys.executable, str(SCENARIO.with_name("_metrics_mp_modes.py"))],
+                       capture_output=True, env=env, timeout=120, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    r = json.loads(p.stdout)
+    v, after = r["values"], r["after"]
+    # parent 5, dead children 1 and 9, a live child 3 (set last)
+    assert v == {"sum": 18.0, "livesum": 8.0, "max": 9.0, "livemax": 5.0, "min": 1.0,
+                 "livemin": 3.0, "mostrecent": 3.0, "livemostrecent": 3.0}
+    # the live child is killed: live* modes forget it, the others keep it
+    assert after == {"sum": 18.0, "livesum": 5.0, "max": 9.0, "livemax": 5.0, "min": 1.0,
+                     "livemin": 5.0, "mostrecent": 3.0, "livemostrecent": 5.0}
+    assert r["count"] == 3.0
+
+
+def test_corrupt_arena_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "metrics.arena").write_bytes(b"not an arena at all" * 100)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AMULET_METRICS_DIR", None)
+    code = (
+        "import sys\n"
+        "from amulet_native import metrics, ArenaError\n"
+        "c = metrics.Counter('kept', 'local values survive')\n"
+        "c.inc(2)\n"
+        "try:\n"
+        "    metrics.multiprocess(sys.argv[1])\n"
+        "except ArenaError as e:\n"
+        "    print(e.code, metrics.REGISTRY.get_sample_value('kept_total'))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       env=env, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().split() == ["arena.corrupt", "2.0"]
