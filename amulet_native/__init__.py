@@ -50,6 +50,8 @@ from .encode import encode_jpeg, encode_png, encode_webp
 from .errors import (
     AmuletError,
     AmuletWarning,
+    ArenaError,
+    ArenaFullError,
     CacheCallbackWarning,
     DeadlockError,
     DecodeError,
@@ -119,6 +121,8 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",

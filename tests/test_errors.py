@@ -46,6 +46,8 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.QueueClosed: ((errors.AmuletError,), {}),
     errors.MissingDependencyError: ((errors.AmuletError, ImportError),
                                     {"module": "redis", "extra": "redis"}),
+    errors.ArenaError: ((errors.AmuletError,), {"path": "/dev/shm/m.arena"}),
+    errors.ArenaFullError: ((errors.ArenaError, errors.AmuletError), {"path": "/dev/shm/m.arena"}),
 }
 
 

@@ -70,6 +70,10 @@ typedef enum an_status {
     AN_ERR_LIMIT_FRAMES,    /* more frames (or frame work) than max_frames allows */
     AN_ERR_FRAME_RANGE,     /* frame= is past the last frame */
     AN_ERR_CODEC_MISSING,   /* the format's codec (a libheif plugin) is not available */
+    /* the shared arena (ops/an_arena.h) */
+    AN_ERR_ARENA_CORRUPT,   /* not an arena, wrong version, bad checksum, truncated */
+    AN_ERR_ARENA_FULL,      /* no free record, data unit or worker slot left */
+    AN_ERR_ARENA_MISMATCH,  /* record absent, or present with another size/fold */
     AN_STATUS_COUNT
 } an_status;
 

@@ -74,6 +74,11 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
     {AN_ERR_FRAME_RANGE, "value.frame", "ValidationError", "frame index out of range"},
     {AN_ERR_CODEC_MISSING, "format.codec_missing", "UnsupportedFormatError",
      "the codec for this format is not available"},
+    {AN_ERR_ARENA_CORRUPT, "arena.corrupt", "ArenaError",
+     "the shared arena file is corrupt or not an arena"},
+    {AN_ERR_ARENA_FULL, "arena.full", "ArenaFullError", "the shared arena is full"},
+    {AN_ERR_ARENA_MISMATCH, "arena.mismatch", "ArenaError",
+     "the arena record is absent or has another size or fold operation"},
 };
 
 const an_error_entry *

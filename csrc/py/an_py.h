@@ -53,6 +53,9 @@ typedef struct {
     PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
     PyObject *queue_empty;          /* queue.Empty (ThreadSafeQueue, sync) */
     PyObject *queue_full;           /* queue.Full */
+    /* ops (metrics branch): the shared arena and the metric types */
+    PyObject *arena_type;           /* ops/arena.c: _core.Arena */
+    PyObject *metric_types[4];      /* ops/metrics.c: counter, gauge, histogram, summary */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -165,5 +168,16 @@ PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const 
 int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
+
+/* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
+int an_arena_exec(PyObject *m, an_state *st);
+int an_metrics_exec(PyObject *m, an_state *st);
+/* ops/metrics.c: the decoder's counters (read at scrape time by
+ * metrics.instrument_library): one decode of fmt that ended with status (or,
+ * when code is not NULL, with that error code), its encoded bytes, output
+ * pixels and wall time.  A few relaxed atomics; never fails. */
+void an_decode_stats_record(int fmt, an_status status, const char *code, uint64_t nbytes,
+                            uint64_t pixels, double seconds);
+double an_decode_clock(void);
 
 #endif /* AN_PY_H */
