@@ -160,5 +160,7 @@ PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const 
 int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
+/* ops/resilience.c: Breaker, BreakerCall, RetryBudget, RetryCall. */
+int an_resilience_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */
