@@ -68,6 +68,25 @@ from .sync import AtomicCounter, ThreadSafeDict, ThreadSafeQueue
 from .tiered import AsyncTieredCache, TieredCache
 from .transform import resize, thumbnail
 
+# resilience: retries with budgets, breakers, bulkheads, error context
+from . import resilience
+from .errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError, ResilienceWarning
+from .resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitState,
+    RedisBreakerStore,
+    RetryBudget,
+    backoff,
+    breakers,
+    error_context,
+    error_stats,
+    retry,
+    retry_on_failure,
+    retry_stats,
+    retrying,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -145,4 +164,23 @@ __all__ = [
     "stream_file",
     "thread_safe_operation",
     "thumbnail",
+    # resilience
+    "Bulkhead",
+    "BulkheadFullError",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
+    "OperationTimeoutError",
+    "RedisBreakerStore",
+    "ResilienceWarning",
+    "RetryBudget",
+    "backoff",
+    "breakers",
+    "error_context",
+    "error_stats",
+    "resilience",
+    "retry",
+    "retry_on_failure",
+    "retry_stats",
+    "retrying",
 ]

@@ -60,6 +60,11 @@ __all__ = [
     "SerializationError",
     "UnsupportedFormatError",
     "ValidationError",
+    # resilience
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "OperationTimeoutError",
+    "ResilienceWarning",
 ]
 
 
@@ -337,3 +342,52 @@ class QueueClosed(AmuletError):
     the closed queue is drained.  Waiting producers and consumers get it too."""
 
     default_code = "queue.closed"
+
+
+# ---- resilience (amulet_native.resilience) --------------------------------------------
+
+
+class CircuitOpenError(AmuletError):
+    """A circuit breaker refused the call without making it: the dependency is
+    failing (OPEN), being probed (HALF_OPEN, no trial permit left) or was
+    forced open.  ``retry_after`` says when a trial call will be let through
+    (seconds; ``None`` when forced open)."""
+
+    default_code = "circuit.open"
+    _context_fields: tuple[str, ...] = ("name", "retry_after", "state")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.context.get("retry_after")
+
+
+class BulkheadFullError(AmuletError):
+    """A bulkhead had no free slot within ``max_wait``."""
+
+    default_code = "bulkhead.full"
+    _context_fields: tuple[str, ...] = ("name", "max_concurrent", "max_wait")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+
+class OperationTimeoutError(AmuletError, TimeoutError):
+    """An operation run under ``resilience.timeout(seconds)`` took longer and was
+    cancelled."""
+
+    default_code = "timeout"
+    _context_fields: tuple[str, ...] = ("seconds", "operation")
+
+    @property
+    def seconds(self) -> float | None:
+        return self.context.get("seconds")
+
+
+class ResilienceWarning(AmuletWarning):
+    """A breaker listener or a retry hook raised; the breaker and the retry
+    loop are unaffected."""
