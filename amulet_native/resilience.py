@@ -1152,7 +1152,7 @@ local epoch = tonumber(h[2]) or 0
 local opened = h[3] or '0'
 local to = tonumber(ARGV[1])
 local from = tonumber(ARGV[3])
-if state ~= to and (from < 0 or from == state) then
+if (state ~= to or not h[1]) and (from < 0 or from == state) then
   epoch = epoch + 1
   if to == 1 or to == 3 then opened = ARGV[2] end
   redis.call('HSET', KEYS[1], 'state', to, 'epoch', epoch, 'opened_at', opened)
@@ -1187,6 +1187,7 @@ class RedisBreakerStore:
         self._client = client
         self._script = client.register_script(_TRANSITION_LUA)
         self._epochs: dict[str, int] = {}
+        self._unpublished: set[str] = set()  # names whose last transition did not reach Redis
         self.errors = 0
 
     def _key(self, b: CircuitBreaker) -> str:
@@ -1211,6 +1212,11 @@ class RedisBreakerStore:
             b._on_transition(code, publish=False)
 
     def _pull(self, b: CircuitBreaker) -> None:
+        if b.name in self._unpublished:
+            # Redis missed our last transition: ours is the newer state
+            st = CircuitState(b._native.state)
+            self._push(b, st, st)
+            return
         try:
             st, ep, op = self._client.hmget(self._key(b), "state", "epoch", "opened_at")
         except Exception as exc:  # noqa: BLE001 - any client error: stay local
@@ -1226,8 +1232,10 @@ class RedisBreakerStore:
         try:
             st, ep, op = self._script(keys=[self._key(b)], args=[int(new), repr(time.time()), -1, self.ttl])
         except Exception as exc:  # noqa: BLE001 - any client error: stay local
+            self._unpublished.add(b.name)
             self._failed(b, exc)
             return
+        self._unpublished.discard(b.name)
         self._epochs[b.name] = int(ep)
         if int(st) == int(new) and new in (CircuitState.OPEN, CircuitState.FORCED_OPEN):
             mono = b._now() - (time.time() - float(op))
