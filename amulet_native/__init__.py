@@ -1,5 +1,7 @@
 """amulet_native: native building blocks for Python image web services."""
 
+# resilience: retries with budgets, breakers, bulkheads, error context
+from . import resilience
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
@@ -8,7 +10,9 @@ from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    BulkheadFullError,
     CacheCallbackWarning,
+    CircuitOpenError,
     DeadlockError,
     DecodeError,
     ImageTooLargeError,
@@ -17,12 +21,14 @@ from .errors import (
     MemoryLimitError,
     ModelError,
     NetworkError,
+    OperationTimeoutError,
     PayloadTooLargeError,
     PoolClosedError,
     PoolTimeoutError,
     ProcessingError,
     QueueClosed,
     ReentrantCallError,
+    ResilienceWarning,
     SecurityError,
     SerializationError,
     UnsupportedFormatError,
@@ -55,22 +61,6 @@ from .memory import (
     set_process_memory_limit,
 )
 from .pool import AsyncObjectPool, ObjectPool, PoolState
-from .stream import (
-    ChunkStream,
-    LimitedRead,
-    MappedFile,
-    aread_limited,
-    open_mapped,
-    read_limited,
-    stream_file,
-)
-from .sync import AtomicCounter, ThreadSafeDict, ThreadSafeQueue
-from .tiered import AsyncTieredCache, TieredCache
-from .transform import resize, thumbnail
-
-# resilience: retries with budgets, breakers, bulkheads, error context
-from . import resilience
-from .errors import BulkheadFullError, CircuitOpenError, OperationTimeoutError, ResilienceWarning
 from .resilience import (
     Bulkhead,
     CircuitBreaker,
@@ -86,6 +76,18 @@ from .resilience import (
     retry_stats,
     retrying,
 )
+from .stream import (
+    ChunkStream,
+    LimitedRead,
+    MappedFile,
+    aread_limited,
+    open_mapped,
+    read_limited,
+    stream_file,
+)
+from .sync import AtomicCounter, ThreadSafeDict, ThreadSafeQueue
+from .tiered import AsyncTieredCache, TieredCache
+from .transform import resize, thumbnail
 
 __version__ = "0.1.0"
 
@@ -97,9 +99,15 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
+    # resilience
+    "Bulkhead",
+    "BulkheadFullError",
     "Cache",
     "CacheCallbackWarning",
     "ChunkStream",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "DeadlockError",
     "DecodeError",
     "GarbageCollectionManager",
@@ -121,6 +129,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ObjectPool",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolState",
@@ -128,7 +137,10 @@ __all__ = [
     "PressureLevel",
     "ProcessingError",
     "QueueClosed",
+    "RedisBreakerStore",
     "ReentrantCallError",
+    "ResilienceWarning",
+    "RetryBudget",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",
@@ -140,6 +152,8 @@ __all__ = [
     "available_cpus",
     "b64decode",
     "b64encode",
+    "backoff",
+    "breakers",
     "cached",
     "decode",
     "decode_base64",
@@ -150,6 +164,8 @@ __all__ = [
     "encode_base64",
     "encode_jpeg",
     "encode_png",
+    "error_context",
+    "error_stats",
     "get_default_limits",
     "get_process_memory_limit",
     "memory_efficient_operation",
@@ -158,29 +174,15 @@ __all__ = [
     "open_mapped",
     "probe",
     "read_limited",
+    "resilience",
     "resize",
+    "retry",
+    "retry_on_failure",
+    "retry_stats",
+    "retrying",
     "set_default_limits",
     "set_process_memory_limit",
     "stream_file",
     "thread_safe_operation",
     "thumbnail",
-    # resilience
-    "Bulkhead",
-    "BulkheadFullError",
-    "CircuitBreaker",
-    "CircuitOpenError",
-    "CircuitState",
-    "OperationTimeoutError",
-    "RedisBreakerStore",
-    "ResilienceWarning",
-    "RetryBudget",
-    "backoff",
-    "breakers",
-    "error_context",
-    "error_stats",
-    "resilience",
-    "retry",
-    "retry_on_failure",
-    "retry_stats",
-    "retrying",
 ]

@@ -41,7 +41,10 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    # resilience
+    "BulkheadFullError",
     "CacheCallbackWarning",
+    "CircuitOpenError",
     "DeadlockError",
     "DecodeError",
     "ImageTooLargeError",
@@ -50,21 +53,18 @@ __all__ = [
     "MemoryLimitError",
     "ModelError",
     "NetworkError",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolTimeoutError",
     "ProcessingError",
     "QueueClosed",
     "ReentrantCallError",
+    "ResilienceWarning",
     "SecurityError",
     "SerializationError",
     "UnsupportedFormatError",
     "ValidationError",
-    # resilience
-    "BulkheadFullError",
-    "CircuitOpenError",
-    "OperationTimeoutError",
-    "ResilienceWarning",
 ]
 
 
@@ -364,6 +364,10 @@ class CircuitOpenError(AmuletError):
     def retry_after(self) -> float | None:
         return self.context.get("retry_after")
 
+    @property
+    def state(self) -> str | None:
+        return self.context.get("state")
+
 
 class BulkheadFullError(AmuletError):
     """A bulkhead had no free slot within ``max_wait``."""
@@ -374,6 +378,14 @@ class BulkheadFullError(AmuletError):
     @property
     def name(self) -> str | None:
         return self.context.get("name")
+
+    @property
+    def max_concurrent(self) -> int | None:
+        return self.context.get("max_concurrent")
+
+    @property
+    def max_wait(self) -> float | None:
+        return self.context.get("max_wait")
 
 
 class OperationTimeoutError(AmuletError, TimeoutError):
@@ -386,6 +398,10 @@ class OperationTimeoutError(AmuletError, TimeoutError):
     @property
     def seconds(self) -> float | None:
         return self.context.get("seconds")
+
+    @property
+    def operation(self) -> str | None:
+        return self.context.get("operation")
 
 
 class ResilienceWarning(AmuletWarning):

@@ -50,10 +50,10 @@ import time
 import warnings
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Generic, ParamSpec, Self, TypeVar, cast, overload
 
 from . import _core
 from .errors import (
@@ -103,16 +103,26 @@ def _bad(code: str, field_name: str, message: str) -> ValidationError:
     return ValidationError(message, code=code, field=field_name)
 
 
-def _seconds(name: str, value: float | None, *, allow_none: bool = True, zero: bool = True) -> float | None:
+def _seconds(
+    name: str, value: float | None, *, allow_none: bool = True, zero: bool = True
+) -> float | None:
     if value is None:
         if allow_none:
             return None
         raise _bad("resilience.invalid_duration", name, f"{name} must be a number of seconds")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _bad("resilience.invalid_duration", name, f"{name} must be a number, not {type(value).__name__}")
+        raise _bad(
+            "resilience.invalid_duration",
+            name,
+            f"{name} must be a number, not {type(value).__name__}",
+        )
     v = float(value)
     if math.isnan(v) or v < 0 or (not zero and v == 0) or math.isinf(v):
-        raise _bad("resilience.invalid_duration", name, f"{name} must be finite and {'>=' if zero else '>'} 0, got {value!r}")
+        raise _bad(
+            "resilience.invalid_duration",
+            name,
+            f"{name} must be finite and {'>=' if zero else '>'} 0, got {value!r}",
+        )
     return v
 
 
@@ -120,25 +130,42 @@ def _rate(name: str, value: float, *, zero: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise _bad("resilience.invalid_rate", name, f"{name} must be a number in [0, 1]")
     if not ((0 <= value <= 1) if zero else (0 < value <= 1)):
-        raise _bad("resilience.invalid_rate", name, f"{name} must be in {'[0' if zero else '(0'}, 1], got {value!r}")
+        raise _bad(
+            "resilience.invalid_rate",
+            name,
+            f"{name} must be in {'[0' if zero else '(0'}, 1], got {value!r}",
+        )
     return float(value)
 
 
 def _count(name: str, value: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (maximum is not None and value > maximum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bound = f" and <= {maximum}" if maximum is not None else ""
-        raise _bad("resilience.invalid_count", name, f"{name} must be an int >= {minimum}{bound}, got {value!r}")
+        raise _bad(
+            "resilience.invalid_count",
+            name,
+            f"{name} must be an int >= {minimum}{bound}, got {value!r}",
+        )
     return value
 
 
 def _exc_predicate(name: str, on: ExcSpec) -> Callable[[BaseException], bool]:
     if isinstance(on, type) and issubclass(on, BaseException):
         return lambda e: isinstance(e, on)
-    if isinstance(on, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in on):
+    if isinstance(on, tuple) and all(
+        isinstance(t, type) and issubclass(t, BaseException) for t in on
+    ):
         return lambda e: isinstance(e, on)
     if callable(on):
         return cast(Callable[[BaseException], bool], on)
-    raise _bad("resilience.invalid_on", name, f"{name} must be exception types or a predicate, got {on!r}")
+    raise _bad(
+        "resilience.invalid_on", name, f"{name} must be exception types or a predicate, got {on!r}"
+    )
 
 
 def _is_cancellation(exc: BaseException) -> bool:
@@ -152,7 +179,7 @@ def _add_note(exc: BaseException, note: str) -> None:
     else:  # Python 3.10
         notes = list(getattr(exc, "__notes__", []))
         notes.append(note)
-        exc.__notes__ = notes  # type: ignore[attr-defined]
+        setattr(exc, "__notes__", notes)  # noqa: B010 - no add_note before 3.11
 
 
 def _warn_hook(what: str, exc: BaseException) -> None:
@@ -173,7 +200,7 @@ _test_mode: _TestMode | None = None
 _test_lock = threading.Lock()
 
 
-class testing:  # noqa: N801 - used like a function, as stamina's set_testing
+class testing:
     """Switch retries into test mode, at once, for the whole process.
 
     ``testing(enabled=False)`` turns retrying off (one attempt);
@@ -185,7 +212,9 @@ class testing:  # noqa: N801 - used like a function, as stamina's set_testing
             ...   # retries happen, without sleeping
     """
 
-    def __init__(self, enabled: bool = True, *, attempts: int | None = None, no_wait: bool = True) -> None:
+    def __init__(
+        self, enabled: bool = True, *, attempts: int | None = None, no_wait: bool = True
+    ) -> None:
         global _test_mode
         if attempts is not None:
             _count("attempts", attempts)
@@ -193,7 +222,7 @@ class testing:  # noqa: N801 - used like a function, as stamina's set_testing
             self._previous = _test_mode
             _test_mode = _TestMode(bool(enabled), attempts, bool(no_wait))
 
-    def __enter__(self) -> testing:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -219,18 +248,18 @@ class testing:  # noqa: N801 - used like a function, as stamina's set_testing
 _JITTERS = ("full", "equal", "decorrelated", None)
 
 
-class backoff:  # noqa: N801 - a strategy value, spelled as in the issue's API
+class backoff:
     """Exponential backoff: the n-th wait is ``min(max, initial * multiplier**(n-1))``
     with jitter ``"full"`` (uniform in [0, w], the default: AWS's advice against
     synchronised retries), ``"equal"`` (w/2 + uniform [0, w/2]),
     ``"decorrelated"`` (uniform [initial, 3 x previous wait], capped) or None."""
 
-    __slots__ = ("initial", "jitter", "max", "multiplier", "_rng")
+    __slots__ = ("_rng", "initial", "jitter", "max", "multiplier")
 
     def __init__(
         self,
         initial: float = 0.1,
-        max: float = 10.0,  # noqa: A002 - the documented keyword
+        max: float = 10.0,
         multiplier: float = 2.0,
         jitter: str | None = "full",
         *,
@@ -238,10 +267,23 @@ class backoff:  # noqa: N801 - a strategy value, spelled as in the issue's API
     ) -> None:
         self.initial = cast(float, _seconds("initial", initial, allow_none=False))
         self.max = cast(float, _seconds("max", max, allow_none=False))
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not math.isfinite(multiplier) or multiplier < 1:
-            raise _bad("resilience.invalid_wait", "multiplier", f"multiplier must be a finite number >= 1, got {multiplier!r}")
+        if (
+            isinstance(multiplier, bool)
+            or not isinstance(multiplier, (int, float))
+            or not math.isfinite(multiplier)
+            or multiplier < 1
+        ):
+            raise _bad(
+                "resilience.invalid_wait",
+                "multiplier",
+                f"multiplier must be a finite number >= 1, got {multiplier!r}",
+            )
         if jitter not in _JITTERS:
-            raise _bad("resilience.invalid_wait", "jitter", f"jitter must be one of {_JITTERS}, got {jitter!r}")
+            raise _bad(
+                "resilience.invalid_wait",
+                "jitter",
+                f"jitter must be one of {_JITTERS}, got {jitter!r}",
+            )
         if self.max < self.initial:
             raise _bad("resilience.invalid_wait", "max", "max must be >= initial")
         self.multiplier = float(multiplier)
@@ -278,7 +320,11 @@ def _wait_fn(wait: WaitSpec) -> Callable[[RetryState], float]:
         return lambda s: fixed
     if callable(wait):
         return wait
-    raise _bad("resilience.invalid_wait", "wait", f"wait must be seconds, backoff(...) or a callable, got {wait!r}")
+    raise _bad(
+        "resilience.invalid_wait",
+        "wait",
+        f"wait must be seconds, backoff(...) or a callable, got {wait!r}",
+    )
 
 
 def _retry_after(exc: BaseException) -> float | None:
@@ -309,9 +355,10 @@ class RetryBudget:
     (``_core.RetryBudget``); a call deposits with one atomic add."""
 
     _native: Any
+    _clock: Clock | None
     name: str | None
 
-    def __new__(
+    def __new__(  # noqa: PYI034 - a named budget returns the shared object
         cls,
         ratio: float = 0.2,
         min_per_second: float = 10.0,
@@ -331,9 +378,17 @@ class RetryBudget:
         return cls._make(ratio, min_per_second, ttl, name, clock)
 
     @classmethod
-    def _make(cls, ratio: float, min_per_second: float, ttl: float, name: str | None, clock: Clock | None) -> RetryBudget:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 <= ratio <= 1000):
-            raise _bad("resilience.invalid_rate", "ratio", f"ratio must be in [0, 1000], got {ratio!r}")
+    def _make(
+        cls, ratio: float, min_per_second: float, ttl: float, name: str | None, clock: Clock | None
+    ) -> RetryBudget:
+        if (
+            isinstance(ratio, bool)
+            or not isinstance(ratio, (int, float))
+            or not (0 <= ratio <= 1000)
+        ):
+            raise _bad(
+                "resilience.invalid_rate", "ratio", f"ratio must be in [0, 1000], got {ratio!r}"
+            )
         mps = cast(float, _seconds("min_per_second", min_per_second, allow_none=False))
         ttl_s = cast(float, _seconds("ttl", ttl, allow_none=False, zero=False))
         if ttl_s > 3600:
@@ -473,7 +528,9 @@ class _Policy:
         self.timeout = _seconds("timeout", timeout, zero=False)
         self.wait = _wait_fn(wait)
         if retry_if_result is not None and not callable(retry_if_result):
-            raise _bad("resilience.invalid_hook", "retry_if_result", "retry_if_result must be callable")
+            raise _bad(
+                "resilience.invalid_hook", "retry_if_result", "retry_if_result must be callable"
+            )
         if before_sleep is not None and not callable(before_sleep):
             raise _bad("resilience.invalid_hook", "before_sleep", "before_sleep must be callable")
         self.retry_if_result = retry_if_result
@@ -481,7 +538,11 @@ class _Policy:
         if isinstance(budget, str):
             budget = RetryBudget(name=budget)
         if budget is not None and not isinstance(budget, RetryBudget):
-            raise _bad("resilience.invalid_budget", "budget", "budget must be a RetryBudget, a budget name or None")
+            raise _bad(
+                "resilience.invalid_budget",
+                "budget",
+                "budget must be a RetryBudget, a budget name or None",
+            )
         self.budget = budget
         self.name = name or "retry"
         self.clock: Clock = clock or time.monotonic
@@ -505,10 +566,15 @@ class _Policy:
         self._finish(st, outcome)
         if outcome != "not_retryable":
             _bump(self.name, "give_ups")
-            _add_note(exc, f"{self.name}: gave up after {st.attempt} attempt{'s' if st.attempt != 1 else ''} over {st.statistics.elapsed:.3f}s ({why})")
+            _add_note(
+                exc,
+                f"{self.name}: gave up after {st.attempt} attempt{'s' if st.attempt != 1 else ''} over {st.statistics.elapsed:.3f}s ({why})",
+            )
         return exc
 
-    def next_wait(self, st: RetryState, exc: BaseException | None) -> tuple[float | None, BaseException | None]:
+    def next_wait(
+        self, st: RetryState, exc: BaseException | None
+    ) -> tuple[float | None, BaseException | None]:
         """After a failed attempt (exc, or a rejected result): (seconds to wait,
         None) to retry, or (None, the exception to raise) / (None, None) to stop."""
         if exc is not None and (_is_cancellation(exc) or not self.retryable(exc)):
@@ -527,7 +593,12 @@ class _Policy:
                 self._finish(st, "gave_up")
                 _bump(self.name, "give_ups")
                 return None, None
-            return None, self.give_up(st, exc, "disabled" if limit == 1 and mode is not None and not mode.enabled else "gave_up", f"attempts={limit}")
+            return None, self.give_up(
+                st,
+                exc,
+                "disabled" if limit == 1 and mode is not None and not mode.enabled else "gave_up",
+                f"attempts={limit}",
+            )
         wait = self.wait(st)
         if not (isinstance(wait, (int, float)) and math.isfinite(wait) and wait >= 0):
             raise _bad("resilience.invalid_wait", "wait", f"the wait callable returned {wait!r}")
@@ -562,7 +633,13 @@ class _Policy:
 
     # -- sync ------------------------------------------------------------------
 
-    def run_sync(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: Mapping[str, Any] | None, first: BaseException | None = None) -> R:
+    def run_sync(
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None,
+        first: BaseException | None = None,
+    ) -> R:
         st = self.start()
         kw = kwargs or {}
         if first is not None:
@@ -600,7 +677,9 @@ class _Policy:
             self._finish(st, "success")
             return result
 
-    async def run_async(self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> R:
+    async def run_async(
+        self, fn: Callable[..., Awaitable[R]], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> R:
         st = self.start()
         _bump(self.name, "python_calls")
         if self.budget is not None:
@@ -661,7 +740,15 @@ def retry(
         @retry(on=(ConnectionError, TimeoutError), attempts=5, timeout=30)
         def fetch(url: str) -> bytes: ...
     """
-    policy_args = (on, attempts, timeout, backoff() if wait is None else wait, retry_if_result, before_sleep, budget)
+    policy_args = (
+        on,
+        attempts,
+        timeout,
+        backoff() if wait is None else wait,
+        retry_if_result,
+        before_sleep,
+        budget,
+    )
     # validate now (bad arguments fail at decoration time)
     _Policy(*policy_args, name, clock, sleep, asleep)
 
@@ -688,7 +775,7 @@ def retry(
         engine = functools.partial(_engine_after_first_failure, policy, fn)
         wrapper = _core.RetryCall(fn, engine, native_budget)
         functools.update_wrapper(wrapper, fn)
-        wrapper.retry_policy = policy
+        setattr(wrapper, "retry_policy", policy)  # noqa: B010 - the wrapper's __dict__
         with _stats_lock:
             stats.wrappers.append(wrapper)
         return cast(Callable[P, R], wrapper)
@@ -696,7 +783,13 @@ def retry(
     return decorate
 
 
-def _engine_after_first_failure(policy: _Policy, fn: Callable[..., Any], first: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> Any:
+def _engine_after_first_failure(
+    policy: _Policy,
+    fn: Callable[..., Any],
+    first: BaseException,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+) -> Any:
     return policy.run_sync(fn, args, kwargs, first)
 
 
@@ -709,12 +802,18 @@ def _python_wrapper(fn: Callable[P, R], policy: _Policy) -> Callable[P, R]:
     return cast(Callable[P, R], wrapper)
 
 
-def retry_on_failure(max_retries: int = 3, delay: float = 1.0, *, on: ExcSpec = Exception) -> Callable[[Callable[P, R]], Callable[P, R]]:
+def retry_on_failure(
+    max_retries: int = 3, delay: float = 1.0, *, on: ExcSpec = Exception
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """The original system's decorator: up to ``max_retries`` retries (so
     ``max_retries + 1`` attempts) with exponential backoff from ``delay``."""
     _count("max_retries", max_retries, minimum=0)
     d = cast(float, _seconds("delay", delay, allow_none=False))
-    return retry(on=on, attempts=max_retries + 1, wait=backoff(initial=d, max=max(d, d * 2**max_retries), jitter=None) if d > 0 else 0.0)
+    return retry(
+        on=on,
+        attempts=max_retries + 1,
+        wait=backoff(initial=d, max=max(d, d * 2**max_retries), jitter=None) if d > 0 else 0.0,
+    )
 
 
 # ---- retrying: an iterator of attempts ------------------------------------------------------
@@ -727,20 +826,24 @@ class Attempt:
         self._owner = owner
         self.number = number
 
-    def __enter__(self) -> Attempt:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         return self._owner._exit(exc)
 
-    async def __aenter__(self) -> Attempt:
+    async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> bool:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
         return self._owner._exit(exc)
 
 
-class retrying:  # noqa: N801 - used like tenacity's Retrying / stamina's retry_context
+class retrying:
     """Retry a block::
 
         for attempt in retrying(on=ConnectionError, attempts=3):
@@ -764,7 +867,19 @@ class retrying:  # noqa: N801 - used like tenacity's Retrying / stamina's retry_
         sleep: Callable[[float], object] | None = None,
         asleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
-        self._policy = _Policy(on, attempts, timeout, backoff() if wait is None else wait, None, before_sleep, budget, name, clock, sleep, asleep)
+        self._policy = _Policy(
+            on,
+            attempts,
+            timeout,
+            backoff() if wait is None else wait,
+            None,
+            before_sleep,
+            budget,
+            name,
+            clock,
+            sleep,
+            asleep,
+        )
         self._state = self._policy.start()
         self._pending: tuple[float | None, BaseException | None] | None = None
         self._done = False
@@ -788,7 +903,7 @@ class retrying:  # noqa: N801 - used like tenacity's Retrying / stamina's retry_
             self._done = True
             return False
         st.last_exception = exc
-        wait, err = self._policy.next_wait(st, exc)
+        wait, _err = self._policy.next_wait(st, exc)
         if wait is None:
             self._done = True
             return False  # propagate (the note is already on it)
@@ -923,9 +1038,20 @@ class CircuitBreaker:
         if not isinstance(name, str) or not name:
             raise _bad("resilience.invalid_name", "name", "name must be a non-empty str")
         if window_type not in ("count", "time"):
-            raise _bad("resilience.invalid_window", "window_type", f"window_type must be 'count' or 'time', got {window_type!r}")
+            raise _bad(
+                "resilience.invalid_window",
+                "window_type",
+                f"window_type must be 'count' or 'time', got {window_type!r}",
+            )
         win = _count("window", window, maximum=100000)
-        mc = _count("minimum_calls", minimum_calls if minimum_calls is not None else min(win, 10) if window_type == "count" else 10)
+        mc = _count(
+            "minimum_calls",
+            minimum_calls
+            if minimum_calls is not None
+            else min(win, 10)
+            if window_type == "count"
+            else 10,
+        )
         slow = _seconds("slow_call_duration", slow_call_duration, zero=False)
         self.config = BreakerConfig(
             _rate("failure_rate", failure_rate),
@@ -953,7 +1079,9 @@ class CircuitBreaker:
             int(c.wait_in_open * 1e9),
             c.half_open_calls,
         )
-        self._tickets: contextvars.ContextVar[tuple[tuple[int, int], ...]] = contextvars.ContextVar(f"breaker:{name}", default=())
+        self._tickets: contextvars.ContextVar[tuple[tuple[int, int], ...]] = contextvars.ContextVar(
+            f"breaker:{name}", default=()
+        )
         self.store = store
         self._store_errors = 0
         self._next_sync = 0.0
@@ -982,7 +1110,10 @@ class CircuitBreaker:
     @property
     def state(self) -> CircuitState:
         self._sync()
-        if self._native.state == CircuitState.OPEN and self._native.retry_after_ns(self._now_ns()) == 0:
+        if (
+            self._native.state == CircuitState.OPEN
+            and self._native.retry_after_ns(self._now_ns()) == 0
+        ):
             # due for a trial: report it as resilience4j does once a call arrives
             return CircuitState.OPEN
         return CircuitState(self._native.state)
@@ -1022,7 +1153,13 @@ class CircuitBreaker:
         old, new = CircuitState(code >> 4), CircuitState(code & 0xF)
         if publish and self.store is not None:
             self.store._push(self, old, new)
-        log.info("circuit %s: %s -> %s", self.name, old.name, new.name, extra={"breaker": self.name, "old_state": old.name, "new_state": new.name})
+        log.info(
+            "circuit %s: %s -> %s",
+            self.name,
+            old.name,
+            new.name,
+            extra={"breaker": self.name, "old_state": old.name, "new_state": new.name},
+        )
         for fn in list(self._listeners):
             try:
                 fn(self, old, new)
@@ -1045,7 +1182,12 @@ class CircuitBreaker:
     def _reject(self) -> CircuitOpenError:
         ra = self.retry_after
         st = CircuitState(self._native.state)
-        return CircuitOpenError(f"circuit {self.name!r} is {st.name.lower()}", name=self.name, retry_after=ra, state=st.name)
+        return CircuitOpenError(
+            f"circuit {self.name!r} is {st.name.lower()}",
+            name=self.name,
+            retry_after=ra,
+            state=st.name,
+        )
 
     def _native_reject(self) -> None:
         raise self._reject()
@@ -1113,25 +1255,31 @@ class CircuitBreaker:
                 return self.call(fn, *args, **kwargs)
 
             return cast(Callable[P, R], wrapper)
-        w = _core.BreakerCall(self._native, fn, self._on_transition, self._native_reject, self._native_error)
+        w = _core.BreakerCall(
+            self._native, fn, self._on_transition, self._native_reject, self._native_error
+        )
         functools.update_wrapper(w, fn)
-        w.breaker = self
+        setattr(w, "breaker", self)  # noqa: B010 - the wrapper's __dict__
         return cast(Callable[P, R], w)
 
-    def __enter__(self) -> CircuitBreaker:
+    def __enter__(self) -> Self:
         t = self._acquire()
         self._tickets.set((*self._tickets.get(), t))
         return self
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         stack = self._tickets.get()
         self._tickets.set(stack[:-1])
         self._finish(stack[-1][0], stack[-1][1], exc)
 
-    async def __aenter__(self) -> CircuitBreaker:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.__exit__(et, exc, tb)
 
     def __repr__(self) -> str:
@@ -1174,7 +1322,16 @@ class RedisBreakerStore:
     (``metrics().store_errors``); it catches up by itself when Redis returns.
     Each process runs its own half-open trial calls."""
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "amulet:breaker:", sync_interval: float = 0.2, socket_timeout: float = 0.25, ttl: int = 86400, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "amulet:breaker:",
+        sync_interval: float = 0.2,
+        socket_timeout: float = 0.25,
+        ttl: int = 86400,
+        client: Any = None,
+    ) -> None:
         self.prefix = prefix
         self.sync_interval = cast(float, _seconds("sync_interval", sync_interval, allow_none=False))
         self.ttl = ttl
@@ -1182,8 +1339,12 @@ class RedisBreakerStore:
             try:
                 import redis
             except ImportError as e:  # pragma: no cover - depends on the extra
-                raise ImportError("RedisBreakerStore needs the redis client: pip install 'amulet_native[redis]'") from e
-            client = redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+                raise ImportError(
+                    "RedisBreakerStore needs the redis client: pip install 'amulet_native[redis]'"
+                ) from e
+            client = redis.Redis.from_url(
+                url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
+            )
         self._client = client
         self._script = client.register_script(_TRANSITION_LUA)
         self._epochs: dict[str, int] = {}
@@ -1199,7 +1360,9 @@ class RedisBreakerStore:
     def _failed(self, b: CircuitBreaker, exc: BaseException) -> None:
         self.errors += 1
         b._store_errors += 1
-        log.warning("breaker %s: Redis unreachable (%s); using local state", b.name, type(exc).__name__)
+        log.warning(
+            "breaker %s: Redis unreachable (%s); using local state", b.name, type(exc).__name__
+        )
 
     def _apply(self, b: CircuitBreaker, state: int, epoch: int, opened_at: float) -> None:
         self._epochs[b.name] = epoch
@@ -1230,7 +1393,9 @@ class RedisBreakerStore:
 
     def _push(self, b: CircuitBreaker, old: CircuitState, new: CircuitState) -> None:
         try:
-            st, ep, op = self._script(keys=[self._key(b)], args=[int(new), repr(time.time()), -1, self.ttl])
+            st, ep, op = self._script(
+                keys=[self._key(b)], args=[int(new), repr(time.time()), -1, self.ttl]
+            )
         except Exception as exc:  # noqa: BLE001 - any client error: stay local
             self._unpublished.add(b.name)
             self._failed(b, exc)
@@ -1253,7 +1418,9 @@ class Bulkhead:
     counter; async callers wait on a future, never blocking the loop (one
     event loop per bulkhead for async use).  Decorator or context manager."""
 
-    def __init__(self, max_concurrent: int, *, max_wait: float | None = 0.0, name: str = "bulkhead") -> None:
+    def __init__(
+        self, max_concurrent: int, *, max_wait: float | None = 0.0, name: str = "bulkhead"
+    ) -> None:
         self.max_concurrent = _count("max_concurrent", max_concurrent)
         self.max_wait = _seconds("max_wait", max_wait)
         self.name = name
@@ -1263,7 +1430,12 @@ class Bulkhead:
 
     def _full(self) -> BulkheadFullError:
         self.rejected += 1
-        return BulkheadFullError(f"bulkhead {self.name!r} is full ({self.max_concurrent} calls in flight)", name=self.name, max_concurrent=self.max_concurrent, max_wait=self.max_wait)
+        return BulkheadFullError(
+            f"bulkhead {self.name!r} is full ({self.max_concurrent} calls in flight)",
+            name=self.name,
+            max_concurrent=self.max_concurrent,
+            max_wait=self.max_wait,
+        )
 
     @property
     def in_flight(self) -> int:
@@ -1326,14 +1498,14 @@ class Bulkhead:
                 f.set_result(None)
                 return
 
-    def __enter__(self) -> Bulkhead:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    async def __aenter__(self) -> Bulkhead:
+    async def __aenter__(self) -> Self:
         await self.aacquire()
         return self
 
@@ -1368,7 +1540,7 @@ class Bulkhead:
 # ---- timeout -------------------------------------------------------------------------------------
 
 
-class timeout:  # noqa: N801 - used like asyncio.timeout
+class timeout:
     """Cancel an async operation after ``seconds``; raises OperationTimeoutError
     (a TimeoutError with code ``timeout``).  ``async with timeout(2): ...`` or
     ``@timeout(2)`` on an ``async def``."""
@@ -1380,7 +1552,7 @@ class timeout:  # noqa: N801 - used like asyncio.timeout
         self._task: asyncio.Task[Any] | None = None
         self._fired = False
 
-    async def __aenter__(self) -> timeout:
+    async def __aenter__(self) -> Self:
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("timeout() must be used inside a task")
@@ -1394,18 +1566,28 @@ class timeout:  # noqa: N801 - used like asyncio.timeout
         assert self._task is not None
         self._task.cancel()
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._handle is not None:
             self._handle.cancel()
         if self._fired and isinstance(exc, asyncio.CancelledError):
             task = self._task
             if task is not None and hasattr(task, "uncancel"):
                 task.uncancel()
-            raise OperationTimeoutError(f"{self.operation or 'operation'} took longer than {self.seconds}s", seconds=self.seconds, operation=self.operation) from exc
+            raise OperationTimeoutError(
+                f"{self.operation or 'operation'} took longer than {self.seconds}s",
+                seconds=self.seconds,
+                operation=self.operation,
+            ) from exc
 
-    def __call__(self, fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
         if not inspect.iscoroutinefunction(fn):
-            raise _bad("resilience.invalid_target", "fn", "timeout() decorates async functions only")
+            raise _bad(
+                "resilience.invalid_target", "fn", "timeout() decorates async functions only"
+            )
         seconds, op = self.seconds, self.operation or getattr(fn, "__qualname__", None)
 
         @functools.wraps(fn)
@@ -1418,7 +1600,9 @@ class timeout:  # noqa: N801 - used like asyncio.timeout
 
 # ---- error context and statistics --------------------------------------------------------------------
 
-_ctx_stack: contextvars.ContextVar[tuple[tuple[str, Mapping[str, Any]], ...]] = contextvars.ContextVar("amulet_error_context", default=())
+_ctx_stack: contextvars.ContextVar[tuple[tuple[str, Mapping[str, Any]], ...]] = (
+    contextvars.ContextVar("amulet_error_context", default=())
+)
 
 
 @dataclass
@@ -1448,20 +1632,29 @@ def _count_error(operation: str, exc: BaseException) -> None:
         e.times.append(time.monotonic())
 
 
-def error_stats(*, window: float = 60.0, reset: bool = False) -> dict[tuple[str, str], dict[str, float]]:
+def error_stats(
+    *, window: float = 60.0, reset: bool = False
+) -> dict[tuple[str, str], dict[str, float]]:
     """Errors seen by ``error_context`` per (operation, code or type name):
     ``count``, ``last_seen`` (wall time), ``rate`` (per second over the last
     ``window`` seconds).  ``reset=True`` clears them after reading."""
     w = cast(float, _seconds("window", window, allow_none=False, zero=False))
     now = time.monotonic()
     with _errors_lock:
-        out = {k: {"count": v.count, "last_seen": v.last_seen, "rate": sum(1 for t in v.times if t > now - w) / w} for k, v in _errors.items()}
+        out = {
+            k: {
+                "count": v.count,
+                "last_seen": v.last_seen,
+                "rate": sum(1 for t in v.times if t > now - w) / w,
+            }
+            for k, v in _errors.items()
+        }
         if reset:
             _errors.clear()
     return out
 
 
-class error_context:  # noqa: N801 - used like contextlib's helpers
+class error_context:
     """Attach ``operation`` and ``context`` to any exception leaving the block,
     log it once as a structured record, and count it by (operation, code)::
 
@@ -1482,25 +1675,31 @@ class error_context:  # noqa: N801 - used like contextlib's helpers
         self.context = context
         self._tokens: list[contextvars.Token[tuple[tuple[str, Mapping[str, Any]], ...]]] = []
 
-    def __enter__(self) -> error_context:
+    def __enter__(self) -> Self:
         self._tokens.append(_ctx_stack.set((*_ctx_stack.get(), (self.operation, self.context))))
         return self
 
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         stack = _ctx_stack.get()
         _ctx_stack.reset(self._tokens.pop())
         if exc is None or _is_cancellation(exc):
             return
         self._attach(exc, stack)
 
-    async def __aenter__(self) -> error_context:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.__exit__(et, exc, tb)
 
     def _attach(self, exc: BaseException, stack: tuple[tuple[str, Mapping[str, Any]], ...]) -> None:
-        seen: list[str] = exc.__dict__.setdefault("_amulet_operations", []) if hasattr(exc, "__dict__") else []
+        seen: list[str] = (
+            exc.__dict__.setdefault("_amulet_operations", []) if hasattr(exc, "__dict__") else []
+        )
         first = not seen
         seen.insert(0, self.operation)
         if isinstance(exc, AmuletError):
@@ -1515,7 +1714,12 @@ class error_context:  # noqa: N801 - used like contextlib's helpers
             merged: dict[str, Any] = {}
             for _, ctx in stack:
                 merged.update(ctx)
-            extra = {"operation": self.operation, "operations": [op for op, _ in stack], "error_code": _error_code(exc), "error_context": merged}
+            extra = {
+                "operation": self.operation,
+                "operations": [op for op, _ in stack],
+                "error_code": _error_code(exc),
+                "error_context": merged,
+            }
             log.error("%s failed: %s: %s", self.operation, type(exc).__name__, exc, extra=extra)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:

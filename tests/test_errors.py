@@ -44,6 +44,10 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
     errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
     errors.QueueClosed: ((errors.AmuletError,), {}),
+    # resilience
+    errors.CircuitOpenError: ((errors.AmuletError,), {"name": "db", "retry_after": 2.5}),
+    errors.BulkheadFullError: ((errors.AmuletError,), {"name": "model", "max_concurrent": 4}),
+    errors.OperationTimeoutError: ((errors.AmuletError, TimeoutError), {"seconds": 1.0}),
 }
 
 

@@ -109,6 +109,10 @@ def test_bulkhead_bad_arguments() -> None:
         an.Bulkhead(1, max_wait=float("nan"))
 
 
+def sync_fn() -> None:
+    pass
+
+
 def test_timeout_cancels_and_raises_a_coded_timeout() -> None:
     cancelled = []
 
@@ -138,16 +142,18 @@ def test_timeout_cancels_and_raises_a_coded_timeout() -> None:
     with pytest.raises(ValidationError):
         rs.timeout(0)
     with pytest.raises(ValidationError):
-        rs.timeout(1)(lambda: None)  # type: ignore[arg-type]
+        rs.timeout(1)(sync_fn)  # type: ignore[arg-type]
 
 
 def test_error_context_attaches_logs_once_and_counts(caplog: pytest.LogCaptureFixture) -> None:
     an.error_stats(reset=True)
     caplog.set_level(logging.ERROR, logger="amulet_native.resilience")
-    with pytest.raises(an.ModelError) as ei:
-        with an.error_context("request", request_id="r1"):
-            with an.error_context("predict", image_id=42):
-                raise an.ModelError("bad weights")
+    with (
+        pytest.raises(an.ModelError) as ei,
+        an.error_context("request", request_id="r1"),
+        an.error_context("predict", image_id=42),  # nested in "request"
+    ):
+        raise an.ModelError("bad weights")
     assert ei.value.context["operation"] == "predict"
     assert ei.value.context["image_id"] == 42 and ei.value.context["request_id"] == "r1"
     records = [r for r in caplog.records if r.name == "amulet_native.resilience"]
@@ -155,9 +161,8 @@ def test_error_context_attaches_logs_once_and_counts(caplog: pytest.LogCaptureFi
     r = records[0]
     assert r.operation == "predict" and r.operations == ["request", "predict"]  # type: ignore[attr-defined]
     assert r.error_code == "model" and r.error_context == {"request_id": "r1", "image_id": 42}  # type: ignore[attr-defined]
-    with pytest.raises(KeyError) as e2:
-        with an.error_context("lookup", key="k"):
-            raise KeyError("k")
+    with pytest.raises(KeyError) as e2, an.error_context("lookup", key="k"):
+        raise KeyError("k")
     assert any("lookup" in n for n in e2.value.__notes__)
     stats = an.error_stats()
     assert stats[("predict", "model")]["count"] == 1

@@ -112,17 +112,31 @@ def test_testing_switch_disables_and_caps() -> None:
 def test_waits_follow_the_strategy_with_injected_sleep() -> None:
     ft = FakeTime()
     with rs.testing(no_wait=False):
-        g = an.retry(on=ConnectionError, attempts=5, wait=rs.backoff(initial=1, max=5, jitter=None), clock=ft.clock, sleep=ft.sleep)(Flaky(4))
+        g = an.retry(
+            on=ConnectionError,
+            attempts=5,
+            wait=rs.backoff(initial=1, max=5, jitter=None),
+            clock=ft.clock,
+            sleep=ft.sleep,
+        )(Flaky(4))
         assert g() == 1
     assert ft.sleeps == [1, 2, 4, 5]
     ft2 = FakeTime()
     with rs.testing(no_wait=False):
-        g = an.retry(on=ConnectionError, attempts=3, wait=0.25, clock=ft2.clock, sleep=ft2.sleep)(Flaky(2))
+        g = an.retry(on=ConnectionError, attempts=3, wait=0.25, clock=ft2.clock, sleep=ft2.sleep)(
+            Flaky(2)
+        )
         g()
     assert ft2.sleeps == [0.25, 0.25]
     ft3 = FakeTime()
     with rs.testing(no_wait=False):
-        g = an.retry(on=ConnectionError, attempts=3, wait=lambda s: s.attempt * 10.0, clock=ft3.clock, sleep=ft3.sleep)(Flaky(2))
+        g = an.retry(
+            on=ConnectionError,
+            attempts=3,
+            wait=lambda s: s.attempt * 10.0,
+            clock=ft3.clock,
+            sleep=ft3.sleep,
+        )(Flaky(2))
         g()
     assert ft3.sleeps == [10.0, 20.0]
 
@@ -131,7 +145,9 @@ def test_deadline_is_honoured() -> None:
     ft = FakeTime()
     f = Flaky(100)
     with rs.testing(no_wait=False):
-        g = an.retry(on=ConnectionError, attempts=100, timeout=10, wait=3.0, clock=ft.clock, sleep=ft.sleep)(f)
+        g = an.retry(
+            on=ConnectionError, attempts=100, timeout=10, wait=3.0, clock=ft.clock, sleep=ft.sleep
+        )(f)
         with pytest.raises(ConnectionError) as ei:
             g()
     assert ft.t - 100.0 <= 10.0 + 1e-9
@@ -169,7 +185,9 @@ def test_retry_after_is_honoured_and_capped_by_the_deadline() -> None:
         raise an.NetworkError("busy", context={"retry_after": 60.0})
 
     with rs.testing(no_wait=False):
-        g2 = an.retry(on=an.NetworkError, attempts=5, timeout=30, clock=ft2.clock, sleep=ft2.sleep)(fn2)
+        g2 = an.retry(on=an.NetworkError, attempts=5, timeout=30, clock=ft2.clock, sleep=ft2.sleep)(
+            fn2
+        )
         with pytest.raises(an.NetworkError):
             g2()
     assert n[0] == 1 and ft2.sleeps == []
@@ -309,7 +327,14 @@ def test_budget_caps_retries_under_a_failing_dependency() -> None:
     ft = FakeTime()
     budget = an.RetryBudget(ratio=0.2, min_per_second=0, ttl=10, clock=ft.clock)
     dep = Flaky(10**9)
-    g = an.retry(on=ConnectionError, attempts=5, budget=budget, name="t-budget", clock=ft.clock, sleep=ft.sleep)(dep)
+    g = an.retry(
+        on=ConnectionError,
+        attempts=5,
+        budget=budget,
+        name="t-budget",
+        clock=ft.clock,
+        sleep=ft.sleep,
+    )(dep)
     requests = 500
     for _ in range(requests):
         with pytest.raises(ConnectionError):
