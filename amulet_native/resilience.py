@@ -986,6 +986,8 @@ class BreakerMetrics:
     store_errors: int
 
 
+_FOREVER_NS = 2**63 - 1  # retry_after_ns of a forced-open breaker
+
 _breakers: weakref.WeakValueDictionary[str, CircuitBreaker] = weakref.WeakValueDictionary()
 _breakers_lock = threading.Lock()
 
@@ -1079,6 +1081,10 @@ class CircuitBreaker:
             int(c.wait_in_open * 1e9),
             c.half_open_calls,
         )
+        self._reject_text = {
+            int(st): (f"circuit {name!r} is {st.name.lower().replace('_', ' ')}", st.name)
+            for st in CircuitState
+        }
         self._tickets: contextvars.ContextVar[tuple[tuple[int, int], ...]] = contextvars.ContextVar(
             f"breaker:{name}", default=()
         )
@@ -1140,7 +1146,7 @@ class CircuitBreaker:
     def retry_after(self) -> float | None:
         """Seconds until a trial call is let through (None when forced open)."""
         ns = self._native.retry_after_ns(self._now_ns())
-        return None if ns >= 2**63 - 1 else ns / 1e9
+        return None if ns >= _FOREVER_NS else ns / 1e9
 
     def add_listener(self, fn: Listener) -> None:
         """Call ``fn(breaker, old_state, new_state)`` after every transition,
@@ -1180,14 +1186,21 @@ class CircuitBreaker:
     # -- the call protocol -------------------------------------------------------
 
     def _reject(self) -> CircuitOpenError:
-        ra = self.retry_after
-        st = CircuitState(self._native.state)
-        return CircuitOpenError(
-            f"circuit {self.name!r} is {st.name.lower()}",
-            name=self.name,
-            retry_after=ra,
-            state=st.name,
-        )
+        # The refusal is the hot path of an open circuit: build the error
+        # without AmuletError.__init__'s keyword validation (the fields are
+        # known), with the messages made once per breaker.
+        state = self._native.state
+        ns = self._native.retry_after_ns(self._now_ns())
+        msg, state_name = self._reject_text[state]
+        e = CircuitOpenError.__new__(CircuitOpenError, msg)
+        e.message = msg
+        e.code = "circuit.open"
+        e.context = {
+            "name": self.name,
+            "retry_after": None if ns >= _FOREVER_NS else ns / 1e9,
+            "state": state_name,
+        }
+        return e
 
     def _native_reject(self) -> None:
         raise self._reject()
