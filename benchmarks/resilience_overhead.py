@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _resilience_peers as peers  # noqa: E402
+import _resilience_peers as peers
 
 
 def time_calls(fn: Callable[[Any], Any], calls: int) -> float:
