@@ -715,7 +715,7 @@ def _qualname(fn: Any) -> str:
 
 
 def retry(
-    on: ExcSpec = Exception,
+    on: ExcSpec,
     *,
     attempts: int = 3,
     timeout: float | None = None,
@@ -855,7 +855,7 @@ class retrying:
 
     def __init__(
         self,
-        on: ExcSpec = Exception,
+        on: ExcSpec,
         *,
         attempts: int = 3,
         timeout: float | None = None,

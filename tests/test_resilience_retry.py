@@ -376,7 +376,7 @@ def test_budget_shared_by_name_and_native_path() -> None:
 )
 def test_bad_arguments(kwargs: dict[str, Any], code: str) -> None:
     with pytest.raises(ValidationError) as ei:
-        an.retry(**kwargs)
+        an.retry(**({"on": ConnectionError} | kwargs))
     assert ei.value.code == code
 
 
