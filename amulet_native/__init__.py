@@ -42,6 +42,8 @@ docstring (``help(amulet_native.cache)``, ...) are the documentation.
 >>> rgb = an.decode(upload_bytes, max_size=(1024, 1024))   # (H, W, 3) uint8
 """
 
+# resilience: retries with budgets, breakers, bulkheads, error context
+from . import resilience
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
@@ -52,7 +54,9 @@ from .errors import (
     AmuletWarning,
     ArenaError,
     ArenaFullError,
+    BulkheadFullError,
     CacheCallbackWarning,
+    CircuitOpenError,
     DeadlockError,
     DecodeError,
     ImageTooLargeError,
@@ -62,12 +66,14 @@ from .errors import (
     MissingDependencyError,
     ModelError,
     NetworkError,
+    OperationTimeoutError,
     PayloadTooLargeError,
     PoolClosedError,
     PoolTimeoutError,
     ProcessingError,
     QueueClosed,
     ReentrantCallError,
+    ResilienceWarning,
     SecurityError,
     SerializationError,
     UnsupportedFormatError,
@@ -101,6 +107,21 @@ from .memory import (
     set_process_memory_limit,
 )
 from .pool import AsyncObjectPool, ObjectPool, PoolState
+from .resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitState,
+    RedisBreakerStore,
+    RetryBudget,
+    backoff,
+    breakers,
+    error_context,
+    error_stats,
+    retry,
+    retry_on_failure,
+    retry_stats,
+    retrying,
+)
 from .stream import (
     ChunkStream,
     LimitedRead,
@@ -126,9 +147,15 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
+    # resilience
+    "Bulkhead",
+    "BulkheadFullError",
     "Cache",
     "CacheCallbackWarning",
     "ChunkStream",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "DeadlockError",
     "DecodeError",
     "GarbageCollectionManager",
@@ -151,6 +178,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ObjectPool",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolState",
@@ -158,7 +186,10 @@ __all__ = [
     "PressureLevel",
     "ProcessingError",
     "QueueClosed",
+    "RedisBreakerStore",
     "ReentrantCallError",
+    "ResilienceWarning",
+    "RetryBudget",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",
@@ -170,6 +201,8 @@ __all__ = [
     "available_cpus",
     "b64decode",
     "b64encode",
+    "backoff",
+    "breakers",
     "cached",
     "decode",
     "decode_base64",
@@ -182,6 +215,8 @@ __all__ = [
     "encode_png",
     "encode_webp",
     "features",
+    "error_context",
+    "error_stats",
     "get_default_limits",
     "get_process_memory_limit",
     "memory_efficient_operation",
@@ -190,7 +225,12 @@ __all__ = [
     "open_mapped",
     "probe",
     "read_limited",
+    "resilience",
     "resize",
+    "retry",
+    "retry_on_failure",
+    "retry_stats",
+    "retrying",
     "set_default_limits",
     "set_process_memory_limit",
     "stream_file",

@@ -145,7 +145,8 @@ core_exec(PyObject *module)
         return -1;
     if (an_sync_exec(module, st) < 0)
         return -1;
-    if (an_arena_exec(module, st) < 0 || an_metrics_exec(module, st) < 0)
+    if (an_arena_exec(module, st) < 0 || an_metrics_exec(module, st) < 0 ||
+        an_resilience_exec(module, st) < 0)
         return -1;
     return 0;
 error:
