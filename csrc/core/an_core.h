@@ -66,6 +66,9 @@ typedef enum an_status {
     AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
     AN_ERR_DECODER_STATE,   /* IncrementalDecoder used after finish/close/error */
     AN_ERR_DECODER_BUSY,    /* IncrementalDecoder used by two threads at once */
+    /* rate limits (ops/an_gcra.h) */
+    AN_ERR_RATELIMIT_KEY,   /* a limiter key that is not str/bytes, or too long */
+    AN_ERR_RATELIMIT_COST,  /* a cost < 0, or larger than a policy's burst */
     AN_STATUS_COUNT
 } an_status;
 

@@ -69,6 +69,10 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "the incremental decoder has finished, failed or been closed"},
     {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
      "the incremental decoder is in use by another thread"},
+    {AN_ERR_RATELIMIT_KEY, "ratelimit.key", "ValidationError",
+     "a rate limit key must be str or bytes of at most 1024 bytes"},
+    {AN_ERR_RATELIMIT_COST, "ratelimit.cost", "ValidationError",
+     "the cost must be an int between 0 and the smallest burst of the policies"},
 };
 
 const an_error_entry *

@@ -161,4 +161,7 @@ int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
 
+/* ops/ratelimit.c: Decision, GcraStore, GcraLimiter. */
+int an_ratelimit_exec(PyObject *m, an_state *st);
+
 #endif /* AN_PY_H */
