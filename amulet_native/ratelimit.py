@@ -299,7 +299,7 @@ class SharedStore:
     """TATs shared by every worker process of one host, in a file-backed arena
     under ``dir`` (see amulet_native.metrics' shared arena)."""
 
-    def __init__(self, dir: str, *, max_keys: int = 100_000) -> None:  # noqa: A002
+    def __init__(self, dir: str, *, max_keys: int = 100_000) -> None:
         raise NotImplementedError("SharedStore needs the shared arena (branch metrics)")
 
 
@@ -413,7 +413,7 @@ class RedisStore:
         return [len(keys), *keys, *argv]
 
     @staticmethod
-    def _decision(limiter: RateLimiter, r: Sequence[Any]) -> Any:
+    def _decision(limiter: RateLimiter, r: Sequence[Any]) -> Decision:
         p = limiter.policies[int(r[1])]
         return Decision(
             bool(int(r[0])),
@@ -432,7 +432,7 @@ class RedisStore:
 
     # -- decisions --
 
-    def decide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Any:
+    def decide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Decision:
         if not self._available():
             raise NetworkError("Redis marked down after a recent failure", code="ratelimit.store")
         from redis.exceptions import NoScriptError
@@ -452,7 +452,7 @@ class RedisStore:
             raise NetworkError(f"Redis rate limit store: {exc}", code="ratelimit.store") from exc
         return self._decision(limiter, r)
 
-    async def adecide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Any:
+    async def adecide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Decision:
         if not self._available():
             raise NetworkError("Redis marked down after a recent failure", code="ratelimit.store")
         from redis.exceptions import NoScriptError
@@ -500,9 +500,7 @@ def _redis_client(url: str, timeout: float, *, asynchronous: bool) -> Any:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError(
-            "RedisStore needs redis-py: pip install 'amulet_native[redis]'"
-        ) from exc
+        raise ImportError("RedisStore needs redis-py: pip install 'amulet_native[redis]'") from exc
     return cls.from_url(
         url,
         socket_timeout=timeout,
