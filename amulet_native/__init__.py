@@ -8,6 +8,8 @@ from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    ArenaError,
+    ArenaFullError,
     CacheCallbackWarning,
     DeadlockError,
     DecodeError,
@@ -76,6 +78,8 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",

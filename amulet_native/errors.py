@@ -42,6 +42,8 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "CacheCallbackWarning",
     "DeadlockError",
     "DecodeError",
@@ -341,6 +343,25 @@ class QueueClosed(AmuletError):
     default_code = "queue.closed"
 
 
+class ArenaError(AmuletError):
+    """The shared arena file is corrupt, foreign or of another version
+    (``arena.corrupt``), or a record is absent / has another shape
+    (``arena.mismatch``).  Never a crash: the file is checked before use."""
+
+    default_code = "arena.corrupt"
+    _context_fields: tuple[str, ...] = ("path",)
+
+    @property
+    def path(self) -> str | None:
+        """The arena file, when known."""
+        return self.context.get("path")
+
+
+class ArenaFullError(ArenaError):
+    """The shared arena has no free record, data unit or worker slot
+    (``arena.full``); the refusal is counted in ``Arena.stats()["overflow"]``."""
+
+    default_code = "arena.full"
 def _rebuild_exceeded(
     cls: type[RateLimitExceeded],
     message: str,
