@@ -24,7 +24,9 @@ default, or "deny") and the failures are counted in ``store_errors``.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
 import threading
 import time
@@ -297,10 +299,53 @@ class MemoryStore:
 
 class SharedStore:
     """TATs shared by every worker process of one host, in a file-backed arena
-    under ``dir`` (see amulet_native.metrics' shared arena)."""
+    (``<dir>/ratelimit.arena``, the shared arena of amulet_native.metrics).
 
-    def __init__(self, dir: str, *, max_keys: int = 100_000) -> None:
-        raise NotImplementedError("SharedStore needs the shared arena (branch metrics)")
+    All processes that open the same ``dir`` and build a RateLimiter with the
+    same policies enforce one limit together.  Each limiter's table holds
+    ``max_keys`` keys in stripes of 8 (a key lives only in its stripe; when a
+    stripe is full of live keys, the one whose state ends first is replaced and
+    counted); a stripe is updated under a lock word that a waiter takes over
+    from a dead holder, so a killed worker never wedges the others.  The file
+    is sized for ``max_limiters`` limiters of up to 2 policies and holds up to
+    ``max_workers`` processes at once (the file is sparse: untouched pages use
+    no memory).
+    """
+
+    def __init__(
+        self,
+        dir: str | os.PathLike[str],
+        *,
+        max_keys: int = 65_536,
+        max_workers: int = 32,
+        max_limiters: int = 4,
+    ) -> None:
+        for fname, v, hi in (
+            ("max_keys", max_keys, 1 << 24),
+            ("max_workers", max_workers, 1023),
+            ("max_limiters", max_limiters, 64),
+        ):
+            if type(v) is not int or not 1 <= v <= hi:
+                raise _bad(
+                    f"{fname} must be an int in [1, {hi}], got {v!r}", "value.invalid", fname
+                )
+        os.makedirs(dir, exist_ok=True)
+        self.path = os.path.join(os.fspath(dir), "ratelimit.arena")
+        self.max_keys = max_keys
+        stripes = -(-max_keys // 8)
+        words = stripes * (1 + 8 * 3)  # stripes of keys with 2 policies
+        units = (-(-words // 8) + 1024) * max_limiters + 64  # + record rounding, the seed
+        self.arena = _core.Arena(
+            self.path,
+            max_slots=max_workers + 1,
+            slot_units=-(-units // 64) * 64,
+            max_records=max(64, 4 * (units // 1024 + 4)),
+            key_size=256,
+        )
+
+    def close(self) -> None:
+        """Release this process's slot of the arena."""
+        self.arena.close()
 
 
 _LUA = """
@@ -556,9 +601,22 @@ class RateLimiter:
             # The hot path is one native call: bind it directly on the instance.
             self.check = self._native.check  # type: ignore[method-assign]
             self.peek = self._native.peek  # type: ignore[method-assign]
+        elif isinstance(self.store, SharedStore):
+            params = tuple((p.limit, p.period_ns, p.capacity) for p in self.policies)
+            name = ",".join(f"{p.name}={p.limit}/{p.period_ns}/{p.capacity}" for p in self.policies)
+            self._native = _core.GcraSharedLimiter(
+                self.store.arena,
+                hashlib.blake2b(name.encode(), digest_size=12).hexdigest(),
+                self.policies,
+                params,
+                self.store.max_keys,
+                clock,
+            )
+            self.check = self._native.check  # type: ignore[method-assign]
+            self.peek = self._native.peek  # type: ignore[method-assign]
         elif clock is not None:
             raise _bad(
-                "clock applies to MemoryStore only (Redis uses its own TIME)",
+                "clock applies to MemoryStore and SharedStore only (Redis uses its own TIME)",
                 "value.invalid",
                 "clock",
             )

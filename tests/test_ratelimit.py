@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import pickle
 import re
 import resource
-from collections.abc import Sequence
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from conftest import run_threads, switch_often
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amulet_native import RateLimitExceeded, ValidationError
+from amulet_native import ArenaError, RateLimitExceeded, ValidationError
 from amulet_native.ratelimit import (
     Decision,
     MemoryStore,
     Policy,
     RateLimiter,
+    SharedStore,
     headers,
     parse_policy,
 )
@@ -124,8 +131,46 @@ policy_st = st.builds(
 def test_gcra_matches_reference_model(
     policies: list[Policy], ops: list[tuple[int, str, int, bool]]
 ) -> None:
+    _against_model(RateLimiter, policies, ops)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    policies=st.lists(policy_st, min_size=1, max_size=3, unique_by=lambda p: p.name),
+    ops=st.lists(
+        st.tuples(
+            st.integers(0, 2_000_000),
+            st.sampled_from(["k1", "k2", "k3"]),
+            st.integers(0, 5),
+            st.booleans(),
+        ),
+        max_size=40,
+    ),
+)
+def test_shared_store_matches_reference_model(
+    shared_store: SharedStore, policies: list[Policy], ops: list[tuple[int, str, int, bool]]
+) -> None:
+    def make(policies: list[Policy], *, clock: FakeClock) -> RateLimiter:
+        limiter = RateLimiter(policies, store=shared_store, clock=clock)
+        for k in ("k1", "k2", "k3"):
+            limiter.reset(k)  # the arena outlives hypothesis' examples
+        return limiter
+
+    _against_model(make, policies, ops)
+
+
+@pytest.fixture(scope="module")
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedStore]:
+    store = SharedStore(tmp_path_factory.mktemp("arena"), max_keys=4096, max_limiters=64)
+    yield store
+    store.close()
+
+
+def _against_model(
+    make: Callable[..., RateLimiter], policies: list[Policy], ops: list[tuple[int, str, int, bool]]
+) -> None:
     clock = FakeClock()
-    limiter = RateLimiter(policies, clock=clock)
+    limiter = make(policies, clock=clock)
     model = Model(policies)
     max_cost = min(p.capacity for p in policies)
     for dt, key, cost, record in ops:
@@ -463,3 +508,85 @@ def test_purge_drops_stateless_keys() -> None:
     store.clear()
     assert len(store) == 0
     assert store.purge() == 0
+
+
+# ---- SharedStore --------------------------------------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_SHARED_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from amulet_native.ratelimit import RateLimiter, SharedStore
+    path, start = sys.argv[1], float(sys.argv[2])
+    store = SharedStore(path)
+    burst = RateLimiter("500/day", store=store)
+    both = RateLimiter(["200/day", "50/minute;burst=300"], store=store)
+    while time.time() < start:
+        time.sleep(0.001)
+    a = b = 0
+    for i in range(400):
+        a += burst.check("shared").allowed
+        b += both.check("shared", cost=1 + i % 2).allowed
+    print(a, b)
+    """
+)
+
+
+def test_four_processes_share_one_limit(tmp_path: Path) -> None:
+    start = time.time() + 1.5
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SHARED_CHILD, str(tmp_path), str(start)],
+            cwd=REPO_ROOT,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    single = multi = 0
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        a, b = map(int, out.split())
+        single += a
+        multi += b
+    assert single == 500
+    # alternating costs 1 and 2 against 200 units: all 200 are spent, never more
+    assert multi in range(100, 201)
+    store = SharedStore(tmp_path)
+    left = RateLimiter(["200/day", "50/minute;burst=300"], store=store).peek("shared", 0)
+    assert left.remaining == 0
+    assert RateLimiter("500/day", store=store).peek("shared", 0).remaining == 0
+    store.close()
+
+
+def test_shared_store_basics(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = SharedStore(tmp_path, max_keys=16)
+    a = RateLimiter("2/second", store=store, clock=clock)
+    b = RateLimiter("2/second", store=store, clock=clock)  # the same policies: one limit
+    assert a.check("k").allowed and b.check("k").allowed
+    assert not a.check("k").allowed
+    clock.advance(0.5)
+    assert b.check("k").allowed
+    other = RateLimiter("2/second;name=other", store=store, clock=clock)
+    assert other.check("k").remaining == 1  # another policy set: another table
+    a.reset("k")
+    assert b.peek("k", 0).remaining == 2
+    with pytest.raises(ValidationError) as info:
+        a.check("k", cost=3)
+    assert info.value.code == "ratelimit.cost"
+    with pytest.raises(ValidationError):
+        a.check(7)  # type: ignore[arg-type]
+    # a flood of distinct keys stays in the table (bounded), evicting by stripe
+    for i in range(1000):
+        a.check(f"c{i}")
+    assert a._native.stats()["evicted_live"] > 0
+    store.close()
+    with pytest.raises(ArenaError):
+        a.check("k")
+    with pytest.raises(ValidationError):
+        SharedStore(tmp_path, max_keys=0)

@@ -112,6 +112,39 @@ size_t an_gcra_purge(an_gcra_store *s, int64_t now);
 void an_gcra_clear(an_gcra_store *s);
 void an_gcra_store_stats(an_gcra_store *s, an_gcra_stats *out);
 
+/* ---- stripes in shared memory (SharedStore) ----------------------------------
+ *
+ * For TATs shared by the processes of a host, a table lives in words of a
+ * shared mapping (the arena): a fixed number of stripes, each
+ *
+ *     [lock][tag, tat[npol]] x AN_GCRA_STRIPE_KEYS
+ *
+ * where tag is a nonzero 64-bit hash of the key (0 = empty).  The lock word is
+ * 0 or the holder's pid; a waiter that spins too long checks whether the holder
+ * still exists and takes the lock over from a dead one, so a worker killed in
+ * the critical section (a few dozen instructions) cannot wedge the others.  A
+ * key lives only in its stripe: when all its entries hold live keys, the one
+ * whose state ends first is replaced (counted by the caller). */
+#define AN_GCRA_STRIPE_KEYS 8
+
+/* Words of one stripe for npol policies. */
+static inline size_t
+an_gcra_stripe_words(int npol)
+{
+    return 1 + (size_t)AN_GCRA_STRIPE_KEYS * (1 + (size_t)npol);
+}
+
+/* Decides for tag in stripe exactly as an_gcra_apply does in a store.  me is
+ * the caller's pid (nonzero).  *evicted is set to 1 when a key with state was
+ * replaced.  Fails with AN_ERR_INVALID_ARG like an_gcra_apply. */
+an_status an_gcra_stripe_apply(uint64_t *stripe, uint64_t me, uint64_t tag,
+                               const an_gcra_policy *pol, int npol, int64_t cost, int64_t now,
+                               an_gcra_mode mode, an_gcra_result *res, int *evicted);
+/* Forgets tag in stripe; returns 1 when it was present. */
+int an_gcra_stripe_forget(uint64_t *stripe, uint64_t me, uint64_t tag, int npol);
+/* The 64-bit hash the shared tables use (seeded; stable across processes). */
+uint64_t an_gcra_hash(uint64_t seed, const void *key, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

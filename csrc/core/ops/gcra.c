@@ -14,7 +14,10 @@
  * The hash is seeded per store, so bucket placement is not predictable from
  * the key alone; a chain is still bounded by the shard's capacity.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
@@ -465,4 +468,129 @@ an_gcra_store_stats(an_gcra_store *s, an_gcra_stats *out)
         out->bytes += sh->bytes + (sh->mask + 1) * sizeof(gentry *);
         pthread_mutex_unlock(&sh->mu);
     }
+}
+
+/* ---- stripes in shared memory ------------------------------------------------ */
+
+uint64_t
+an_gcra_hash(uint64_t seed, const void *key, size_t len)
+{
+    return key_hash(seed, 0, key, len);
+}
+
+static inline uint64_t
+wload(const uint64_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_RELAXED);
+}
+
+static inline void
+wstore(uint64_t *w, uint64_t v)
+{
+    __atomic_store_n(w, v, __ATOMIC_RELAXED);
+}
+
+/* Spins for the stripe lock; takes it over from a holder that no longer exists. */
+static void
+stripe_lock(uint64_t *lock, uint64_t me)
+{
+    for (unsigned spins = 0;; spins++) {
+        uint64_t expected = 0;
+        if (__atomic_compare_exchange_n(lock, &expected, me, 0, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+            return;
+        if (spins < 100)
+            continue;
+        if (spins % 1000 == 999 && expected != me && kill((pid_t)expected, 0) != 0 &&
+            errno == ESRCH) {
+            /* the holder died inside the critical section: take its lock over */
+            if (__atomic_compare_exchange_n(lock, &expected, me, 0, __ATOMIC_ACQUIRE,
+                                            __ATOMIC_RELAXED))
+                return;
+        }
+        sched_yield();
+    }
+}
+
+static void
+stripe_unlock(uint64_t *lock)
+{
+    __atomic_store_n(lock, 0, __ATOMIC_RELEASE);
+}
+
+static inline uint64_t *
+stripe_entry(uint64_t *stripe, int npol, int i)
+{
+    return stripe + 1 + (size_t)i * (1 + (size_t)npol);
+}
+
+an_status
+an_gcra_stripe_apply(uint64_t *stripe, uint64_t me, uint64_t tag, const an_gcra_policy *pol,
+                     int npol, int64_t cost, int64_t now, an_gcra_mode mode, an_gcra_result *res,
+                     int *evicted)
+{
+    *evicted = 0;
+    if (npol < 1 || npol > AN_GCRA_MAX_POLICIES || cost < 0 || me == 0)
+        return AN_ERR_INVALID_ARG;
+    for (int i = 0; i < npol; i++)
+        if (cost > pol[i].burst)
+            return AN_ERR_INVALID_ARG;
+    if (tag == 0)
+        tag = 1;
+    an_gcra_result each[AN_GCRA_MAX_POLICIES];
+    stripe_lock(&stripe[0], me);
+    uint64_t *e = NULL;
+    for (int i = 0; i < AN_GCRA_STRIPE_KEYS && e == NULL; i++)
+        if (wload(stripe_entry(stripe, npol, i)) == tag)
+            e = stripe_entry(stripe, npol, i);
+    for (int i = 0; i < npol; i++)
+        an_gcra_eval(&pol[i], e != NULL ? (int64_t)wload(&e[1 + i]) : 0, now, cost, &each[i]);
+    an_gcra_combine(each, npol, res);
+    if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
+        if (e == NULL) {
+            /* an empty entry, else one without state, else the one ending first */
+            int64_t best_end = INT64_MAX;
+            for (int i = 0; i < AN_GCRA_STRIPE_KEYS; i++) {
+                uint64_t *c = stripe_entry(stripe, npol, i);
+                if (wload(c) == 0) {
+                    e = c;
+                    best_end = INT64_MIN;
+                    break;
+                }
+                int64_t end = 0;
+                for (int j = 0; j < npol; j++)
+                    if ((int64_t)wload(&c[1 + j]) > end)
+                        end = (int64_t)wload(&c[1 + j]);
+                if (end < best_end) {
+                    best_end = end;
+                    e = c;
+                }
+            }
+            *evicted = best_end != INT64_MIN && best_end > now;
+            wstore(&e[0], tag);
+        }
+        for (int i = 0; i < npol; i++)
+            wstore(&e[1 + i], (uint64_t)each[i].new_tat);
+    }
+    stripe_unlock(&stripe[0]);
+    return AN_OK;
+}
+
+int
+an_gcra_stripe_forget(uint64_t *stripe, uint64_t me, uint64_t tag, int npol)
+{
+    int found = 0;
+    if (tag == 0)
+        tag = 1;
+    stripe_lock(&stripe[0], me);
+    for (int i = 0; i < AN_GCRA_STRIPE_KEYS; i++) {
+        uint64_t *e = stripe_entry(stripe, npol, i);
+        if (wload(e) == tag) {
+            for (int j = 0; j <= npol; j++)
+                wstore(&e[j], 0);
+            found = 1;
+        }
+    }
+    stripe_unlock(&stripe[0]);
+    return found;
 }

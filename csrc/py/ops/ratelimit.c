@@ -9,11 +9,16 @@
  * (not the GIL) are what make the store thread-safe, also on free-threaded
  * builds.  The Python layer (amulet_native/ratelimit.py) validates policies and
  * gives the friendly API; other stores build the same Decision type.
+ *
+ * GcraSharedLimiter is the same decision over stripes of TATs in the shared
+ * arena (_core.Arena), so every worker process of a host enforces one limit.
  */
-#include "../an_py.h"
+#include "an_ops_py.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <structmember.h>
+#include <unistd.h>
 
 #include "../../core/ops/an_gcra.h"
 #include "../../core/sync/an_wait.h"
@@ -431,7 +436,7 @@ limiter_dealloc(limiterobject *self)
 
 /* The key's bytes (borrowed from key), or -1 with ValidationError. */
 static int
-key_bytes(limiterobject *self, PyObject *key, const char **data, Py_ssize_t *len)
+key_bytes(PyObject *self, PyObject *key, const char **data, Py_ssize_t *len)
 {
     if (PyUnicode_Check(key)) {
         *data = PyUnicode_AsUTF8AndSize(key, len);
@@ -455,13 +460,13 @@ key_bytes(limiterobject *self, PyObject *key, const char **data, Py_ssize_t *len
 
 /* The current time in ns from the injected clock or CLOCK_MONOTONIC. */
 static int
-limiter_now(limiterobject *self, int64_t *now)
+clock_now(PyObject *self, PyObject *clock, int64_t *now)
 {
-    if (self->clock == Py_None) {
+    if (clock == Py_None) {
         *now = an_monotonic_ns();
         return 0;
     }
-    PyObject *r = PyObject_CallNoArgs(self->clock);
+    PyObject *r = PyObject_CallNoArgs(clock);
     if (r == NULL)
         return -1;
     double t = PyFloat_AsDouble(r);
@@ -479,7 +484,7 @@ limiter_now(limiterobject *self, int64_t *now)
 
 /* (key, cost=1) of check/peek. */
 static int
-parse_key_cost(limiterobject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+parse_key_cost(PyObject *self, int64_t max_cost, const char *fname, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames, PyObject **key, int64_t *cost)
 {
     PyObject *c = NULL;
@@ -528,10 +533,10 @@ parse_key_cost(limiterobject *self, const char *fname, PyObject *const *args, Py
     long long v = PyLong_AsLongLongAndOverflow(c, &overflow);
     if (v == -1 && PyErr_Occurred())
         return -1;
-    if (overflow != 0 || v < 0 || v > self->max_cost) {
-        raise_status((PyObject *)self, AN_ERR_RATELIMIT_COST, "cost",
+    if (overflow != 0 || v < 0 || v > max_cost) {
+        raise_status(self, AN_ERR_RATELIMIT_COST, "cost",
                      "the cost must be between 0 and %lld (the smallest burst)",
-                     (long long)self->max_cost);
+                     (long long)max_cost);
         return -1;
     }
     *cost = v;
@@ -549,9 +554,11 @@ limiter_decide(limiterobject *self, const char *fname, PyObject *const *args, Py
     an_gcra_result res;
     if (nargs == 1 && kwnames == NULL)
         key = args[0];
-    else if (parse_key_cost(self, fname, args, nargs, kwnames, &key, &cost) < 0)
+    else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
+                            &cost) < 0)
         return NULL;
-    if (key_bytes(self, key, &data, &len) < 0 || limiter_now(self, &now) < 0)
+    if (key_bytes((PyObject *)self, key, &data, &len) < 0 ||
+        clock_now((PyObject *)self, self->clock, &now) < 0)
         return NULL;
     an_status s = an_gcra_apply(self->store->store, self->ns, data, (size_t)len, self->pol,
                                 self->npol, cost, now, mode, &res);
@@ -581,7 +588,7 @@ limiter_forget(limiterobject *self, PyObject *key)
 {
     const char *data;
     Py_ssize_t len;
-    if (key_bytes(self, key, &data, &len) < 0)
+    if (key_bytes((PyObject *)self, key, &data, &len) < 0)
         return NULL;
     return PyBool_FromLong(an_gcra_forget(self->store->store, self->ns, data, (size_t)len));
 }
@@ -591,7 +598,7 @@ limiter_purge(limiterobject *self, PyObject *unused)
 {
     (void)unused;
     int64_t now;
-    if (limiter_now(self, &now) < 0)
+    if (clock_now((PyObject *)self, self->clock, &now) < 0)
         return NULL;
     return PyLong_FromSize_t(an_gcra_purge(self->store->store, now));
 }
@@ -624,6 +631,294 @@ static PyType_Spec limiter_spec = {
     .slots = limiter_slots,
 };
 
+/* ---- GcraSharedLimiter --------------------------------------------------------- */
+
+#define SHARED_REC_UNITS 1024u /* the largest arena record: 8192 words */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *arena;            /* the _core.Arena holding the table (kept alive) */
+    PyObject *policies;
+    PyObject *clock;
+    PyTypeObject *dtype;
+    int npol;
+    int64_t max_cost;
+    an_gcra_policy pol[AN_GCRA_MAX_POLICIES];
+    uint64_t seed;
+    uint64_t *counters;         /* shared: [seed, evicted_live] */
+    uint64_t **recs;            /* nrec record word arrays */
+    uint32_t nrec;
+    size_t stripe_words, stripes_per_rec, nstripes;
+} sharedobject;
+
+/* The pid written into stripe locks; refreshed in a forked child. */
+static _Atomic uint64_t my_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void
+refresh_pid(void)
+{
+    atomic_store(&my_pid, (uint64_t)getpid());
+}
+
+static void
+pid_init(void)
+{
+    refresh_pid();
+    pthread_atfork(NULL, NULL, refresh_pid);
+}
+
+static int
+arena_rec(an_state *st, an_arena *a, const char *name, uint32_t units, uint64_t **words)
+{
+    an_arena_rec rec;
+    an_error err;
+    memset(&err, 0, sizeof(err));
+    an_status s = an_arena_record(a, name, strlen(name), units, AN_FOLD_SHARED, &rec, &err);
+    if (s != AN_OK) {
+        an_raise(st, &err);
+        return -1;
+    }
+    *words = an_arena_local(a, rec.id);
+    return 0;
+}
+
+static PyObject *
+shared_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"arena", "name", "policies", "params", "max_keys", "clock", NULL};
+    PyObject *arena, *policies, *params, *clock = Py_None;
+    const char *name;
+    long long max_keys;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OsO!O!L|O:GcraSharedLimiter", kwlist, &arena,
+                                     &name, &PyTuple_Type, &policies, &PyTuple_Type, &params,
+                                     &max_keys, &clock))
+        return NULL;
+    an_state *st = (an_state *)PyType_GetModuleState(type);
+    an_arena *a = an_py_arena(st, arena);
+    if (a == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(params);
+    if (n < 1 || n > AN_GCRA_MAX_POLICIES || PyTuple_GET_SIZE(policies) != n ||
+        (clock != Py_None && !PyCallable_Check(clock)) || max_keys < 1 ||
+        max_keys > (1LL << 32) || strlen(name) > 200) {
+        PyErr_SetString(PyExc_TypeError,
+                        "GcraSharedLimiter(arena, name, policies, params, max_keys, clock=None)");
+        return NULL;
+    }
+    PyObject *m = PyType_GetModule(type);
+    PyObject *dtype = m == NULL ? NULL : PyObject_GetAttrString(m, "Decision");
+    if (dtype == NULL)
+        return NULL;
+    sharedobject *self = (sharedobject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(dtype);
+        return NULL;
+    }
+    self->dtype = (PyTypeObject *)dtype;
+    self->arena = Py_NewRef(arena);
+    self->policies = Py_NewRef(policies);
+    self->clock = Py_NewRef(clock);
+    self->npol = (int)n;
+    self->max_cost = INT64_MAX;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long limit, period_ns, burst;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(params, i), "LLL", &limit, &period_ns, &burst))
+            goto error;
+        if (an_gcra_policy_init(&self->pol[i], limit, period_ns, burst) != AN_OK) {
+            raise_status((PyObject *)self, AN_ERR_INVALID_ARG, "policy", "invalid policy");
+            goto error;
+        }
+        if (burst < self->max_cost)
+            self->max_cost = burst;
+    }
+    pthread_once(&pid_once, pid_init);
+    /* the seed and the eviction counter, shared by every table of the arena */
+    if (arena_rec(st, a, "gcra:seed", 1, &self->counters) < 0)
+        goto error;
+    uint64_t zero = 0, seed = 0;
+    while (seed == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ULL ^ (uint64_t)getpid() ^
+               (uint64_t)(uintptr_t)self;
+    }
+    if (!an_aw_cas(&self->counters[0], &zero, seed))
+        seed = zero; /* another process set it first */
+    self->seed = seed;
+    self->stripe_words = an_gcra_stripe_words(self->npol);
+    self->stripes_per_rec = (size_t)SHARED_REC_UNITS * AN_ARENA_WORDS_PER_UNIT / self->stripe_words;
+    self->nstripes = ((size_t)max_keys + AN_GCRA_STRIPE_KEYS - 1) / AN_GCRA_STRIPE_KEYS;
+    self->nrec = (uint32_t)((self->nstripes + self->stripes_per_rec - 1) / self->stripes_per_rec);
+    self->recs = PyMem_Calloc(self->nrec, sizeof(uint64_t *));
+    if (self->recs == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    for (uint32_t r = 0; r < self->nrec; r++) {
+        char rname[256];
+        snprintf(rname, sizeof(rname), "gcra:%s:%u", name, r);
+        uint32_t units = SHARED_REC_UNITS;
+        if (r == self->nrec - 1) {
+            size_t left = self->nstripes - (size_t)r * self->stripes_per_rec;
+            size_t words = left * self->stripe_words;
+            units = (uint32_t)((words + AN_ARENA_WORDS_PER_UNIT - 1) / AN_ARENA_WORDS_PER_UNIT);
+        }
+        if (arena_rec(st, a, rname, units, &self->recs[r]) < 0)
+            goto error;
+    }
+    return (PyObject *)self;
+error:
+    Py_DECREF(self);
+    return NULL;
+}
+
+static int
+shared_traverse(sharedobject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->arena);
+    Py_VISIT(self->policies);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->dtype);
+    return 0;
+}
+
+static int
+shared_clear(sharedobject *self)
+{
+    Py_CLEAR(self->policies);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->dtype);
+    return 0;
+}
+
+static void
+shared_dealloc(sharedobject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    shared_clear(self);
+    Py_CLEAR(self->arena);
+    PyMem_Free(self->recs);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* The stripe of key, after checking the arena is still open. */
+static uint64_t *
+shared_stripe(sharedobject *self, const char *data, Py_ssize_t len, uint64_t *tag)
+{
+    an_state *st = (an_state *)PyType_GetModuleState(Py_TYPE(self));
+    if (an_py_arena(st, self->arena) == NULL)
+        return NULL;
+    uint64_t h = an_gcra_hash(self->seed, data, (size_t)len);
+    size_t idx = (size_t)(h % self->nstripes);
+    *tag = h;
+    return self->recs[idx / self->stripes_per_rec] +
+           (idx % self->stripes_per_rec) * self->stripe_words;
+}
+
+static PyObject *
+shared_decide(sharedobject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+              PyObject *kwnames, an_gcra_mode mode)
+{
+    PyObject *key;
+    int64_t cost = 1, now;
+    const char *data;
+    Py_ssize_t len;
+    uint64_t tag;
+    an_gcra_result res;
+    int evicted;
+    if (nargs == 1 && kwnames == NULL)
+        key = args[0];
+    else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
+                            &cost) < 0)
+        return NULL;
+    if (key_bytes((PyObject *)self, key, &data, &len) < 0 ||
+        clock_now((PyObject *)self, self->clock, &now) < 0)
+        return NULL;
+    uint64_t *stripe = shared_stripe(self, data, len, &tag);
+    if (stripe == NULL)
+        return NULL;
+    an_status s = an_gcra_stripe_apply(stripe, atomic_load(&my_pid), tag, self->pol, self->npol,
+                                       cost, now, mode, &res, &evicted);
+    if (s != AN_OK)
+        return raise_status((PyObject *)self, s, "cost", "rate limit store: %s",
+                            an_error_lookup(s)->message);
+    if (evicted)
+        an_aw_add(&self->counters[1], 1);
+    return decision_make(self->dtype, res.allowed, res.remaining,
+                         (double)res.reset_after_ns * 1e-9, (double)res.retry_after_ns * 1e-9,
+                         PyTuple_GET_ITEM(self->policies, res.policy),
+                         self->pol[res.policy].limit);
+}
+
+static PyObject *
+shared_check(sharedobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return shared_decide(self, "check", args, nargs, kwnames, AN_GCRA_HIT);
+}
+
+static PyObject *
+shared_peek(sharedobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    return shared_decide(self, "peek", args, nargs, kwnames, AN_GCRA_PEEK);
+}
+
+static PyObject *
+shared_forget(sharedobject *self, PyObject *key)
+{
+    const char *data;
+    Py_ssize_t len;
+    uint64_t tag;
+    if (key_bytes((PyObject *)self, key, &data, &len) < 0)
+        return NULL;
+    uint64_t *stripe = shared_stripe(self, data, len, &tag);
+    if (stripe == NULL)
+        return NULL;
+    return PyBool_FromLong(an_gcra_stripe_forget(stripe, atomic_load(&my_pid), tag, self->npol));
+}
+
+static PyObject *
+shared_stats(sharedobject *self, PyObject *unused)
+{
+    (void)unused;
+    return Py_BuildValue("{s:K,s:K,s:K}", "evicted_live",
+                         (unsigned long long)an_aw_load(&self->counters[1]), "stripes",
+                         (unsigned long long)self->nstripes, "max_keys",
+                         (unsigned long long)self->nstripes * AN_GCRA_STRIPE_KEYS);
+}
+
+static PyMethodDef shared_methods[] = {
+    {"check", (PyCFunction)(void (*)(void))shared_check, FASTKW,
+     "check(key, cost=1) -> Decision: admit and record when every policy allows."},
+    {"peek", (PyCFunction)(void (*)(void))shared_peek, FASTKW,
+     "peek(key, cost=1) -> Decision: the decision check() would make, recording nothing."},
+    {"forget", (PyCFunction)shared_forget, METH_O, "forget(key) -> bool: drop key's state."},
+    {"stats", (PyCFunction)shared_stats, METH_NOARGS,
+     "stats() -> dict: evicted_live (arena-wide), stripes, max_keys."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot shared_slots[] = {
+    {Py_tp_new, shared_new},
+    {Py_tp_dealloc, shared_dealloc},
+    {Py_tp_traverse, shared_traverse},
+    {Py_tp_clear, shared_clear},
+    {Py_tp_methods, shared_methods},
+    {Py_tp_doc, "GcraSharedLimiter(arena, name, policies, params, max_keys, clock=None): "
+                "GCRA decisions over TATs in the shared arena."},
+    {0, NULL},
+};
+
+static PyType_Spec shared_spec = {
+    .name = "amulet_native._core.GcraSharedLimiter",
+    .basicsize = sizeof(sharedobject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = shared_slots,
+};
+
 /* ---- registration -------------------------------------------------------------- */
 
 static int
@@ -642,7 +937,8 @@ an_ratelimit_exec(PyObject *m, an_state *st)
 {
     (void)st;
     if (add_type(m, &decision_spec, "Decision") < 0 || add_type(m, &store_spec, "GcraStore") < 0 ||
-        add_type(m, &limiter_spec, "GcraLimiter") < 0)
+        add_type(m, &limiter_spec, "GcraLimiter") < 0 ||
+        add_type(m, &shared_spec, "GcraSharedLimiter") < 0)
         return -1;
     return 0;
 }
