@@ -11,12 +11,18 @@
  *  - the store: bounded under a flood of distinct keys, stateless keys evicted
  *    before live ones, every allocation failure reported and nothing leaked
  *    (fault injection), purge/forget/clear;
- *  - threads: 16 threads hammering one key admit exactly the burst.
+ *  - threads: 16 threads hammering one key admit exactly the burst;
+ *  - shared stripes (SharedStore): the same decisions as the store, live keys
+ *    replaced only when a stripe is full (and reported), a lock left by a dead
+ *    process taken over, threads on one stripe admit exactly the burst.
  */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ops/an_gcra.h"
 #include "check.h"
@@ -228,6 +234,100 @@ test_threads(void)
     an_gcra_store_free(shared_store);
 }
 
+/* ---- stripes ----------------------------------------------------------------- */
+
+static void
+test_stripes(void)
+{
+    current = "stripes";
+    an_gcra_policy pol[2];
+    an_gcra_policy_init(&pol[0], 10, SEC, 5);
+    an_gcra_policy_init(&pol[1], 3, 60 * SEC, 3);
+    size_t words = an_gcra_stripe_words(2);
+    uint64_t *stripe = calloc(words, sizeof(uint64_t));
+    an_gcra_store *s = NULL;
+    an_gcra_store_new(&s, 64, NULL);
+    uint32_t ns = an_gcra_store_namespace(s);
+    uint64_t me = (uint64_t)getpid();
+    an_gcra_result a, b;
+    int ev;
+    /* the same decisions as the store, for two keys in one stripe */
+    for (int i = 0; i < 12; i++) {
+        int64_t now = SEC + i * (SEC / 7);
+        const char *key = i % 3 ? "x" : "y";
+        uint64_t tag = i % 3 ? 11 : 22;
+        int64_t cost = i % 2;
+        CHECK_ST(an_gcra_stripe_apply(stripe, me, tag, pol, 2, cost, now, AN_GCRA_HIT, &a, &ev), AN_OK);
+        an_gcra_apply(s, ns, key, 1, pol, 2, cost, now, AN_GCRA_HIT, &b);
+        CHECK(a.allowed == b.allowed && a.policy == b.policy && a.remaining == b.remaining &&
+              a.reset_after_ns == b.reset_after_ns && a.retry_after_ns == b.retry_after_ns);
+        CHECK(ev == 0);
+    }
+    CHECK(an_gcra_stripe_forget(stripe, me, 11, 2) == 1);
+    CHECK(an_gcra_stripe_forget(stripe, me, 11, 2) == 0);
+    an_gcra_store_free(s);
+    CHECK_ST(an_gcra_stripe_apply(stripe, me, 1, pol, 2, 4, SEC, AN_GCRA_HIT, &a, &ev),
+             AN_ERR_INVALID_ARG);
+
+    /* a full stripe of live keys replaces the one ending first, and says so */
+    memset(stripe, 0, words * sizeof(uint64_t));
+    int evictions = 0;
+    for (uint64_t t = 1; t <= AN_GCRA_STRIPE_KEYS + 3; t++) {
+        an_gcra_stripe_apply(stripe, me, t * 1000, pol, 1, 1, SEC + (int64_t)t, AN_GCRA_HIT, &a, &ev);
+        evictions += ev;
+    }
+    CHECK(evictions == 3);
+    /* keys without state are replaced silently */
+    an_gcra_stripe_apply(stripe, me, 99, pol, 1, 1, 100 * SEC, AN_GCRA_HIT, &a, &ev);
+    CHECK(ev == 0 && a.allowed);
+
+    /* a lock held by a process that died is taken over */
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0);
+    stripe[0] = (uint64_t)child;
+    CHECK_ST(an_gcra_stripe_apply(stripe, me, 5, pol, 1, 1, SEC, AN_GCRA_HIT, &a, &ev), AN_OK);
+    CHECK(stripe[0] == 0);
+    free(stripe);
+}
+
+static uint64_t *thread_stripe;
+
+static void *
+stripe_hammer(void *arg)
+{
+    (void)arg;
+    long admitted = 0;
+    for (int i = 0; i < N_TRIES; i++) {
+        an_gcra_result r;
+        int ev;
+        an_gcra_stripe_apply(thread_stripe, (uint64_t)getpid(), 77, &shared_policy, 1, 1, SEC,
+                             AN_GCRA_HIT, &r, &ev);
+        admitted += r.allowed;
+    }
+    return (void *)admitted;
+}
+
+static void
+test_stripe_threads(void)
+{
+    current = "stripe threads";
+    thread_stripe = calloc(an_gcra_stripe_words(1), sizeof(uint64_t));
+    an_gcra_policy_init(&shared_policy, BURST, 86400 * SEC, BURST);
+    pthread_t th[N_THREADS];
+    for (long i = 0; i < N_THREADS; i++)
+        pthread_create(&th[i], NULL, stripe_hammer, (void *)i);
+    long total = 0;
+    for (int i = 0; i < N_THREADS; i++) {
+        void *ret;
+        pthread_join(th[i], &ret);
+        total += (long)ret;
+    }
+    CHECK(total == BURST);
+    free(thread_stripe);
+}
+
 int
 main(void)
 {
@@ -236,6 +336,8 @@ main(void)
     test_bounded();
     test_faults();
     test_threads();
+    test_stripes();
+    test_stripe_threads();
     printf("test_gcra: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;
 }
