@@ -46,6 +46,7 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.QueueClosed: ((errors.AmuletError,), {}),
     errors.ArenaError: ((errors.AmuletError,), {"path": "/dev/shm/m.arena"}),
     errors.ArenaFullError: ((errors.ArenaError, errors.AmuletError), {"path": "/dev/shm/m.arena"}),
+    errors.RateLimitExceeded: ((errors.AmuletError,), {"retry_after": 1.5}),
 }
 
 
