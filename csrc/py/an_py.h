@@ -181,5 +181,7 @@ int an_metrics_exec(PyObject *m, an_state *st);
 void an_decode_stats_record(int fmt, an_status status, const char *code, uint64_t nbytes,
                             uint64_t pixels, double seconds);
 double an_decode_clock(void);
+/* ops/ratelimit.c: Decision, GcraStore, GcraLimiter. */
+int an_ratelimit_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */
