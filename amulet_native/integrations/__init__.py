@@ -16,11 +16,13 @@ __all__ = ["PROBLEM_JSON", "http_status_for", "problem_body"]
 
 def _require(module: str, extra: str) -> None:
     """ImportError naming the extra when ``module`` cannot be imported."""
-    import importlib.util
+    import importlib
 
-    if importlib.util.find_spec(module) is None:
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
         raise ImportError(
             f"amulet_native.integrations.{extra} needs {module!r}: "
             f"pip install 'amulet_native[{extra}]'",
             name=module,
-        )
+        ) from exc

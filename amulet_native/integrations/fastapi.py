@@ -379,6 +379,7 @@ class AmuletMiddleware:
         self.log_requests = log_requests
         self.in_flight = 0
         self.draining = False
+        self.stopping = False
         self.started = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -421,10 +422,14 @@ class AmuletMiddleware:
         loop = asyncio.get_running_loop()
 
         def on_sigterm(sig: int, frame: Any) -> None:
-            if self.draining:
+            if self.stopping:
                 original(sig, frame)
                 return
-            self._set_draining()
+            # Readiness fails now; requests are still served until the server
+            # stops accepting, shutdown_delay seconds later.
+            self.stopping = True
+            if self.health is not None and hasattr(self.health, "set_draining"):
+                self.health.set_draining(True)
             loop.call_soon_threadsafe(loop.call_later, self.shutdown_delay, original, sig, frame)
 
         with contextlib.suppress(ValueError):  # not the main thread
@@ -706,8 +711,7 @@ _DECLARED_FORMATS = {
 _MULTIPART_OVERHEAD = 16 << 10
 
 
-def _multipart_error(exc: MultiPartException, upload: ImageUpload) -> ValidationError:
-    text = str(exc.message if hasattr(exc, "message") else exc)
+def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
     if "Too many files" in text:
         code, extra = "multipart.too_many_files", {"max_files": upload.max_files}
     elif "Too many fields" in text:
@@ -892,7 +896,11 @@ class ImageUpload:
                 max_part_size=self.max_part_size,
             )
         except MultiPartException as exc:
-            raise _multipart_error(exc, self) from None
+            raise _multipart_error(str(exc.message), self) from None
+        except HTTPException as exc:  # Starlette re-raises parser errors as a 400
+            if exc.status_code != 400:
+                raise
+            raise _multipart_error(str(exc.detail), self) from None
         try:
             upload = form.get(self.field) if self.field is not None else None
             if not isinstance(upload, UploadFile):
@@ -1098,6 +1106,7 @@ def install(
     image_cache: ImageCache | None = None,
     drain_timeout: float = 30.0,
     shutdown_delay: float = 0.0,
+    log_requests: bool = False,
 ) -> None:
     """One call: the middleware, the problem+json exception handlers, the
     routes ``/livez`` ``/readyz`` ``/startupz`` ``/health`` (health+json) and
@@ -1120,6 +1129,7 @@ def install(
         rate_limit=rate_limit, rate_key=rate_key, rate_store=rate_store,
         max_in_flight=max_in_flight, deadline=deadline, metrics=metrics,
         drain_timeout=drain_timeout, shutdown_delay=shutdown_delay, health=monitor,
+        log_requests=log_requests,
     )
     app.add_exception_handler(AmuletError, _amulet_error_handler)
     app.add_exception_handler(HTTPException, _http_exception_handler)
