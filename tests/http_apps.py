@@ -12,7 +12,7 @@ import contextvars
 import json
 import logging
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -74,10 +74,11 @@ def make_app() -> FastAPI:
     async def echo_len(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
 
+    image = Depends(ImageUpload(max_bytes=upload_max))
+    strict_image = Depends(ImageUpload(max_bytes=upload_max, on_type_mismatch="reject"))
+
     @app.post("/upload")
-    async def upload(
-        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max, max_size=None)),
-    ) -> dict[str, Any]:
+    async def upload(img: Annotated[DecodedImage, image]) -> dict[str, Any]:
         return {
             "shape": list(img.array.shape), "format": img.info.format, "digest": img.digest,
             "nbytes": img.nbytes, "cached": img.cached, "type_mismatch": img.type_mismatch,
@@ -85,10 +86,7 @@ def make_app() -> FastAPI:
         }
 
     @app.post("/upload-strict")
-    async def upload_strict(
-        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max,
-                                                on_type_mismatch="reject")),
-    ) -> dict[str, Any]:
+    async def upload_strict(img: Annotated[DecodedImage, strict_image]) -> dict[str, Any]:
         return {"format": img.info.format}
 
     @app.get("/slow")
@@ -122,7 +120,7 @@ def make_app() -> FastAPI:
         return {"bytes": int(block.sum())}
 
     @app.get("/ctx")
-    async def ctx(user: str = Depends(set_user)) -> dict[str, str]:
+    async def ctx(user: Annotated[str, Depends(set_user)]) -> dict[str, str]:
         log.info("handler sees user %s", USER.get())
         return {"user": USER.get()}
 
