@@ -46,6 +46,12 @@ async def set_user(request: Request) -> str:
     return user
 
 
+# Module level: FastAPI resolves the (string) annotations in the module's globals.
+UPLOAD_MAX = int(os.environ.get("AMULET_TEST_UPLOAD_MAX", str(4 << 20)))
+image = Depends(ImageUpload(max_bytes=UPLOAD_MAX))
+strict_image = Depends(ImageUpload(max_bytes=UPLOAD_MAX, on_type_mismatch="reject"))
+
+
 def _options() -> dict[str, Any]:
     options: dict[str, Any] = json.loads(os.environ.get("AMULET_TEST_INSTALL", "{}"))
     store_dir = options.pop("shared_store", None)
@@ -63,7 +69,6 @@ def make_app() -> FastAPI:
         logging.getLogger(name).addHandler(capture)
         logging.getLogger(name).setLevel(logging.DEBUG)
     log = logging.getLogger("tests.handler")
-    upload_max = int(os.environ.get("AMULET_TEST_UPLOAD_MAX", str(4 << 20)))
     install(app, **_options())
 
     @app.get("/ping")
@@ -73,9 +78,6 @@ def make_app() -> FastAPI:
     @app.post("/echo-len")
     async def echo_len(request: Request) -> dict[str, int]:
         return {"bytes": len(await request.body())}
-
-    image = Depends(ImageUpload(max_bytes=upload_max))
-    strict_image = Depends(ImageUpload(max_bytes=upload_max, on_type_mismatch="reject"))
 
     @app.post("/upload")
     async def upload(img: Annotated[DecodedImage, image]) -> dict[str, Any]:
