@@ -56,13 +56,13 @@ from .. import image as _image
 from ..cache import ImageCache
 from ..errors import (
     AmuletError,
-    ImageTooLargeError,
     PayloadTooLargeError,
     UnsupportedFormatError,
     ValidationError,
 )
 from ..memory import memory_limit
 from ..stream import aread_limited
+from ._common import DECLARED_FORMATS, check_limits
 from ._problem import PROBLEM_JSON, http_status_for, problem_body
 
 __all__ = [
@@ -703,11 +703,6 @@ class DecodedImage:
     """True when the declared image type differs from the detected format."""
 
 
-_DECLARED_FORMATS = {
-    "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png",
-    "image/webp": "webp", "image/gif": "gif", "image/heic": "heic", "image/heif": "heic",
-    "image/avif": "avif", "image/bmp": "bmp", "image/tiff": "tiff",
-}
 _MULTIPART_OVERHEAD = 16 << 10
 
 
@@ -721,21 +716,6 @@ def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
     else:
         code, extra = "multipart.malformed", {}
     return ValidationError(text, code=code, context=extra)
-
-
-def _check_limits(info: _image.ImageInfo, limits: _image.Limits) -> None:
-    """The Limits checks the decoder would make, from the probed header."""
-    checks = (
-        ("limits.width", "width", info.width, limits.max_width),
-        ("limits.height", "height", info.height, limits.max_height),
-        ("limits.pixels", "pixels", info.width * info.height, limits.max_pixels),
-    )
-    for code, name, actual, bound in checks:
-        if bound and actual > bound:
-            raise ImageTooLargeError(
-                f"image {name} {actual} exceeds max_{name} {bound}", code=code,
-                limit_name=f"max_{name}", actual=actual, limit=bound,
-            )
 
 
 class _LimitedReceive:
@@ -847,7 +827,7 @@ class ImageUpload:
         if body.size == 0:
             raise ValidationError("the upload is empty", code="input.empty", field="file")
         info = _image.probe(body.data)  # magic bytes: UnsupportedFormatError for non-images
-        expected = _DECLARED_FORMATS.get(declared or "")
+        expected = DECLARED_FORMATS.get(declared or "")
         mismatch = expected is not None and expected != info.format
         if mismatch:
             ctx = {"declared_type": declared, "detected_type": info.format}
@@ -857,7 +837,7 @@ class ImageUpload:
                     code="format.mismatch", format=info.format, context=ctx,
                 )
             _log.warning("upload declared %s but is %s", declared, info.format)
-        _check_limits(info, self.limits)
+        check_limits(info, self.limits)
         cache = self._cache_for(request)
         assert body.digest is not None
         array, hit = await asyncio.to_thread(self._decode, cache, body.data, body.digest)
