@@ -61,7 +61,10 @@ class UvicornServer:
 
         fd, log = tempfile.mkstemp(prefix="uvicorn-", suffix=".log")
         self.log_path = Path(log)
-        env = {**os.environ, **self.env, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'tests'}"}
+        path = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
+        if self.env.get("PYTHONPATH"):
+            path.append(self.env["PYTHONPATH"])
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(path)}
         cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         if self.factory:
