@@ -134,13 +134,13 @@ def report(result: dict[str, Any], path: Path) -> None:
     lines = [
         "# HTTP integration benchmarks (issue 13)",
         "",
-        f"Load generator: **hey** (Go, keep-alive connections); {s['duration']} s per run "
+        (f"Load generator: **hey** (Go, keep-alive connections); {s['duration']} s per run "
         f"after a 2 s warm-up, {s['repeats']} repeats in rotating app order, medians "
         "reported. Each app in its own `uvicorn` (1 worker, `--loop uvloop --http "
-        "httptools --no-access-log`), the same settings for all.",
-        "The machine is shared by several jobs (2 cores, noisy): hey and the server "
+        "httptools --no-access-log`), the same settings for all."),
+        ("The machine is shared by several jobs (2 cores, noisy): hey and the server "
         "compete for the same cores, so absolute numbers are low and vary; the ratios "
-        "within one run are the result.",
+        "within one run are the result."),
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
@@ -158,20 +158,20 @@ def report(result: dict[str, Any], path: Path) -> None:
     vs_peer = o["ping"]["rps"] / p["ping"]["rps"]
     lines += [
         "",
-        f"- Overhead of ours vs bare: **{overhead:.1%}** of throughput (target <= 10%: "
-        f"{'met' if overhead <= 0.10 else 'missed'}).",
-        f"- Ours vs the peer stack: **{vs_peer:.2f}x** its throughput (target >= 2x: "
-        f"{'met' if vs_peer >= 2 else 'missed'}).",
+        (f"- Overhead of ours vs bare: **{overhead:.1%}** of throughput (target <= 10%: "
+        f"{'met' if overhead <= 0.10 else 'missed'})."),
+        (f"- Ours vs the peer stack: **{vs_peer:.2f}x** its throughput (target >= 2x: "
+        f"{'met' if vs_peer >= 2 else 'missed'})."),
         "",
-        f"## Upload + decode (`POST /upload`, multipart JPEG of {result['jpeg_bytes']} bytes, "
-        f"1024x768, {s['upload_concurrency']} concurrent clients)",
+        (f"## Upload + decode (`POST /upload`, multipart JPEG of {result['jpeg_bytes']} bytes, "
+        f"1024x768, {s['upload_concurrency']} concurrent clients)"),
         "",
         "| app | req/s | p50 ms | p99 ms | vs bare (UploadFile.read() + Pillow) |",
         "|---|---:|---:|---:|---:|",
     ]
     for name, label in (("bare", "UploadFile.read() + Pillow (bare app)"),
-                        ("ours", "ImageUpload (aread_limited + probe + native decode, "
-                                 "uncached, all middleware on)"),
+                        ("ours", ("ImageUpload (aread_limited + probe + native decode, "
+                                 "uncached, all middleware on)")),
                         ("peer", "UploadFile.read() + Pillow (peer stack)")):
         m = med[name]["upload"]
         lines.append(f"| {label} | {m['rps']:.1f} | {m['p50_ms']:.1f} | {m['p99_ms']:.1f} | "
