@@ -8,6 +8,8 @@ from .encode import encode_jpeg, encode_png
 from .errors import (
     AmuletError,
     AmuletWarning,
+    ArenaError,
+    ArenaFullError,
     CacheCallbackWarning,
     DeadlockError,
     DecodeError,
@@ -75,6 +77,8 @@ __all__ = [
     "LIBPNG_VERSION",
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",

@@ -41,6 +41,8 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "CacheCallbackWarning",
     "DeadlockError",
     "DecodeError",
@@ -337,3 +339,24 @@ class QueueClosed(AmuletError):
     the closed queue is drained.  Waiting producers and consumers get it too."""
 
     default_code = "queue.closed"
+
+
+class ArenaError(AmuletError):
+    """The shared arena file is corrupt, foreign or of another version
+    (``arena.corrupt``), or a record is absent / has another shape
+    (``arena.mismatch``).  Never a crash: the file is checked before use."""
+
+    default_code = "arena.corrupt"
+    _context_fields: tuple[str, ...] = ("path",)
+
+    @property
+    def path(self) -> str | None:
+        """The arena file, when known."""
+        return self.context.get("path")
+
+
+class ArenaFullError(ArenaError):
+    """The shared arena has no free record, data unit or worker slot
+    (``arena.full``); the refusal is counted in ``Arena.stats()["overflow"]``."""
+
+    default_code = "arena.full"

@@ -69,6 +69,11 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "the incremental decoder has finished, failed or been closed"},
     {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
      "the incremental decoder is in use by another thread"},
+    {AN_ERR_ARENA_CORRUPT, "arena.corrupt", "ArenaError",
+     "the shared arena file is corrupt or not an arena"},
+    {AN_ERR_ARENA_FULL, "arena.full", "ArenaFullError", "the shared arena is full"},
+    {AN_ERR_ARENA_MISMATCH, "arena.mismatch", "ArenaError",
+     "the arena record is absent or has another size or fold operation"},
 };
 
 const an_error_entry *

@@ -53,6 +53,9 @@ typedef struct {
     PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
     PyObject *queue_empty;          /* queue.Empty (ThreadSafeQueue, sync) */
     PyObject *queue_full;           /* queue.Full */
+    /* ops (metrics branch): the shared arena and the metric types */
+    PyObject *arena_type;           /* ops/arena.c: _core.Arena */
+    PyObject *metric_types[4];      /* ops/metrics.c: counter, gauge, histogram, summary */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -160,5 +163,9 @@ PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const 
 int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
+
+/* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
+int an_arena_exec(PyObject *m, an_state *st);
+int an_metrics_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */
