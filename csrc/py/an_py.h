@@ -167,5 +167,7 @@ int an_incremental_exec(PyObject *m, an_state *st);
 /* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
 int an_arena_exec(PyObject *m, an_state *st);
 int an_metrics_exec(PyObject *m, an_state *st);
+/* ops/ratelimit.c: Decision, GcraStore, GcraLimiter. */
+int an_ratelimit_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */

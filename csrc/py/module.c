@@ -142,6 +142,8 @@ core_exec(PyObject *module)
         return -1;
     if (an_arena_exec(module, st) < 0 || an_metrics_exec(module, st) < 0)
         return -1;
+    if (an_ratelimit_exec(module, st) < 0)
+        return -1;
     return 0;
 error:
     Py_DECREF(errors);
