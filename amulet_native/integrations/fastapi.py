@@ -235,15 +235,14 @@ def _client_address(conn: HTTPConnection) -> str:
 
 
 def _make_limiter(rate_limit: Any, store: Any) -> Any:
+    """A RateLimiter from one, or from policies ("100/minute", Policy, a list)."""
     if rate_limit is None:
         return None
-    from .. import ratelimit as rl  # the ratelimit branch
+    from .. import ratelimit as rl
 
     if isinstance(rate_limit, rl.RateLimiter):
         return rate_limit
-    specs = [rate_limit] if isinstance(rate_limit, (str, rl.Policy)) else list(rate_limit)
-    policies = [s if isinstance(s, rl.Policy) else rl.parse_policy(s) for s in specs]
-    return rl.RateLimiter(policies, store=store)
+    return rl.RateLimiter(rate_limit, store=store)
 
 
 # ---- the middleware --------------------------------------------------------------
