@@ -650,7 +650,7 @@ class AmuletMiddleware:
     ) -> None:
         headers: list[tuple[bytes, bytes]] = []
         status = http_status_for(code)
-        if status in (429, 503):
+        if status in (429, 503) and not any(k == b"retry-after" for k, _ in exchange.extra):
             retry = (extra or {}).get("retry_after", self.retry_after)
             headers.append((b"retry-after", str(max(1, int(retry))).encode()))
         if connection_close:
