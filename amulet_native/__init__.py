@@ -1,5 +1,7 @@
 """amulet_native: native building blocks for Python image web services."""
 
+# resilience: retries with budgets, breakers, bulkheads, error context
+from . import resilience
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
@@ -10,7 +12,9 @@ from .errors import (
     AmuletWarning,
     ArenaError,
     ArenaFullError,
+    BulkheadFullError,
     CacheCallbackWarning,
+    CircuitOpenError,
     DeadlockError,
     DecodeError,
     ImageTooLargeError,
@@ -19,6 +23,7 @@ from .errors import (
     MemoryLimitError,
     ModelError,
     NetworkError,
+    OperationTimeoutError,
     PayloadTooLargeError,
     PoolClosedError,
     PoolTimeoutError,
@@ -26,6 +31,7 @@ from .errors import (
     QueueClosed,
     RateLimitExceeded,
     ReentrantCallError,
+    ResilienceWarning,
     SecurityError,
     SerializationError,
     UnsupportedFormatError,
@@ -58,6 +64,21 @@ from .memory import (
     set_process_memory_limit,
 )
 from .pool import AsyncObjectPool, ObjectPool, PoolState
+from .resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitState,
+    RedisBreakerStore,
+    RetryBudget,
+    backoff,
+    breakers,
+    error_context,
+    error_stats,
+    retry,
+    retry_on_failure,
+    retry_stats,
+    retrying,
+)
 from .stream import (
     ChunkStream,
     LimitedRead,
@@ -83,9 +104,15 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
+    # resilience
+    "Bulkhead",
+    "BulkheadFullError",
     "Cache",
     "CacheCallbackWarning",
     "ChunkStream",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "DeadlockError",
     "DecodeError",
     "GarbageCollectionManager",
@@ -107,6 +134,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ObjectPool",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolState",
@@ -115,7 +143,10 @@ __all__ = [
     "ProcessingError",
     "QueueClosed",
     "RateLimitExceeded",
+    "RedisBreakerStore",
     "ReentrantCallError",
+    "ResilienceWarning",
+    "RetryBudget",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",
@@ -127,6 +158,8 @@ __all__ = [
     "available_cpus",
     "b64decode",
     "b64encode",
+    "backoff",
+    "breakers",
     "cached",
     "decode",
     "decode_base64",
@@ -137,6 +170,8 @@ __all__ = [
     "encode_base64",
     "encode_jpeg",
     "encode_png",
+    "error_context",
+    "error_stats",
     "get_default_limits",
     "get_process_memory_limit",
     "memory_efficient_operation",
@@ -145,7 +180,12 @@ __all__ = [
     "open_mapped",
     "probe",
     "read_limited",
+    "resilience",
     "resize",
+    "retry",
+    "retry_on_failure",
+    "retry_stats",
+    "retrying",
     "set_default_limits",
     "set_process_memory_limit",
     "stream_file",

@@ -163,6 +163,8 @@ PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const 
 int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
+/* ops/resilience.c: Breaker, BreakerCall, RetryBudget, RetryCall. */
+int an_resilience_exec(PyObject *m, an_state *st);
 
 /* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
 int an_arena_exec(PyObject *m, an_state *st);
