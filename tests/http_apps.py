@@ -152,6 +152,26 @@ def make_app() -> FastAPI:
         log.info("handler sees user %s", USER.get())
         return {"user": USER.get()}
 
+    from amulet_native.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker("model", window=2, minimum_calls=2, wait_in_open=3600.0)
+
+    def failing() -> None:
+        raise ConnectionError("model server down")
+
+    for _ in range(2):  # two failures open the circuit for an hour
+        try:
+            breaker.call(failing)
+        except ConnectionError:
+            pass
+
+    @app.get("/model")
+    async def model() -> dict[str, str]:
+        async def predict() -> str:
+            return "cat"
+
+        return {"label": await breaker.acall(predict)}
+
     @app.get("/logs")
     async def logs() -> list[dict[str, str]]:
         return capture.records

@@ -329,6 +329,13 @@ def test_http_exception_and_validation_errors(client: httpx.Client) -> None:
     assert all(e["msg"] and e["type"] for e in body["errors"])
 
 
+def test_open_circuit_is_503_with_retry_after(client: httpx.Client) -> None:
+    r = client.get("/model")
+    body = assert_problem(r, 503, "circuit.open")
+    assert 3000 <= int(r.headers["retry-after"]) <= 3600
+    assert body["retry_after"] <= 3600
+
+
 def test_memory_budget_507_process_stays_healthy(client: httpx.Client) -> None:
     body = assert_problem(client.get("/alloc", params={"mb": 200}), 507, "memory.limit")
     assert body["limit"] == 64 << 20
