@@ -161,4 +161,12 @@ int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
 
+/* resize.c: an an_view over a uint8/uint16 (H, W[, C]) ndarray read through
+ * its strides, or value.array raised and -1. */
+struct an_view;
+int an_view_from_array(an_state *st, PyObject *obj, struct an_view *v);
+/* image/phash.c: perceptual_hash, image_descriptor. */
+PyObject *an_py_perceptual_hash(PyObject *module, PyObject *arg);
+PyObject *an_py_image_descriptor(PyObject *module, PyObject *arg);
+
 #endif /* AN_PY_H */
