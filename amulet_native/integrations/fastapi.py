@@ -1,0 +1,1154 @@
+"""FastAPI / Starlette integration: one middleware, one upload dependency, the
+operational endpoints.  Extra ``[fastapi]``.
+
+::
+
+    from fastapi import Depends, FastAPI
+    from amulet_native.integrations.fastapi import DecodedImage, ImageUpload, install
+
+    app = FastAPI()
+    install(app, max_body=20 << 20, memory_mb=256, rate_limit="100/minute",
+            max_in_flight=64, deadline=10.0)
+
+    @app.post("/classify")
+    async def classify(img: DecodedImage = Depends(ImageUpload(max_size=(512, 512)))):
+        return {"shape": img.array.shape, "digest": img.digest, "cached": img.cached}
+
+:class:`AmuletMiddleware` is pure ASGI (never ``BaseHTTPMiddleware``: that costs
+a task group and a memory stream per request and cuts contextvars off from the
+app).  In one pass per request it assigns the request id, sheds load, rate
+limits, caps the body, opens a memory budget, enforces a deadline, records
+metrics and turns every error into ``application/problem+json`` through the one
+table in :mod:`amulet_native.integrations._problem`.
+"""
+
+from __future__ import annotations
+
+from . import _require
+
+_require("starlette", "fastapi")
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import logging
+import math
+import os
+import re
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
+
+from .. import _core
+from .. import image as _image
+from ..cache import ImageCache
+from ..errors import (
+    AmuletError,
+    ImageTooLargeError,
+    PayloadTooLargeError,
+    UnsupportedFormatError,
+    ValidationError,
+)
+from ..memory import memory_limit
+from ..stream import aread_limited
+from ._problem import PROBLEM_JSON, http_status_for, problem_body
+
+__all__ = [
+    "AmuletMiddleware",
+    "DecodedImage",
+    "ImageUpload",
+    "RequestIdFilter",
+    "current_request_id",
+    "install",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_log = logging.getLogger("amulet_native.http")
+_MIB = 1 << 20
+
+#: Paths of the operational endpoints: never shed, limited, capped or timed.
+OPS_PATHS = ("/livez", "/readyz", "/startupz", "/health", "/metrics")
+
+# ---- request id ------------------------------------------------------------------
+
+_REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "amulet_native.request_id", default=None
+)
+#: An incoming X-Request-ID is echoed only when it looks like an id (no log
+#: injection, no header smuggling, bounded length); otherwise a new one is made.
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context (None outside one)."""
+    return _REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``record.request_id`` ("-" outside a request).  :func:`install`
+    also wraps the log record factory, so every record has it; add this filter
+    to handlers of loggers created with another factory."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = _REQUEST_ID.get() or "-"
+        return True
+
+
+_factory_installed = False
+
+
+def _install_record_factory() -> None:
+    """Every LogRecord made from now on carries ``request_id`` (idempotent)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.request_id = _REQUEST_ID.get() or "-"
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
+# ---- metrics ---------------------------------------------------------------------
+
+
+class _HttpMetrics:
+    """The middleware's metric families in one registry (made once per registry)."""
+
+    def __init__(self, registry: Any) -> None:
+        from .. import metrics as m  # the metrics branch: values in native memory
+
+        labels = ("method", "route", "status")
+        self.requests = m.Counter(
+            "http_requests", "HTTP requests served", labels, registry=registry
+        )
+        self.latency = m.Histogram(
+            "http_request_duration_seconds", "Time to serve an HTTP request",
+            labels, registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )
+        self.in_flight = m.Gauge(
+            "http_requests_in_flight", "HTTP requests being served", ("method",),
+            registry=registry, multiprocess_mode="livesum",
+        )
+        self.body_bytes = m.Counter(
+            "http_request_body_bytes", "Request body bytes received", ("method", "route"),
+            registry=registry,
+        )
+        self.errors = m.Counter(
+            "amulet_errors", "Errors answered as problem+json, by code", ("code",),
+            registry=registry,
+        )
+
+
+_metrics_by_registry: dict[int, tuple[Any, _HttpMetrics]] = {}
+
+
+def _http_metrics(registry: Any) -> _HttpMetrics:
+    if registry is None:
+        from .. import metrics as m
+
+        registry = m.REGISTRY
+    entry = _metrics_by_registry.get(id(registry))
+    if entry is None or entry[0] is not registry:
+        entry = (registry, _HttpMetrics(registry))
+        _metrics_by_registry[id(registry)] = entry
+    return entry[1]
+
+
+def _metrics_or_none(metrics: Any) -> _HttpMetrics | None:
+    """The families for ``metrics`` (True: the default registry; False/None: off)."""
+    if metrics is False or metrics is None:
+        return None
+    try:
+        return _http_metrics(None if metrics is True else metrics)
+    except ImportError:  # pragma: no cover - only without amulet_native.metrics
+        _log.warning("amulet_native.metrics is not available: HTTP metrics are off")
+        return None
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template ("/items/{id}"), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return scope.get("root_path", "") + path if scope.get("root_path") else path
+    return "<unmatched>"
+
+
+# ---- rate limiting ---------------------------------------------------------------
+
+KeyFunc = Callable[[HTTPConnection], "str | None"]
+
+
+def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
+    """"ip", "header:<Name>" (falls back to the client address) or a callable."""
+    if callable(rate_key):
+        return rate_key
+    if rate_key == "ip":
+        return _client_address
+    if isinstance(rate_key, str) and rate_key.startswith("header:"):
+        name = rate_key[7:].strip().lower()
+
+        def by_header(conn: HTTPConnection) -> str | None:
+            value = conn.headers.get(name)
+            return f"key:{value}" if value else _client_address(conn)
+
+        return by_header
+    raise ValidationError(
+        f"rate_key must be 'ip', 'header:<Name>' or a callable, got {rate_key!r}",
+        field="rate_key",
+    )
+
+
+def _client_address(conn: HTTPConnection) -> str:
+    client = conn.scope.get("client")
+    return f"ip:{client[0]}" if client else "ip:unknown"
+
+
+def _make_limiter(rate_limit: Any, store: Any) -> Any:
+    if rate_limit is None:
+        return None
+    from .. import ratelimit as rl  # the ratelimit branch
+
+    if isinstance(rate_limit, rl.RateLimiter):
+        return rate_limit
+    specs = [rate_limit] if isinstance(rate_limit, (str, rl.Policy)) else list(rate_limit)
+    policies = [s if isinstance(s, rl.Policy) else rl.parse_policy(s) for s in specs]
+    return rl.RateLimiter(policies, store=store)
+
+
+# ---- the middleware --------------------------------------------------------------
+
+
+class _Deadline(Exception):
+    pass
+
+
+class _Exchange:
+    """One request's response side: adds our headers to the app's response
+    start, remembers the status, and swallows the app's messages once the
+    middleware has decided to answer itself (body over the cap, deadline)."""
+
+    __slots__ = ("extra", "send", "started", "status", "suppress")
+
+    def __init__(self, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        self.send = send
+        self.extra = extra
+        self.started = False
+        self.suppress = False
+        self.status = 0
+
+    async def __call__(self, message: Message) -> None:
+        if self.suppress:
+            return
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            message["headers"] = [*message.get("headers", ()), *self.extra]
+        await self.send(message)
+
+    async def problem(
+        self, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        self.started = True
+        self.status = status
+        await self.send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+                *self.extra,
+            ],
+        })
+        await self.send({"type": "http.response.body", "body": payload})
+
+
+class _BodyCounter:
+    """The app's receive: counts body bytes and, past the cap, hands the app a
+    clean ``http.disconnect`` instead of the chunk (nothing half-processed)."""
+
+    __slots__ = ("exchange", "limit", "over", "receive", "total")
+
+    def __init__(self, receive: Receive, limit: int, exchange: _Exchange) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.exchange = exchange
+        self.total = 0
+        self.over = False
+
+    async def __call__(self) -> Message:
+        if self.over:
+            return {"type": "http.disconnect"}
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.total += len(message.get("body", b""))
+            if self.limit and self.total > self.limit:
+                self.over = True
+                self.exchange.suppress = True  # what the app sends now is no reply
+                return {"type": "http.disconnect"}
+        return message
+
+
+class AmuletMiddleware:
+    """Pure ASGI middleware for any Starlette/FastAPI app (see the module doc).
+
+    Options (all optional; ``None`` turns a feature off):
+
+    * ``max_body``: bytes per request body (default 10 MiB; 0 = no cap);
+      ``body_limits`` maps route path templates to their own cap.
+    * ``memory_mb``: a :func:`amulet_native.memory_limit` budget per request.
+    * ``rate_limit``: a ``ratelimit.RateLimiter``, a policy ("100/minute") or
+      a list of them; ``rate_key``: "ip", "header:X-API-Key" or a callable
+      taking a Starlette ``HTTPConnection``; ``rate_store`` for policies given
+      as text (``SharedStore`` across workers, ``RedisStore`` across hosts).
+    * ``max_in_flight``: beyond it 503 + Retry-After at once (no queue).
+    * ``deadline``: seconds per request; past it the handler is cancelled and
+      the client gets 504.
+    * ``metrics``: True (the default registry), a registry, or False.
+    * ``drain_timeout``: on shutdown, how long in-flight requests may finish;
+      ``shutdown_delay``: seconds between SIGTERM and handing it to the server,
+      during which ``/readyz`` fails while requests are still served.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body: int = 10 * _MIB,
+        body_limits: Mapping[str, int] | None = None,
+        memory_mb: float | None = None,
+        rate_limit: Any = None,
+        rate_key: str | KeyFunc = "ip",
+        rate_store: Any = None,
+        max_in_flight: int | None = None,
+        deadline: float | None = None,
+        metrics: Any = True,
+        retry_after: int = 1,
+        drain_timeout: float = 30.0,
+        shutdown_delay: float = 0.0,
+        health: Any = None,
+        exempt: Iterable[str] = OPS_PATHS,
+        log_requests: bool = False,
+    ) -> None:
+        self.app = app
+        self.max_body = int(max_body)
+        self.body_limits = dict(body_limits or {})
+        self.memory = memory_limit(mb=memory_mb) if memory_mb else None
+        self.limiter = _make_limiter(rate_limit, rate_store)
+        self.rate_key = _key_function(rate_key)
+        self.max_in_flight = max_in_flight
+        self.deadline = deadline
+        self.metrics = _metrics_or_none(metrics)
+        self.retry_after = int(retry_after)
+        self.drain_timeout = drain_timeout
+        self.shutdown_delay = shutdown_delay
+        self.health = health
+        self.exempt = frozenset(exempt)
+        self.log_requests = log_requests
+        self.in_flight = 0
+        self.draining = False
+        self.stopping = False
+        self.started = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._route_limits: list[tuple[Any, int]] | None = None
+        if self.limiter is not None:
+            from ..ratelimit import headers as rl_headers
+
+            self._rl_headers: Callable[[Any], Mapping[str, str]] = rl_headers
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Fail readiness, refuse new requests, wait for the in-flight ones
+        (up to ``timeout``, default ``drain_timeout``).  True when drained."""
+        self._set_draining()
+        try:
+            await asyncio.wait_for(self._idle.wait(), self.drain_timeout if timeout is None
+                                   else timeout)
+        except asyncio.TimeoutError:
+            _log.warning("drain timed out with %d request(s) in flight", self.in_flight)
+            return False
+        return True
+
+    def _set_draining(self) -> None:
+        self.draining = True
+        if self.health is not None and hasattr(self.health, "set_draining"):
+            self.health.set_draining(True)
+
+    def _hook_sigterm(self) -> None:
+        """SIGTERM first fails readiness; the server's own handler runs
+        ``shutdown_delay`` seconds later (the load balancer stops sending)."""
+        if self.shutdown_delay <= 0:
+            return
+        try:
+            original = signal.getsignal(signal.SIGTERM)
+        except ValueError:
+            return
+        if not callable(original):
+            return
+        loop = asyncio.get_running_loop()
+
+        def on_sigterm(sig: int, frame: Any) -> None:
+            if self.stopping:
+                original(sig, frame)
+                return
+            # Readiness fails now; requests are still served until the server
+            # stops accepting, shutdown_delay seconds later.
+            self.stopping = True
+            if self.health is not None and hasattr(self.health, "set_draining"):
+                self.health.set_draining(True)
+            loop.call_soon_threadsafe(loop.call_later, self.shutdown_delay, original, sig, frame)
+
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGTERM, on_sigterm)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self.drain()
+            return message
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                self.started = True
+                self._hook_sigterm()
+                if self.health is not None and hasattr(self.health, "mark_started"):
+                    self.health.mark_started()
+            await send(message)
+
+        await self.app(scope, lifespan_receive, lifespan_send)
+
+    # -- per request -------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            given = _header(scope, b"x-request-id")
+            if given is not None and _VALID_REQUEST_ID.fullmatch(given):
+                rid = given.decode("ascii")
+            else:
+                rid = os.urandom(16).hex()
+            token = _REQUEST_ID.set(rid)
+            try:
+                await self._http(scope, receive, send, rid)
+            finally:
+                _REQUEST_ID.reset(token)
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    def _body_limit(self, scope: Scope) -> int:
+        if self._route_limits is None:
+            self._route_limits = _resolve_route_limits(scope.get("app"), self.body_limits)
+        for route, limit in self._route_limits:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return limit
+        return self.max_body
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        extra: list[tuple[bytes, bytes]] = [(b"x-request-id", rid.encode())]
+        exchange = _Exchange(send, extra)
+        path = scope["path"]
+        if path in self.exempt:
+            await self.app(scope, receive, exchange)
+            return
+        method = scope["method"]
+        if self.draining:
+            await self._refuse(exchange, scope, "server.draining", connection_close=True)
+            return
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            await self._refuse(exchange, scope, "server.overloaded",
+                               detail=f"more than {self.max_in_flight} requests in flight")
+            return
+        if self.limiter is not None:
+            decision = await self.limiter.acheck(self.rate_key(HTTPConnection(scope)))
+            extra.extend((k.lower().encode(), v.encode())
+                         for k, v in self._rl_headers(decision).items())
+            if not decision.allowed:
+                await self._refuse(exchange, scope, "ratelimit.exceeded",
+                                   extra={"retry_after": math.ceil(decision.retry_after)})
+                return
+        limit = self._body_limit(scope)
+        declared = _header(scope, b"content-length")
+        if limit and declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(
+                exchange, scope, "input.too_large", connection_close=True,
+                detail=f"declared body of {int(declared)} bytes exceeds the limit of {limit}",
+                extra={"limit": limit, "declared": int(declared)},
+            )
+            return
+        counter = _BodyCounter(receive, limit, exchange)
+        self.in_flight += 1
+        self._idle.clear()
+        m = self.metrics
+        if m is not None:
+            m.in_flight.labels(method).inc()
+        start = time.perf_counter()
+        try:
+            await self._run(scope, counter, exchange)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+            if m is not None:
+                route = _route_template(scope)
+                status = str(exchange.status or 500)
+                m.in_flight.labels(method).dec()
+                m.requests.labels(method, route, status).inc()
+                m.latency.labels(method, route, status).observe(time.perf_counter() - start)
+                if counter.total:
+                    m.body_bytes.labels(method, route).inc(counter.total)
+            if self.log_requests:
+                _log.info("%s %s -> %d", method, path, exchange.status)
+
+    async def _run(self, scope: Scope, counter: _BodyCounter, exchange: _Exchange) -> None:
+        try:
+            with self.memory if self.memory is not None else contextlib.nullcontext():
+                if self.deadline is None:
+                    await self.app(scope, counter, exchange)
+                else:
+                    await self._with_deadline(scope, counter, exchange)
+        except _Deadline:
+            self._count_error("deadline.exceeded")
+            if not exchange.started:
+                await exchange.problem(504, problem_body(
+                    "deadline.exceeded", request_id=_REQUEST_ID.get(), instance=scope["path"],
+                    detail=f"the request took longer than {self.deadline} s",
+                    extra={"deadline": self.deadline},
+                ))
+            return
+        except Exception as exc:
+            if counter.over:
+                await self._answer_too_large(scope, counter, exchange)
+                return
+            if exchange.started:
+                _log.error("error after the response started", exc_info=exc)
+                raise
+            await self._answer_exception(scope, exc, exchange)
+            return
+        if counter.over:
+            await self._answer_too_large(scope, counter, exchange)
+
+    async def _with_deadline(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(self.deadline or 0.0, expire)
+        try:
+            await self.app(scope, receive, exchange)
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            uncancel = getattr(task, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            raise _Deadline from None
+        finally:
+            handle.cancel()
+
+    async def _answer_too_large(
+        self, scope: Scope, counter: _BodyCounter, exchange: _Exchange
+    ) -> None:
+        # The app saw a disconnect; whatever it tried to send is not a reply.
+        self._count_error("input.too_large")
+        if exchange.started:
+            return
+        exchange.extra.append((b"connection", b"close"))
+        await exchange.problem(413, problem_body(
+            "input.too_large", request_id=_REQUEST_ID.get(), instance=scope["path"],
+            detail=f"request body exceeds the limit of {counter.limit} bytes",
+            extra={"limit": counter.limit, "received": counter.total},
+        ))
+
+    async def _answer_exception(self, scope: Scope, exc: Exception, exchange: _Exchange) -> None:
+        if isinstance(exc, AmuletError):
+            body = problem_body(exc, request_id=_REQUEST_ID.get(), instance=scope["path"])
+            _log.info("request failed: %s", exc)
+        elif isinstance(exc, ClientDisconnect):
+            return  # nobody to answer
+        else:
+            body = problem_body(exc, request_id=_REQUEST_ID.get(), instance=scope["path"])
+            _log.error("unhandled exception in %s %s", scope["method"], scope["path"],
+                       exc_info=exc)
+        self._count_error(body["code"])
+        await exchange.problem(body["status"], body, _retry_after_header(exc))
+
+    async def _refuse(
+        self,
+        exchange: _Exchange,
+        scope: Scope,
+        code: str,
+        *,
+        detail: str | None = None,
+        extra: dict[str, Any] | None = None,
+        connection_close: bool = False,
+    ) -> None:
+        headers: list[tuple[bytes, bytes]] = []
+        status = http_status_for(code)
+        if status in (429, 503):
+            retry = (extra or {}).get("retry_after", self.retry_after)
+            headers.append((b"retry-after", str(max(1, int(retry))).encode()))
+        if connection_close:
+            headers.append((b"connection", b"close"))
+        self._count_error(code)
+        body = problem_body(code, request_id=_REQUEST_ID.get(), instance=scope["path"],
+                            detail=detail, extra=extra)
+        await exchange.problem(status, body, headers)
+        if self.metrics is not None:
+            self.metrics.requests.labels(scope["method"], "<refused>", str(status)).inc()
+
+    def _count_error(self, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(code).inc()
+
+
+def _retry_after_header(exc: BaseException) -> list[tuple[bytes, bytes]]:
+    retry = getattr(exc, "retry_after", None)
+    if retry is None and isinstance(exc, AmuletError):
+        retry = exc.context.get("retry_after")
+    if isinstance(retry, (int, float)) and retry > 0:
+        return [(b"retry-after", str(math.ceil(retry)).encode())]
+    return []
+
+
+def _resolve_route_limits(app: Any, explicit: Mapping[str, int]) -> list[tuple[Any, int]]:
+    """(route, body cap) for routes with an explicit cap (by path template) and
+    for routes whose ImageUpload allows more than the global cap."""
+    out: list[tuple[Any, int]] = []
+    routes = getattr(getattr(app, "router", None), "routes", None) or []
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str) and path in explicit:
+            out.append((route, int(explicit[path])))
+            continue
+        uploads = list(_image_uploads(route))
+        if uploads:
+            out.append((route, max(u.body_cap for u in uploads)))
+    return out
+
+
+def _image_uploads(route: Any) -> Iterable[ImageUpload]:
+    dependant = getattr(route, "dependant", None)
+    stack = [dependant] if dependant is not None else []
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, ImageUpload):
+            yield dep.call
+        stack.extend(dep.dependencies)
+
+
+# ---- the upload dependency -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedImage:
+    """What :class:`ImageUpload` hands the endpoint."""
+
+    array: npt.NDArray[Any]
+    """The decoded pixels (read-only when it came through the cache)."""
+    info: _image.ImageInfo
+    """The probed header (format by magic bytes)."""
+    digest: str
+    """BLAKE2b hex digest of the uploaded bytes (computed while reading)."""
+    nbytes: int
+    """Size of the upload in bytes."""
+    cached: bool
+    """True when the decoded image came from the cache."""
+    content_type: str | None = None
+    """The declared media type (header or multipart part), if any."""
+    filename: str | None = None
+    type_mismatch: bool = False
+    """True when the declared image type differs from the detected format."""
+
+
+_DECLARED_FORMATS = {
+    "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png",
+    "image/webp": "webp", "image/gif": "gif", "image/heic": "heic", "image/heif": "heic",
+    "image/avif": "avif", "image/bmp": "bmp", "image/tiff": "tiff",
+}
+_MULTIPART_OVERHEAD = 16 << 10
+
+
+def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
+    if "Too many files" in text:
+        code, extra = "multipart.too_many_files", {"max_files": upload.max_files}
+    elif "Too many fields" in text:
+        code, extra = "multipart.too_many_fields", {"max_fields": upload.max_fields}
+    elif "maximum size" in text:
+        code, extra = "multipart.part_too_large", {"max_part_size": upload.max_part_size}
+    else:
+        code, extra = "multipart.malformed", {}
+    return ValidationError(text, code=code, context=extra)
+
+
+def _check_limits(info: _image.ImageInfo, limits: _image.Limits) -> None:
+    """The Limits checks the decoder would make, from the probed header."""
+    checks = (
+        ("limits.width", "width", info.width, limits.max_width),
+        ("limits.height", "height", info.height, limits.max_height),
+        ("limits.pixels", "pixels", info.width * info.height, limits.max_pixels),
+    )
+    for code, name, actual, bound in checks:
+        if bound and actual > bound:
+            raise ImageTooLargeError(
+                f"image {name} {actual} exceeds max_{name} {bound}", code=code,
+                limit_name=f"max_{name}", actual=actual, limit=bound,
+            )
+
+
+class _LimitedReceive:
+    """receive for the multipart parser: PayloadTooLargeError past ``limit``."""
+
+    __slots__ = ("limit", "receive", "total")
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.total = 0
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request":
+            self.total += len(message.get("body", b""))
+            if self.total > self.limit:
+                raise PayloadTooLargeError(
+                    f"multipart body exceeds {self.limit} bytes",
+                    limit=self.limit, received=self.total,
+                )
+        return message
+
+
+_default_cache: ImageCache | None = None
+
+
+def _shared_default_cache() -> ImageCache:
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = ImageCache(max_bytes=256 * _MIB)
+    return _default_cache
+
+
+class ImageUpload:
+    """FastAPI dependency: the request's image, read under a cap, probed,
+    checked and decoded (through an :class:`ImageCache`, off the event loop).
+
+    ``upload: DecodedImage = Depends(ImageUpload(max_bytes=20 << 20))``
+
+    Accepts a raw body (``image/*``, ``application/octet-stream`` or no type)
+    and ``multipart/form-data`` (the file in ``field``, or the first file).
+    The format comes from the magic bytes, never from the declared type: a
+    mismatch is reported in :attr:`DecodedImage.type_mismatch` (and logged),
+    or refused with 415 ``format.mismatch`` when ``on_type_mismatch="reject"``.
+
+    ``cache``: an ImageCache, ``None`` for the app's (``install(image_cache=)``)
+    or a process-wide 256 MiB one, or ``False`` to decode uncached (writable
+    arrays).  Multipart: ``max_files``, ``max_fields`` and ``max_part_size``
+    (non-file parts) are Starlette's own knobs, set tight; the whole form is
+    capped at ``max_bytes`` plus the fields' allowance, so no spooled file
+    grows past it.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = 20 * _MIB,
+        limits: _image.Limits | None = None,
+        mode: _image.Mode = "RGB",
+        max_size: tuple[int, int] | None = None,
+        cache: ImageCache | None | bool = None,
+        field: str | None = "file",
+        max_files: int = 1,
+        max_fields: int = 8,
+        max_part_size: int = 64 << 10,
+        on_type_mismatch: str = "report",
+        strict: bool = True,
+    ) -> None:
+        if on_type_mismatch not in ("report", "reject"):
+            raise ValidationError("on_type_mismatch must be 'report' or 'reject'",
+                                  field="on_type_mismatch")
+        self.max_bytes = int(max_bytes)
+        self.limits = limits if limits is not None else _image.get_default_limits()
+        self.mode = mode
+        self.max_size = max_size
+        self.cache = cache
+        self.field = field
+        self.max_files = max_files
+        self.max_fields = max_fields
+        self.max_part_size = max_part_size
+        self.on_type_mismatch = on_type_mismatch
+        self.strict = strict
+        self._options, _ = _image._core_options(
+            mode, None, max_size, True, self.limits, strict, np.uint8, None
+        )
+
+    @property
+    def body_cap(self) -> int:
+        """The largest request body this dependency can accept."""
+        return self.max_bytes + self.max_fields * self.max_part_size + _MULTIPART_OVERHEAD
+
+    def __repr__(self) -> str:
+        return f"ImageUpload(max_bytes={self.max_bytes}, mode={self.mode!r})"
+
+    async def __call__(self, request: Request) -> DecodedImage:
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        filename: str | None = None
+        if media == "multipart/form-data":
+            body, declared, filename = await self._read_multipart(request)
+        elif media in ("", "application/octet-stream") or media.startswith("image/"):
+            body = await aread_limited(request, self.max_bytes)
+            declared = media or None
+        else:
+            raise ValidationError(
+                f"expected an image body or multipart/form-data, got {media!r}",
+                code="input.content_type", field="content-type",
+            )
+        if body.size == 0:
+            raise ValidationError("the upload is empty", code="input.empty", field="file")
+        info = _image.probe(body.data)  # magic bytes: UnsupportedFormatError for non-images
+        expected = _DECLARED_FORMATS.get(declared or "")
+        mismatch = expected is not None and expected != info.format
+        if mismatch:
+            ctx = {"declared_type": declared, "detected_type": info.format}
+            if self.on_type_mismatch == "reject":
+                raise UnsupportedFormatError(
+                    f"declared {declared} but the data is {info.format}",
+                    code="format.mismatch", format=info.format, context=ctx,
+                )
+            _log.warning("upload declared %s but is %s", declared, info.format)
+        _check_limits(info, self.limits)
+        cache = self._cache_for(request)
+        assert body.digest is not None
+        array, hit = await asyncio.to_thread(self._decode, cache, body.data, body.digest)
+        return DecodedImage(array, info, body.digest, body.size, hit, declared, filename,
+                            mismatch)
+
+    def _cache_for(self, request: Request) -> ImageCache | None:
+        if self.cache is False:
+            return None
+        if isinstance(self.cache, ImageCache):
+            return self.cache
+        app_cache = getattr(getattr(request.app, "state", None), "amulet_image_cache", None)
+        return app_cache if isinstance(app_cache, ImageCache) else _shared_default_cache()
+
+    def _decode(
+        self, cache: ImageCache | None, data: Any, digest: str
+    ) -> tuple[npt.NDArray[Any], bool]:
+        if cache is None:
+            return _core.decode(data, *self._options, None), False
+        key = ("upload", digest, self._options)
+        hit = cache.cache.peek(key, None) is not None
+        return cache._get_or_decode(key, data, self._options), hit
+
+    async def _read_multipart(self, request: Request) -> tuple[Any, str | None, str | None]:
+        cap = self.body_cap
+        declared_len = request.headers.get("content-length")
+        if declared_len is not None and declared_len.isdigit() and int(declared_len) > cap:
+            raise PayloadTooLargeError(
+                f"multipart body of {declared_len} bytes exceeds {cap}",
+                limit=cap, received=0, context={"declared": int(declared_len)},
+            )
+        form_request = Request(request.scope, _LimitedReceive(request.receive, cap))
+        try:
+            form = await form_request.form(
+                max_files=self.max_files, max_fields=self.max_fields,
+                max_part_size=self.max_part_size,
+            )
+        except MultiPartException as exc:
+            raise _multipart_error(str(exc.message), self) from None
+        except HTTPException as exc:  # Starlette re-raises parser errors as a 400
+            if exc.status_code != 400:
+                raise
+            raise _multipart_error(str(exc.detail), self) from None
+        try:
+            upload = form.get(self.field) if self.field is not None else None
+            if not isinstance(upload, UploadFile):
+                upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
+            if upload is None:
+                raise ValidationError(
+                    f"no file in the form field {self.field!r}", code="input.missing",
+                    field=self.field,
+                )
+            body = await aread_limited(upload, self.max_bytes)
+            ctype = (upload.content_type or "").partition(";")[0].strip().lower() or None
+            return body, ctype, upload.filename
+        finally:
+            await form.close()
+
+
+# ---- exception handlers, ops routes, OpenAPI ------------------------------------
+
+
+def _problem_response(
+    request: Request, body: dict[str, Any], headers: Mapping[str, str] | None = None
+) -> Response:
+    return JSONResponse(body, status_code=body["status"], headers=dict(headers or {}),
+                        media_type=PROBLEM_JSON)
+
+
+async def _amulet_error_handler(request: Request, exc: Exception) -> Response:
+    body = problem_body(exc, request_id=_REQUEST_ID.get(), instance=request.url.path)
+    _log.info("request failed: %s", exc)
+    _count_error_for(request, body["code"])
+    retry = {k.decode(): v.decode() for k, v in _retry_after_header(exc)}
+    return _problem_response(request, body, retry)
+
+
+async def _http_exception_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    body = problem_body(f"http.{exc.status_code}", request_id=_REQUEST_ID.get(),
+                        instance=request.url.path, status=exc.status_code, detail=detail)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return _problem_response(request, body, exc.headers)
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> Response:
+    errors = []
+    for err in getattr(exc, "errors", list)():
+        errors.append({
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        })
+    body = problem_body("request.validation", request_id=_REQUEST_ID.get(),
+                        instance=request.url.path,
+                        detail=f"{len(errors)} invalid field(s)", extra={"errors": errors})
+    _count_error_for(request, "request.validation")
+    return _problem_response(request, body)
+
+
+def _count_error_for(request: Request, code: str) -> None:
+    m = getattr(request.app.state, "amulet_metrics", None)
+    if m is not None:
+        m.errors.labels(code).inc()
+
+
+class _BasicHealth:
+    """Readiness when amulet_native.health is not available: started and not
+    draining."""
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.started = False
+
+    def set_draining(self, value: bool) -> None:
+        self.draining = value
+
+    def mark_started(self) -> None:
+        self.started = True
+
+
+def _make_health(health: Any) -> Any:
+    if health is not None and health is not True:
+        return health
+    try:
+        from ..health import HealthMonitor
+    except ImportError:
+        return _BasicHealth()
+    return HealthMonitor()
+
+
+HEALTH_JSON = "application/health+json"
+
+
+def _ops_routes(app: Any, health: Any, registry: Any, metrics_on: bool) -> None:
+    async def report(kind: str, verbose: bool) -> Response:
+        if isinstance(health, _BasicHealth):
+            ok = {"live": True, "ready": health.started and not health.draining,
+                  "startup": health.started, "all": not health.draining}[kind]
+            body: dict[str, Any] = {"status": "pass" if ok else "fail"}
+            if health.draining:
+                body["notes"] = ["draining"]
+            return JSONResponse(body, status_code=200 if ok else 503, media_type=HEALTH_JSON)
+        rep = await health.report(kind=kind, verbose=verbose)
+        return JSONResponse(rep.to_json(), status_code=rep.http_status, media_type=HEALTH_JSON)
+
+    async def livez(request: Request) -> Response:
+        return await report("live", False)
+
+    async def readyz(request: Request) -> Response:
+        return await report("ready", False)
+
+    async def startupz(request: Request) -> Response:
+        return await report("startup", False)
+
+    async def health_all(request: Request) -> Response:
+        return await report("all", True)
+
+    router = app.router
+    router.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
+    router.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    router.add_route("/startupz", startupz, methods=["GET"], include_in_schema=False)
+    router.add_route("/health", health_all, methods=["GET"], include_in_schema=False)
+    if metrics_on:
+        from .. import metrics as m
+
+        reg = m.REGISTRY if registry is None or registry is True else registry
+
+        async def metrics_endpoint(request: Request) -> Response:
+            body, ctype = m.exposition(request.headers.get("accept"), reg)
+            return Response(body, media_type=None, headers={"content-type": ctype})
+
+        router.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "description": "RFC 9457 problem details (application/problem+json)",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "code": {"type": "string", "description": "stable error code"},
+        "request_id": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _document_problems(app: Any, statuses: set[int]) -> None:
+    """Wrap app.openapi so every operation lists its problem responses."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None and app.openapi_schema.get("x-amulet-problems"):
+            return app.openapi_schema  # type: ignore[no-any-return]
+        schema: dict[str, Any] = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = _PROBLEM_SCHEMA
+        uploads = {getattr(r, "path", None): bool(list(_image_uploads(r)))
+                   for r in app.router.routes}
+        ref = {"$ref": "#/components/schemas/Problem"}
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                if not isinstance(op, dict) or "responses" not in op:
+                    continue
+                codes = set(statuses)
+                if uploads.get(path):
+                    codes |= {413, 415, 422}
+                if "requestBody" in op or op.get("parameters"):
+                    codes.add(422)
+                for status in sorted(codes):
+                    entry = op["responses"].setdefault(str(status), {})
+                    entry.setdefault("description", _problem_title(status))
+                    entry["content"] = {PROBLEM_JSON: {"schema": ref}}
+        schema["x-amulet-problems"] = True
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+def _problem_title(status: int) -> str:
+    from ._problem import _HTTP_TITLES
+
+    return _HTTP_TITLES.get(status, "Error")
+
+
+def install(
+    app: Any,
+    *,
+    max_body: int = 10 * _MIB,
+    body_limits: Mapping[str, int] | None = None,
+    memory_mb: float | None = None,
+    rate_limit: Any = None,
+    rate_key: str | KeyFunc = "ip",
+    rate_store: Any = None,
+    max_in_flight: int | None = None,
+    deadline: float | None = None,
+    health: Any = True,
+    metrics: Any = True,
+    image_cache: ImageCache | None = None,
+    drain_timeout: float = 30.0,
+    shutdown_delay: float = 0.0,
+    log_requests: bool = False,
+) -> None:
+    """One call: the middleware, the problem+json exception handlers, the
+    routes ``/livez`` ``/readyz`` ``/startupz`` ``/health`` (health+json) and
+    ``/metrics`` (Prometheus text or OpenMetrics by Accept), and the problem
+    responses in the OpenAPI schema of every route.
+
+    ``health``: a ``health.HealthMonitor`` (True: a new one).  ``metrics``:
+    True (the default registry), a registry, or False.  ``image_cache``: the
+    ImageCache ``ImageUpload(cache=None)`` uses.  The other options are
+    :class:`AmuletMiddleware`'s.
+    """
+    _install_record_factory()
+    monitor = _make_health(health)
+    app.state.amulet_health = monitor
+    app.state.amulet_image_cache = image_cache
+    app.state.amulet_metrics = _metrics_or_none(metrics)
+    metrics_on = app.state.amulet_metrics is not None
+    app.add_middleware(
+        AmuletMiddleware, max_body=max_body, body_limits=body_limits, memory_mb=memory_mb,
+        rate_limit=rate_limit, rate_key=rate_key, rate_store=rate_store,
+        max_in_flight=max_in_flight, deadline=deadline, metrics=metrics,
+        drain_timeout=drain_timeout, shutdown_delay=shutdown_delay, health=monitor,
+        log_requests=log_requests,
+    )
+    app.add_exception_handler(AmuletError, _amulet_error_handler)
+    app.add_exception_handler(HTTPException, _http_exception_handler)
+    try:
+        from fastapi.exceptions import RequestValidationError
+    except ImportError:
+        pass
+    else:
+        app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    _ops_routes(app, monitor, None if metrics is True else metrics, metrics_on)
+    if hasattr(app, "openapi") and hasattr(app, "openapi_schema"):
+        statuses = {500}
+        if max_body:
+            statuses.add(413)
+        if memory_mb:
+            statuses.add(507)
+        if rate_limit is not None:
+            statuses.add(429)
+        statuses.add(503)  # load shedding and draining
+        if deadline is not None:
+            statuses.add(504)
+        _document_problems(app, statuses)

@@ -1,0 +1,133 @@
+"""Apps served by a real uvicorn in the HTTP integration tests.
+
+``make_app()`` reads the ``install()`` options as JSON from
+``AMULET_TEST_INSTALL``; ``make_bare_app()`` is the same endpoints without
+amulet_native (the benchmark baseline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Request
+
+from amulet_native.errors import AmuletError
+from amulet_native.integrations._problem import TABLE
+from amulet_native.integrations.fastapi import DecodedImage, ImageUpload, install
+
+USER: contextvars.ContextVar[str] = contextvars.ContextVar("test_user", default="-")
+
+
+class Capture(logging.Handler):
+    """Keeps (logger, message, request_id, user) of every record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[dict[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append({
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "<missing>"),
+            "user": USER.get(),
+        })
+
+
+async def set_user(request: Request) -> str:
+    user = request.headers.get("x-user", "anonymous")
+    USER.set(user)
+    return user
+
+
+def _options() -> dict[str, Any]:
+    options: dict[str, Any] = json.loads(os.environ.get("AMULET_TEST_INSTALL", "{}"))
+    store_dir = options.pop("shared_store", None)
+    if store_dir is not None:
+        from amulet_native.ratelimit import SharedStore
+
+        options["rate_store"] = SharedStore(store_dir)
+    return options
+
+
+def make_app() -> FastAPI:
+    app = FastAPI()
+    capture = Capture()
+    for name in ("amulet_native", "tests"):
+        logging.getLogger(name).addHandler(capture)
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    log = logging.getLogger("tests.handler")
+    upload_max = int(os.environ.get("AMULET_TEST_UPLOAD_MAX", str(4 << 20)))
+    install(app, **_options())
+
+    @app.get("/ping")
+    async def ping() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.post("/echo-len")
+    async def echo_len(request: Request) -> dict[str, int]:
+        return {"bytes": len(await request.body())}
+
+    @app.post("/upload")
+    async def upload(
+        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max, max_size=None)),
+    ) -> dict[str, Any]:
+        return {
+            "shape": list(img.array.shape), "format": img.info.format, "digest": img.digest,
+            "nbytes": img.nbytes, "cached": img.cached, "type_mismatch": img.type_mismatch,
+            "content_type": img.content_type, "filename": img.filename,
+        }
+
+    @app.post("/upload-strict")
+    async def upload_strict(
+        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max,
+                                                on_type_mismatch="reject")),
+    ) -> dict[str, Any]:
+        return {"format": img.info.format}
+
+    @app.get("/slow")
+    async def slow(seconds: float = 1.0) -> dict[str, float]:
+        await asyncio.sleep(seconds)
+        return {"slept": seconds}
+
+    @app.get("/error/{code}")
+    async def error(code: str) -> None:
+        raise AmuletError(f"test error {code}", code=code)
+
+    @app.get("/codes")
+    async def codes() -> list[str]:
+        return sorted(TABLE)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret: /etc/shadow password=hunter2")
+
+    @app.get("/http/{status}")
+    async def http_error(status: int) -> None:
+        raise HTTPException(status, detail=f"http {status}")
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int, q: int = 0) -> dict[str, int]:
+        return {"item_id": item_id, "q": q}
+
+    @app.get("/alloc")
+    async def alloc(mb: int) -> dict[str, int]:
+        block = np.ones(mb << 20, dtype=np.uint8)
+        return {"bytes": int(block.sum())}
+
+    @app.get("/ctx")
+    async def ctx(user: str = Depends(set_user)) -> dict[str, str]:
+        log.info("handler sees user %s", USER.get())
+        return {"user": USER.get()}
+
+    @app.get("/logs")
+    async def logs() -> list[dict[str, str]]:
+        return capture.records
+
+    return app
