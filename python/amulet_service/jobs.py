@@ -91,8 +91,15 @@ def classify_batch(keys: list[str], top_k: int = 5) -> list[dict[str, Any]]:
     return classify_items(_worker_model, fetch, keys, top_k, progress)
 
 
+def _unavailable(exc: Exception) -> an.AmuletError:
+    return an.AmuletError(f"the job queue is unavailable: {exc}", code="http.503",
+                          context={"retry_after": 1.0})
+
+
 class RQJobs:
-    """Submit and inspect jobs on RQ (``redis_url``)."""
+    """Submit and inspect jobs on RQ (``redis_url``).  While Redis is down both
+    calls raise a 503 problem (the queue is the durable store: nothing is
+    accepted that could not be kept)."""
 
     durable = True
 
@@ -104,6 +111,14 @@ class RQJobs:
         self.queue = Queue(QUEUE_NAME, connection=self.redis)
 
     def submit(self, blobs: dict[str, bytes], order: list[str], top_k: int) -> str:
+        import redis
+
+        try:
+            return self._submit(blobs, order, top_k)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def _submit(self, blobs: dict[str, bytes], order: list[str], top_k: int) -> str:
         pipe = self.redis.pipeline()
         for digest, data in blobs.items():
             pipe.set(BLOB_PREFIX + digest, data, ex=BLOB_TTL)
@@ -116,6 +131,14 @@ class RQJobs:
         return str(job.id)
 
     def status(self, job_id: str) -> dict[str, Any] | None:
+        import redis
+
+        try:
+            return self._status(job_id)
+        except redis.RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def _status(self, job_id: str) -> dict[str, Any] | None:
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
 
