@@ -124,7 +124,7 @@ class Settings:
     request_deadline: float = 30.0  # AMULET_REQUEST_DEADLINE: seconds
     rate_limit: str | None = None  # AMULET_RATE_LIMIT: "600/minute" or off
     batch_max_size: int = 8  # AMULET_BATCH_MAX_SIZE
-    batch_max_wait_ms: float = 2.0  # AMULET_BATCH_MAX_WAIT_MS (0 = no batching wait)
+    batch_max_wait_ms: float = 0.0  # AMULET_BATCH_MAX_WAIT_MS (0: batch what is already queued)
     model_concurrency: int = 64  # AMULET_MODEL_CONCURRENCY: bulkhead size
     breaker_failures: int = 5  # AMULET_BREAKER_FAILURES: consecutive failures to open
     breaker_reset: float = 10.0  # AMULET_BREAKER_RESET: seconds open before a probe
