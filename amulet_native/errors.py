@@ -28,7 +28,8 @@ table, listed by ``amulet_native._core.error_table()``.
     ├── PoolTimeoutError (also TimeoutError) .timeout, .max_size
     └── PoolClosedError (also RuntimeError)
     ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
-    └── QueueClosed                        (ThreadSafeQueue.close() was called)
+    ├── QueueClosed                        (ThreadSafeQueue.close() was called)
+    └── RateLimitExceeded                  .decision, .retry_after, http_status 429
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -41,6 +42,8 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
+    "ArenaError",
+    "ArenaFullError",
     "CacheCallbackWarning",
     "DeadlockError",
     "DecodeError",
@@ -55,6 +58,7 @@ __all__ = [
     "PoolTimeoutError",
     "ProcessingError",
     "QueueClosed",
+    "RateLimitExceeded",
     "ReentrantCallError",
     "SecurityError",
     "SerializationError",
@@ -337,3 +341,70 @@ class QueueClosed(AmuletError):
     the closed queue is drained.  Waiting producers and consumers get it too."""
 
     default_code = "queue.closed"
+
+
+class ArenaError(AmuletError):
+    """The shared arena file is corrupt, foreign or of another version
+    (``arena.corrupt``), or a record is absent / has another shape
+    (``arena.mismatch``).  Never a crash: the file is checked before use."""
+
+    default_code = "arena.corrupt"
+    _context_fields: tuple[str, ...] = ("path",)
+
+    @property
+    def path(self) -> str | None:
+        """The arena file, when known."""
+        return self.context.get("path")
+
+
+class ArenaFullError(ArenaError):
+    """The shared arena has no free record, data unit or worker slot
+    (``arena.full``); the refusal is counted in ``Arena.stats()["overflow"]``."""
+
+    default_code = "arena.full"
+def _rebuild_exceeded(
+    cls: type[RateLimitExceeded],
+    message: str,
+    code: str,
+    context: dict[str, Any],
+    decision: Any,
+) -> RateLimitExceeded:
+    return cls(message, code=code, context=context, decision=decision)
+
+
+class RateLimitExceeded(AmuletError):
+    """A rate limit refused the request (HTTP 429).  ``decision`` is the
+    ratelimit.Decision (retry_after, remaining, the deciding policy); the
+    context holds its numbers and the policy name."""
+
+    default_code = "ratelimit.exceeded"
+    http_status = 429
+    _context_fields: tuple[str, ...] = ("policy", "limit", "remaining", "retry_after")
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        decision: Any = None,
+        code: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> None:
+        super().__init__(message, code=code, context=context, **fields)
+        self.decision = decision
+        if decision is not None:
+            self.context.setdefault("policy", decision.policy.name)
+            self.context.setdefault("limit", decision.limit)
+            self.context.setdefault("remaining", decision.remaining)
+            self.context.setdefault("retry_after", decision.retry_after)
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until the refused request would be admitted."""
+        return self.context.get("retry_after")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_exceeded,
+            (type(self), self.message, self.code, self.context, self.decision),
+        )

@@ -12,7 +12,7 @@ import contextvars
 import json
 import logging
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -46,6 +46,12 @@ async def set_user(request: Request) -> str:
     return user
 
 
+# Module level: FastAPI resolves the (string) annotations in the module's globals.
+UPLOAD_MAX = int(os.environ.get("AMULET_TEST_UPLOAD_MAX", str(4 << 20)))
+image = Depends(ImageUpload(max_bytes=UPLOAD_MAX))
+strict_image = Depends(ImageUpload(max_bytes=UPLOAD_MAX, on_type_mismatch="reject"))
+
+
 def _options() -> dict[str, Any]:
     options: dict[str, Any] = json.loads(os.environ.get("AMULET_TEST_INSTALL", "{}"))
     store_dir = options.pop("shared_store", None)
@@ -63,7 +69,6 @@ def make_app() -> FastAPI:
         logging.getLogger(name).addHandler(capture)
         logging.getLogger(name).setLevel(logging.DEBUG)
     log = logging.getLogger("tests.handler")
-    upload_max = int(os.environ.get("AMULET_TEST_UPLOAD_MAX", str(4 << 20)))
     install(app, **_options())
 
     @app.get("/ping")
@@ -75,9 +80,7 @@ def make_app() -> FastAPI:
         return {"bytes": len(await request.body())}
 
     @app.post("/upload")
-    async def upload(
-        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max, max_size=None)),
-    ) -> dict[str, Any]:
+    async def upload(img: Annotated[DecodedImage, image]) -> dict[str, Any]:
         return {
             "shape": list(img.array.shape), "format": img.info.format, "digest": img.digest,
             "nbytes": img.nbytes, "cached": img.cached, "type_mismatch": img.type_mismatch,
@@ -85,10 +88,7 @@ def make_app() -> FastAPI:
         }
 
     @app.post("/upload-strict")
-    async def upload_strict(
-        img: DecodedImage = Depends(ImageUpload(max_bytes=upload_max,
-                                                on_type_mismatch="reject")),
-    ) -> dict[str, Any]:
+    async def upload_strict(img: Annotated[DecodedImage, strict_image]) -> dict[str, Any]:
         return {"format": img.info.format}
 
     @app.get("/slow")
@@ -122,7 +122,7 @@ def make_app() -> FastAPI:
         return {"bytes": int(block.sum())}
 
     @app.get("/ctx")
-    async def ctx(user: str = Depends(set_user)) -> dict[str, str]:
+    async def ctx(user: Annotated[str, Depends(set_user)]) -> dict[str, str]:
         log.info("handler sees user %s", USER.get())
         return {"user": USER.get()}
 

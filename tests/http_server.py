@@ -1,7 +1,7 @@
 """A real uvicorn server in a subprocess on a free loopback port, for the
 HTTP integration tests and benchmarks.
 
-``with UvicornServer("tests.http_apps:make_app", env={...}) as srv:`` starts
+``with UvicornServer("http_apps:make_app", env={...}) as srv:`` starts
 ``python -m uvicorn --factory`` (``workers`` > 1 for multi-worker tests), waits
 until ``/livez`` answers and always stops it (SIGTERM, then SIGKILL) on exit.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 import httpx
+from typing_extensions import Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +61,10 @@ class UvicornServer:
 
         fd, log = tempfile.mkstemp(prefix="uvicorn-", suffix=".log")
         self.log_path = Path(log)
-        env = {**os.environ, **self.env, "PYTHONPATH": str(REPO_ROOT)}
+        path = [str(REPO_ROOT), str(REPO_ROOT / "tests")]
+        if self.env.get("PYTHONPATH"):
+            path.append(self.env["PYTHONPATH"])
+        env = {**os.environ, **self.env, "PYTHONPATH": os.pathsep.join(path)}
         cmd = [sys.executable, "-m", "uvicorn", self.app, "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         if self.factory:
@@ -128,8 +132,9 @@ class UvicornServer:
         with open(f"/proc/{self.proc.pid}/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    def __enter__(self) -> UvicornServer:
-        return self.start()
+    def __enter__(self) -> Self:
+        self.start()
+        return self
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:

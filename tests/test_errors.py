@@ -44,6 +44,8 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
     errors.PoolTimeoutError: ((errors.AmuletError, TimeoutError), {"timeout": 0.5, "max_size": 2}),
     errors.PoolClosedError: ((errors.AmuletError, RuntimeError), {}),
     errors.QueueClosed: ((errors.AmuletError,), {}),
+    errors.ArenaError: ((errors.AmuletError,), {"path": "/dev/shm/m.arena"}),
+    errors.ArenaFullError: ((errors.ArenaError, errors.AmuletError), {"path": "/dev/shm/m.arena"}),
 }
 
 

@@ -22,11 +22,12 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
+import httpx
+from http_server import UvicornServer
 from PIL import Image
 
 from amulet_native.integrations._problem import PROBLEM_JSON, TABLE, http_status_for
-from tests.http_server import UvicornServer
 
 UPLOAD_MAX = 512 << 10
 MAX_BODY = 1 << 20
@@ -37,7 +38,7 @@ def _serve(options: dict[str, Any], **kw: Any) -> UvicornServer:
     env = {"AMULET_TEST_INSTALL": json.dumps(options),
            "AMULET_TEST_UPLOAD_MAX": str(UPLOAD_MAX)}
     env.update(kw.pop("env", {}))
-    return UvicornServer("tests.http_apps:make_app", env=env, **kw)
+    return UvicornServer("http_apps:make_app", env=env, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -363,10 +364,10 @@ def test_request_id_echoed_validated_and_in_log_records(client: httpx.Client) ->
 
 
 def test_contextvar_from_a_dependency_reaches_the_middleware_log() -> None:
-    with _serve({"metrics": False, "log_requests": True}) as srv:
-        with httpx.Client(base_url=srv.url) as c:
-            c.get("/ctx", headers={"x-request-id": "ctx-1", "x-user": "bob"})
-            records = [r for r in c.get("/logs").json() if r["request_id"] == "ctx-1"]
+    with _serve({"metrics": False, "log_requests": True}) as srv, \
+            httpx.Client(base_url=srv.url) as c:
+        c.get("/ctx", headers={"x-request-id": "ctx-1", "x-user": "bob"})
+        records = [r for r in c.get("/logs").json() if r["request_id"] == "ctx-1"]
     by_logger = {r["logger"]: r for r in records}
     assert by_logger["tests.handler"]["user"] == "bob"
     assert by_logger["amulet_native.http"]["user"] == "bob"  # the middleware's own record
@@ -462,8 +463,8 @@ def test_import_error_names_the_extra() -> None:
                          cwd=os.path.dirname(os.path.dirname(__file__)), check=True).stdout
     assert "amulet_native[fastapi]" in out
     plain = subprocess.run(
-        [sys.executable, "-c", "import amulet_native, sys; "
-         "print([m for m in ('fastapi','starlette','streamlit','redis') if m in sys.modules])"],
+        [sys.executable, "-c", ("import amulet_native, sys; print([m for m in "
+                                "('fastapi','starlette','streamlit','redis') if m in sys.modules])")],
         capture_output=True, text=True, check=True,
         cwd=os.path.dirname(os.path.dirname(__file__))).stdout
     assert plain.strip() == "[]"

@@ -56,13 +56,13 @@ from .. import image as _image
 from ..cache import ImageCache
 from ..errors import (
     AmuletError,
-    ImageTooLargeError,
     PayloadTooLargeError,
     UnsupportedFormatError,
     ValidationError,
 )
 from ..memory import memory_limit
 from ..stream import aread_limited
+from ._common import DECLARED_FORMATS, check_limits
 from ._problem import PROBLEM_JSON, http_status_for, problem_body
 
 __all__ = [
@@ -276,23 +276,30 @@ class _Exchange:
             message["headers"] = [*message.get("headers", ()), *self.extra]
         await self.send(message)
 
-    async def problem(
-        self, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+    async def respond(
+        self, status: int, body: bytes, content_type: str,
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        """Send a whole response of the middleware's own (never the app's)."""
         self.started = True
         self.status = status
         await self.send({
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", PROBLEM_JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
+                (b"content-type", content_type.encode()),
+                (b"content-length", str(len(body)).encode()),
                 *headers,
                 *self.extra,
             ],
         })
-        await self.send({"type": "http.response.body", "body": payload})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def problem(
+        self, status: int, body: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        await self.respond(status, payload, PROBLEM_JSON, headers)
 
 
 class _BodyCounter:
@@ -361,6 +368,7 @@ class AmuletMiddleware:
         health: Any = None,
         exempt: Iterable[str] = OPS_PATHS,
         log_requests: bool = False,
+        ops: Mapping[str, OpsHandler] | None = None,
     ) -> None:
         self.app = app
         self.max_body = int(max_body)
@@ -377,6 +385,7 @@ class AmuletMiddleware:
         self.health = health
         self.exempt = frozenset(exempt)
         self.log_requests = log_requests
+        self.ops = dict(ops or {})
         self.in_flight = 0
         self.draining = False
         self.stopping = False
@@ -486,7 +495,12 @@ class AmuletMiddleware:
         exchange = _Exchange(send, extra)
         path = scope["path"]
         if path in self.exempt:
-            await self.app(scope, receive, exchange)
+            op = self.ops.get(path)
+            if op is not None and scope["method"] in ("GET", "HEAD"):
+                status, body, ctype = await op(scope)
+                await exchange.respond(status, body, ctype)
+            else:
+                await self.app(scope, receive, exchange)
             return
         method = scope["method"]
         if self.draining:
@@ -504,8 +518,16 @@ class AmuletMiddleware:
                 await self._refuse(exchange, scope, "ratelimit.exceeded",
                                    extra={"retry_after": math.ceil(decision.retry_after)})
                 return
-        limit = self._body_limit(scope)
-        declared = _header(scope, b"content-length")
+        declared = None
+        chunked = False
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        # Route caps are looked up only when a body is coming (a route match each).
+        has_body = chunked or (declared is not None and declared != b"0")
+        limit = self._body_limit(scope) if has_body else self.max_body
         if limit and declared is not None and declared.isdigit() and int(declared) > limit:
             await self._refuse(
                 exchange, scope, "input.too_large", connection_close=True,
@@ -528,10 +550,12 @@ class AmuletMiddleware:
                 self._idle.set()
             if m is not None:
                 route = _route_template(scope)
-                status = str(exchange.status or 500)
+                status_label = str(exchange.status or 500)
                 m.in_flight.labels(method).dec()
-                m.requests.labels(method, route, status).inc()
-                m.latency.labels(method, route, status).observe(time.perf_counter() - start)
+                m.requests.labels(method, route, status_label).inc()
+                m.latency.labels(method, route, status_label).observe(
+                    time.perf_counter() - start
+                )
                 if counter.total:
                     m.body_bytes.labels(method, route).inc(counter.total)
             if self.log_requests:
@@ -703,11 +727,6 @@ class DecodedImage:
     """True when the declared image type differs from the detected format."""
 
 
-_DECLARED_FORMATS = {
-    "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png",
-    "image/webp": "webp", "image/gif": "gif", "image/heic": "heic", "image/heif": "heic",
-    "image/avif": "avif", "image/bmp": "bmp", "image/tiff": "tiff",
-}
 _MULTIPART_OVERHEAD = 16 << 10
 
 
@@ -721,21 +740,6 @@ def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
     else:
         code, extra = "multipart.malformed", {}
     return ValidationError(text, code=code, context=extra)
-
-
-def _check_limits(info: _image.ImageInfo, limits: _image.Limits) -> None:
-    """The Limits checks the decoder would make, from the probed header."""
-    checks = (
-        ("limits.width", "width", info.width, limits.max_width),
-        ("limits.height", "height", info.height, limits.max_height),
-        ("limits.pixels", "pixels", info.width * info.height, limits.max_pixels),
-    )
-    for code, name, actual, bound in checks:
-        if bound and actual > bound:
-            raise ImageTooLargeError(
-                f"image {name} {actual} exceeds max_{name} {bound}", code=code,
-                limit_name=f"max_{name}", actual=actual, limit=bound,
-            )
 
 
 class _LimitedReceive:
@@ -847,7 +851,7 @@ class ImageUpload:
         if body.size == 0:
             raise ValidationError("the upload is empty", code="input.empty", field="file")
         info = _image.probe(body.data)  # magic bytes: UnsupportedFormatError for non-images
-        expected = _DECLARED_FORMATS.get(declared or "")
+        expected = DECLARED_FORMATS.get(declared or "")
         mismatch = expected is not None and expected != info.format
         if mismatch:
             ctx = {"declared_type": declared, "detected_type": info.format}
@@ -857,7 +861,7 @@ class ImageUpload:
                     code="format.mismatch", format=info.format, context=ctx,
                 )
             _log.warning("upload declared %s but is %s", declared, info.format)
-        _check_limits(info, self.limits)
+        check_limits(info, self.limits)
         cache = self._cache_for(request)
         assert body.digest is not None
         array, hit = await asyncio.to_thread(self._decode, cache, body.data, body.digest)
@@ -994,45 +998,49 @@ def _make_health(health: Any) -> Any:
 HEALTH_JSON = "application/health+json"
 
 
-def _ops_routes(app: Any, health: Any, registry: Any, metrics_on: bool) -> None:
-    async def report(kind: str, verbose: bool) -> Response:
-        if isinstance(health, _BasicHealth):
-            ok = {"live": True, "ready": health.started and not health.draining,
-                  "startup": health.started, "all": not health.draining}[kind]
-            body: dict[str, Any] = {"status": "pass" if ok else "fail"}
-            if health.draining:
-                body["notes"] = ["draining"]
-            return JSONResponse(body, status_code=200 if ok else 503, media_type=HEALTH_JSON)
-        rep = await health.report(kind=kind, verbose=verbose)
-        return JSONResponse(rep.to_json(), status_code=rep.http_status, media_type=HEALTH_JSON)
+OpsHandler = Callable[[Scope], Awaitable[tuple[int, bytes, str]]]
 
-    async def livez(request: Request) -> Response:
-        return await report("live", False)
 
-    async def readyz(request: Request) -> Response:
-        return await report("ready", False)
+def _ops_endpoints(health: Any, registry: Any, metrics_on: bool) -> dict[str, OpsHandler]:
+    """The operational endpoints, answered by the middleware itself: no
+    routing, no rate limit, no shedding, out of the OpenAPI schema, and the
+    app's own routes are not slowed down by five more to match against."""
 
-    async def startupz(request: Request) -> Response:
-        return await report("startup", False)
+    def health_json(body: Mapping[str, Any], status: int) -> tuple[int, bytes, str]:
+        return status, json.dumps(body, separators=(",", ":")).encode(), HEALTH_JSON
 
-    async def health_all(request: Request) -> Response:
-        return await report("all", True)
+    def endpoint(kind: str, verbose: bool) -> OpsHandler:
+        async def report(scope: Scope) -> tuple[int, bytes, str]:
+            if isinstance(health, _BasicHealth):
+                ok = {"live": True, "ready": health.started and not health.draining,
+                      "startup": health.started, "all": not health.draining}[kind]
+                body: dict[str, Any] = {"status": "pass" if ok else "fail"}
+                if health.draining:
+                    body["notes"] = ["draining"]
+                return health_json(body, 200 if ok else 503)
+            rep = await health.report(kind=kind, verbose=verbose)
+            return health_json(rep.to_json(), rep.http_status)
 
-    router = app.router
-    router.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
-    router.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
-    router.add_route("/startupz", startupz, methods=["GET"], include_in_schema=False)
-    router.add_route("/health", health_all, methods=["GET"], include_in_schema=False)
+        return report
+
+    ops = {
+        "/livez": endpoint("live", False),
+        "/readyz": endpoint("ready", False),
+        "/startupz": endpoint("startup", False),
+        "/health": endpoint("all", True),
+    }
     if metrics_on:
         from .. import metrics as m
 
         reg = m.REGISTRY if registry is None or registry is True else registry
 
-        async def metrics_endpoint(request: Request) -> Response:
-            body, ctype = m.exposition(request.headers.get("accept"), reg)
-            return Response(body, media_type=None, headers={"content-type": ctype})
+        async def metrics_endpoint(scope: Scope) -> tuple[int, bytes, str]:
+            accept = _header(scope, b"accept")
+            body, ctype = m.exposition(accept.decode("latin-1") if accept else None, reg)
+            return 200, body, ctype
 
-        router.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+        ops["/metrics"] = metrics_endpoint
+    return ops
 
 
 _PROBLEM_SCHEMA = {
@@ -1130,6 +1138,7 @@ def install(
         max_in_flight=max_in_flight, deadline=deadline, metrics=metrics,
         drain_timeout=drain_timeout, shutdown_delay=shutdown_delay, health=monitor,
         log_requests=log_requests,
+        ops=_ops_endpoints(monitor, None if metrics is True else metrics, metrics_on),
     )
     app.add_exception_handler(AmuletError, _amulet_error_handler)
     app.add_exception_handler(HTTPException, _http_exception_handler)
@@ -1139,7 +1148,6 @@ def install(
         pass
     else:
         app.add_exception_handler(RequestValidationError, _validation_error_handler)
-    _ops_routes(app, monitor, None if metrics is True else metrics, metrics_on)
     if hasattr(app, "openapi") and hasattr(app, "openapi_schema"):
         statuses = {500}
         if max_body:

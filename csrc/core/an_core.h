@@ -66,6 +66,13 @@ typedef enum an_status {
     AN_ERR_QUEUE_CLOSED,    /* put on a closed queue, or get on a closed empty one */
     AN_ERR_DECODER_STATE,   /* IncrementalDecoder used after finish/close/error */
     AN_ERR_DECODER_BUSY,    /* IncrementalDecoder used by two threads at once */
+    /* the shared arena (ops/an_arena.h) */
+    AN_ERR_ARENA_CORRUPT,   /* not an arena, wrong version, bad checksum, truncated */
+    AN_ERR_ARENA_FULL,      /* no free record, data unit or worker slot left */
+    AN_ERR_ARENA_MISMATCH,  /* record absent, or present with another size/fold */
+    /* rate limits (ops/an_gcra.h) */
+    AN_ERR_RATELIMIT_KEY,   /* a limiter key that is not str/bytes, or too long */
+    AN_ERR_RATELIMIT_COST,  /* a cost < 0, or larger than a policy's burst */
     AN_STATUS_COUNT
 } an_status;
 

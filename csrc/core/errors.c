@@ -69,6 +69,15 @@ static const an_error_entry error_table[AN_STATUS_COUNT] = {
      "the incremental decoder has finished, failed or been closed"},
     {AN_ERR_DECODER_BUSY, "decoder.busy", "ValidationError",
      "the incremental decoder is in use by another thread"},
+    {AN_ERR_ARENA_CORRUPT, "arena.corrupt", "ArenaError",
+     "the shared arena file is corrupt or not an arena"},
+    {AN_ERR_ARENA_FULL, "arena.full", "ArenaFullError", "the shared arena is full"},
+    {AN_ERR_ARENA_MISMATCH, "arena.mismatch", "ArenaError",
+     "the arena record is absent or has another size or fold operation"},
+    {AN_ERR_RATELIMIT_KEY, "ratelimit.key", "ValidationError",
+     "a rate limit key must be str or bytes of at most 1024 bytes"},
+    {AN_ERR_RATELIMIT_COST, "ratelimit.cost", "ValidationError",
+     "the cost must be an int between 0 and the smallest burst of the policies"},
 };
 
 const an_error_entry *

@@ -53,6 +53,9 @@ typedef struct {
     PyObject *lock_hold_type;       /* locks.c: _core.LockHold */
     PyObject *queue_empty;          /* queue.Empty (ThreadSafeQueue, sync) */
     PyObject *queue_full;           /* queue.Full */
+    /* ops (metrics branch): the shared arena and the metric types */
+    PyObject *arena_type;           /* ops/arena.c: _core.Arena */
+    PyObject *metric_types[4];      /* ops/metrics.c: counter, gauge, histogram, summary */
 } an_state;
 
 an_state *an_get_state(PyObject *module);
@@ -168,5 +171,10 @@ int an_view_from_array(an_state *st, PyObject *obj, struct an_view *v);
 /* image/phash.c: perceptual_hash, image_descriptor. */
 PyObject *an_py_perceptual_hash(PyObject *module, PyObject *arg);
 PyObject *an_py_image_descriptor(PyObject *module, PyObject *arg);
+/* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
+int an_arena_exec(PyObject *m, an_state *st);
+int an_metrics_exec(PyObject *m, an_state *st);
+/* ops/ratelimit.c: Decision, GcraStore, GcraLimiter. */
+int an_ratelimit_exec(PyObject *m, an_state *st);
 
 #endif /* AN_PY_H */

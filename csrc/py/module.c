@@ -145,6 +145,10 @@ core_exec(PyObject *module)
         return -1;
     if (an_sync_exec(module, st) < 0)
         return -1;
+    if (an_arena_exec(module, st) < 0 || an_metrics_exec(module, st) < 0)
+        return -1;
+    if (an_ratelimit_exec(module, st) < 0)
+        return -1;
     return 0;
 error:
     Py_DECREF(errors);
@@ -162,6 +166,9 @@ core_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->lock_hold_type);
     Py_VISIT(st->queue_empty);
     Py_VISIT(st->queue_full);
+    Py_VISIT(st->arena_type);
+    for (int i = 0; i < 4; i++)
+        Py_VISIT(st->metric_types[i]);
     return 0;
 }
 
@@ -176,6 +183,9 @@ core_clear(PyObject *module)
     Py_CLEAR(st->lock_hold_type);
     Py_CLEAR(st->queue_empty);
     Py_CLEAR(st->queue_full);
+    Py_CLEAR(st->arena_type);
+    for (int i = 0; i < 4; i++)
+        Py_CLEAR(st->metric_types[i]);
     return 0;
 }
 
