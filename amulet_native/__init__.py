@@ -1,5 +1,7 @@
 """amulet_native: native building blocks for Python image web services."""
 
+# resilience: retries with budgets, breakers, bulkheads, error context
+from . import resilience
 from ._core import LIBJPEG_VERSION, LIBPNG_VERSION
 from .b64 import b64decode, b64encode, decode_base64, encode_base64
 from .batch import available_cpus, decode_many
@@ -10,7 +12,9 @@ from .errors import (
     AmuletWarning,
     ArenaError,
     ArenaFullError,
+    BulkheadFullError,
     CacheCallbackWarning,
+    CircuitOpenError,
     DeadlockError,
     DecodeError,
     ImageTooLargeError,
@@ -19,6 +23,7 @@ from .errors import (
     MemoryLimitError,
     ModelError,
     NetworkError,
+    OperationTimeoutError,
     PayloadTooLargeError,
     PoolClosedError,
     PoolTimeoutError,
@@ -26,6 +31,7 @@ from .errors import (
     QueueClosed,
     RateLimitExceeded,
     ReentrantCallError,
+    ResilienceWarning,
     SecurityError,
     SerializationError,
     UnsupportedFormatError,
@@ -59,6 +65,21 @@ from .memory import (
 )
 from .perceptual import hamming, image_descriptor, perceptual_hash
 from .pool import AsyncObjectPool, ObjectPool, PoolState
+from .resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    CircuitState,
+    RedisBreakerStore,
+    RetryBudget,
+    backoff,
+    breakers,
+    error_context,
+    error_stats,
+    retry,
+    retry_on_failure,
+    retry_stats,
+    retrying,
+)
 from .stream import (
     ChunkStream,
     LimitedRead,
@@ -84,9 +105,15 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
+    # resilience
+    "Bulkhead",
+    "BulkheadFullError",
     "Cache",
     "CacheCallbackWarning",
     "ChunkStream",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "DeadlockError",
     "DecodeError",
     "GarbageCollectionManager",
@@ -108,6 +135,7 @@ __all__ = [
     "ModelError",
     "NetworkError",
     "ObjectPool",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolState",
@@ -116,7 +144,10 @@ __all__ = [
     "ProcessingError",
     "QueueClosed",
     "RateLimitExceeded",
+    "RedisBreakerStore",
     "ReentrantCallError",
+    "ResilienceWarning",
+    "RetryBudget",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",
@@ -128,6 +159,8 @@ __all__ = [
     "available_cpus",
     "b64decode",
     "b64encode",
+    "backoff",
+    "breakers",
     "cached",
     "decode",
     "decode_base64",
@@ -138,6 +171,8 @@ __all__ = [
     "encode_base64",
     "encode_jpeg",
     "encode_png",
+    "error_context",
+    "error_stats",
     "get_default_limits",
     "get_process_memory_limit",
     "memory_efficient_operation",
@@ -146,7 +181,12 @@ __all__ = [
     "open_mapped",
     "probe",
     "read_limited",
+    "resilience",
     "resize",
+    "retry",
+    "retry_on_failure",
+    "retry_stats",
+    "retrying",
     "set_default_limits",
     "set_process_memory_limit",
     "stream_file",

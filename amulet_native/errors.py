@@ -44,7 +44,10 @@ __all__ = [
     "AmuletWarning",
     "ArenaError",
     "ArenaFullError",
+    # resilience
+    "BulkheadFullError",
     "CacheCallbackWarning",
+    "CircuitOpenError",
     "DeadlockError",
     "DecodeError",
     "ImageTooLargeError",
@@ -53,6 +56,7 @@ __all__ = [
     "MemoryLimitError",
     "ModelError",
     "NetworkError",
+    "OperationTimeoutError",
     "PayloadTooLargeError",
     "PoolClosedError",
     "PoolTimeoutError",
@@ -60,6 +64,7 @@ __all__ = [
     "QueueClosed",
     "RateLimitExceeded",
     "ReentrantCallError",
+    "ResilienceWarning",
     "SecurityError",
     "SerializationError",
     "UnsupportedFormatError",
@@ -408,3 +413,66 @@ class RateLimitExceeded(AmuletError):
             _rebuild_exceeded,
             (type(self), self.message, self.code, self.context, self.decision),
         )
+# ---- resilience (amulet_native.resilience) --------------------------------------------
+
+
+class CircuitOpenError(AmuletError):
+    """A circuit breaker refused the call without making it: the dependency is
+    failing (OPEN), being probed (HALF_OPEN, no trial permit left) or was
+    forced open.  ``retry_after`` says when a trial call will be let through
+    (seconds; ``None`` when forced open)."""
+
+    default_code = "circuit.open"
+    _context_fields: tuple[str, ...] = ("name", "retry_after", "state")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.context.get("retry_after")
+
+    @property
+    def state(self) -> str | None:
+        return self.context.get("state")
+
+
+class BulkheadFullError(AmuletError):
+    """A bulkhead had no free slot within ``max_wait``."""
+
+    default_code = "bulkhead.full"
+    _context_fields: tuple[str, ...] = ("name", "max_concurrent", "max_wait")
+
+    @property
+    def name(self) -> str | None:
+        return self.context.get("name")
+
+    @property
+    def max_concurrent(self) -> int | None:
+        return self.context.get("max_concurrent")
+
+    @property
+    def max_wait(self) -> float | None:
+        return self.context.get("max_wait")
+
+
+class OperationTimeoutError(AmuletError, TimeoutError):
+    """An operation run under ``resilience.timeout(seconds)`` took longer and was
+    cancelled."""
+
+    default_code = "timeout"
+    _context_fields: tuple[str, ...] = ("seconds", "operation")
+
+    @property
+    def seconds(self) -> float | None:
+        return self.context.get("seconds")
+
+    @property
+    def operation(self) -> str | None:
+        return self.context.get("operation")
+
+
+class ResilienceWarning(AmuletWarning):
+    """A breaker listener or a retry hook raised; the breaker and the retry
+    loop are unaffected."""

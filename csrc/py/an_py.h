@@ -163,6 +163,8 @@ PyObject *an_raise_ctx(an_state *st, an_status status, PyObject *context, const 
 int an_sync_exec(PyObject *m, an_state *st);
 /* incremental.c: registers _core.IncrementalDecoder. */
 int an_incremental_exec(PyObject *m, an_state *st);
+/* ops/resilience.c: Breaker, BreakerCall, RetryBudget, RetryCall. */
+int an_resilience_exec(PyObject *m, an_state *st);
 
 /* resize.c: an an_view over a uint8/uint16 (H, W[, C]) ndarray read through
  * its strides, or value.array raised and -1. */

@@ -149,6 +149,8 @@ core_exec(PyObject *module)
         return -1;
     if (an_ratelimit_exec(module, st) < 0)
         return -1;
+    if (an_resilience_exec(module, st) < 0)
+        return -1;
     return 0;
 error:
     Py_DECREF(errors);
