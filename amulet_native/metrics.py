@@ -18,13 +18,14 @@ lock on the hot path, a cached ``labels()`` child costs one native call.  With
 into its own slot of one shared arena file; any worker's ``/metrics`` shows the
 sum over all of them, dead workers are folded into an aggregate, and the file
 does not grow with restarts.  Summaries keep a mergeable DDSketch-style sketch
-(relative error <= 1% over 1e-9 .. 1e11), so their quantiles stay right when
+(relative error <= 1% over 1e-9 .. 1e12), so their quantiles stay right when
 workers are merged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gzip
 import inspect
@@ -38,10 +39,10 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Self, TypeVar, cast
 
 from . import _core
-from .errors import ValidationError
+from .errors import AmuletError, ValidationError
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -181,7 +182,7 @@ def _float(v: float) -> str:
         return "+Inf"
     if v == -INF:
         return "-Inf"
-    if v != v:
+    if math.isnan(v):
         return "NaN"
     s = repr(float(v))
     dot = s.find(".")
@@ -373,9 +374,14 @@ class _MetricBase:
     if TYPE_CHECKING:  # provided by the native base classes (_core.*Core)
 
         def _attach(
-            self, source: Any, nwords: int, bounds: Any = None, mark_time: bool = False
+            self,
+            source: tuple[_core.Arena, int] | None,
+            nwords: int,
+            bounds: Sequence[float] | None = None,
+            mark_time: bool = False,
+            /,
         ) -> None: ...
-        def _set_children(self, children: dict[Any, Any], nlabels: int) -> None: ...
+        def _set_children(self, children: dict[Any, Any], nlabels: int, /) -> None: ...
         def _get(self) -> list[float]: ...
         def _value(self) -> float: ...
 
@@ -499,7 +505,7 @@ class _MetricBase:
                 return self._overflow_child()
             try:
                 child = self._make_child(vals)
-            except Exception as exc:  # noqa: BLE001 - a full arena: the overflow series
+            except Exception as exc:
                 from .errors import ArenaError
 
                 if not isinstance(exc, ArenaError):
@@ -658,7 +664,7 @@ class Histogram(_MetricBase, _core.HistogramCore):
             raise ValidationError("buckets must be numbers", field="buckets") from None
         if b and b[-1] != INF:
             b.append(INF)
-        if len(b) < 2 or any(x != x for x in b) or any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
+        if len(b) < 2 or any(math.isnan(x) for x in b) or any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
             raise ValidationError("buckets must be ascending, distinct, at least one finite",
                                   field="buckets")
         if len(b) > 1000:
@@ -718,7 +724,7 @@ class Summary(_MetricBase, _core.SummaryCore):
 
     def quantile(self, q: float) -> float:
         """The q-quantile of this series (NaN when empty)."""
-        return cast(float, self._quantiles([q])[0])
+        return self._quantiles([q])[0]
 
 
 # ---- context managers / decorators -----------------------------------------------
@@ -729,7 +735,7 @@ class _Timer:
         self._sink = sink
         self._start: list[float] = []
 
-    def __enter__(self) -> _Timer:
+    def __enter__(self) -> Self:
         self._start.append(time.perf_counter())
         return self
 
@@ -970,8 +976,8 @@ def _family_record(m: _MetricBase) -> None:
         if len(key.encode("utf-8")) <= 1024:
             try:
                 arena.record(key, 1, "shared")
-            except Exception:  # noqa: BLE001 - full: the family stays local-only
-                pass
+            except AmuletError:  # full: the family stays local-only
+                return
             return
 
 
@@ -1051,8 +1057,9 @@ def _write_generic(out: list[str], m: Any, om: bool) -> None:
     doc = _escape_help(m.documentation, om)
     head = name + "_total" if typ == "counter" and not om else name
     out.append(f"# HELP {head} {doc}\n# TYPE {head} {typ}\n")
-    if om and getattr(m, "unit", ""):
-        out.append(f"# UNIT {name} {m.unit}\n")
+    unit = str(getattr(m, "unit", None) or "")
+    if om and unit:
+        out.append(f"# UNIT {name} {unit}\n")
     for s in m.samples:
         if not om and s.name.endswith("_created"):
             continue
@@ -1156,7 +1163,7 @@ def start_http_server(
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        def do_GET(self) -> None:
             try:
                 body, headers = _http_response(self.headers.get("Accept"),
                                                self.headers.get("Accept-Encoding"), registry)
@@ -1174,7 +1181,7 @@ def start_http_server(
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             return
 
     class Server(ThreadingHTTPServer):
@@ -1267,8 +1274,8 @@ class ProcessCollector:
             gauge("amulet_memory_effective_limit_bytes",
                   "What this process can use: the cgroup limit, else physical memory.",
                   snap.effective_limit)
-        except Exception:  # noqa: BLE001 - no /proc: the process_* metrics above suffice
-            pass
+        except (AmuletError, OSError):  # no /proc or cgroup: the process_* metrics suffice
+            return out
         return out
 
 
@@ -1282,12 +1289,15 @@ class LibraryCollector:
     :func:`instrument_library`, and the decoder counters."""
 
     def __init__(self) -> None:
-        self._objs: dict[str, dict[str, weakref.ref[Any]]] = {
+        self._objs: dict[str, dict[str, Callable[[], Any]]] = {
             "cache": {}, "queue": {}, "pool": {}, "locks": {}
         }
 
     def add(self, kind: str, name: str, obj: Any) -> None:
-        self._objs[kind][name] = weakref.ref(obj)
+        try:
+            self._objs[kind][name] = weakref.ref(obj)
+        except TypeError:  # native types without weakref support: held strongly
+            self._objs[kind][name] = lambda: obj
 
     def _live(self, kind: str) -> list[tuple[str, Any]]:
         out = []
@@ -1465,7 +1475,7 @@ def performance_monitor() -> PerformanceMonitor:
         return _monitor
 
 
-class timed_operation:  # noqa: N801 - the original system's name, used as a decorator
+class timed_operation:
     """Time an operation into the performance monitor: a decorator for sync and
     async functions, or a (async) context manager::
 
@@ -1485,7 +1495,7 @@ class timed_operation:  # noqa: N801 - the original system's name, used as a dec
     def _mon(self) -> PerformanceMonitor:
         return self._monitor if self._monitor is not None else performance_monitor()
 
-    def __enter__(self) -> timed_operation:
+    def __enter__(self) -> Self:
         self._t0.append(time.perf_counter())
         return self
 
@@ -1493,7 +1503,7 @@ class timed_operation:  # noqa: N801 - the original system's name, used as a dec
                  tb: TracebackType | None) -> None:
         self._mon().record(self.name, time.perf_counter() - self._t0.pop(), typ is not None)
 
-    async def __aenter__(self) -> timed_operation:
+    async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, typ: type[BaseException] | None, value: BaseException | None,
@@ -1606,7 +1616,7 @@ class AlertRule:
         """Read the value and update the state; returns the firing alert or None."""
         t = self.clock() if now is None else now
         v = self.value()
-        sev = None if v is None or v != v else self._severity(v)
+        sev = None if v is None or math.isnan(v) else self._severity(v)
         before = self.alert
         before_sev = before.severity if before is not None else None
         if sev is None or v is None:
@@ -1672,10 +1682,8 @@ class AlertManager:
 
         def loop() -> None:
             while not self._stop.wait(interval):
-                try:
+                with contextlib.suppress(Exception):  # the next round retries
                     self.evaluate()
-                except Exception:  # noqa: BLE001, S110 - the next round retries
-                    pass
 
         self._thread = threading.Thread(target=loop, name="amulet-alerts", daemon=True)
         self._thread.start()

@@ -51,7 +51,7 @@ double an_wall_time(void);
  * so two sketches merge by adding word for word -- exactly the sketch of the
  * union of the data, which is what lets several workers' Summaries merge. */
 #define AN_SKETCH_ALPHA 0.01
-#define AN_SKETCH_BINS 2304u /* per sign: covers 1e-9 .. ~1e11 */
+#define AN_SKETCH_BINS 2432u /* per sign: covers 1e-9 .. 1.29e12 */
 #define AN_SKETCH_MIN 1e-9
 #define AN_SKETCH_HEADER 4u /* count, sum, zero count, max |v| seen (unused: 0) */
 #define AN_SKETCH_WORDS (AN_SKETCH_HEADER + 2u * AN_SKETCH_BINS)
