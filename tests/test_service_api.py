@@ -240,3 +240,17 @@ def test_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "AMULET_CACHE_DEFAULT_TTL" in proc.stderr
     time.sleep(0)  # nothing to clean up: neither server started
+
+
+def test_rate_limit_shared_by_two_workers(tmp_path: Path) -> None:
+    env = service_env(tmp_path, AMULET_RATE_LIMIT="12/hour")
+    with UvicornServer(APP, env=env, extra_args=APP_DIR, workers=2, startup_timeout=90) as srv:
+        data = an.encode_jpeg(generated_picture(1), quality=80)
+        statuses = [httpx.post(srv.url + "/v1/classify", content=data, timeout=30,
+                               headers={"Content-Type": "image/jpeg"}).status_code
+                    for _ in range(20)]
+        assert statuses.count(200) == 12, statuses  # one limit for both workers (shared arena)
+        assert statuses[-1] == 429
+        r = httpx.post(srv.url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"})
+        assert r.status_code == 429 and "retry-after" in r.headers
+        assert r.json()["code"] == "ratelimit.exceeded"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,3 +175,75 @@ def test_onnx_classifier_runs_a_real_graph(tmp_path: Path) -> None:
         t.join()
     assert results == labels * 6 or sorted(results) == sorted(labels * 6)
     clf.close()
+
+
+# ---- the model path: micro-batching, bulkhead, breaker ---------------------------
+
+from collections.abc import Sequence  # noqa: E402
+import asyncio  # noqa: E402
+
+from amulet_service.inference import MicroBatcher  # noqa: E402
+from amulet_service.model import Prediction  # noqa: E402
+
+
+class Broken:
+    """A real Classifier whose model always fails."""
+
+    name = "broken"
+    version = "0"
+
+    def classify(self, batch: Sequence[np.ndarray], *, top_k: int = 5) -> list[Prediction]:
+        raise RuntimeError("weights missing")
+
+    def warm_up(self) -> None:
+        pass
+
+
+def test_breaker_opens_after_model_failures() -> None:
+    batcher = MicroBatcher(Broken(), threads=1, breaker_failures=3, breaker_reset=60)
+    batcher.start()
+    img = generated_picture(1)
+
+    async def run() -> list[str]:
+        codes = []
+        for _ in range(5):
+            try:
+                await batcher.classify(img, 3)
+            except an.AmuletError as exc:
+                codes.append(exc.code)
+        return codes
+
+    try:
+        codes = asyncio.run(run())
+    finally:
+        batcher.close()
+    assert codes[:3] == ["model"] * 3
+    assert codes[3:] == ["circuit.open"] * 2
+    assert batcher.snapshot()["breaker"] == "open"
+
+
+def test_requests_arriving_together_are_batched_and_bounded() -> None:
+    rec = GalleryRecognizer()
+    for i in range(4):
+        rec.add(f"g{i}", generated_picture(i))
+    batcher = MicroBatcher(rec, max_batch=8, max_wait=0.05, threads=1, concurrency=16)
+    batcher.start()
+    images = [generated_picture(i % 4) for i in range(16)]
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(batcher.classify(im, 2) for im in images))
+
+    async def overload() -> list[Any]:
+        return await asyncio.gather(*(batcher.classify(im, 2) for im in images * 2),
+                                    return_exceptions=True)
+
+    try:
+        out = asyncio.run(run())
+        assert [p.labels[0] for p, _ in out] == [f"g{i % 4}" for i in range(16)]
+        assert all(len(p.labels) == 2 for p, _ in out)
+        stats = batcher.snapshot()
+        assert stats["items"] == 16 and stats["max_batch_seen"] > 1 and stats["batches"] < 16
+        refused = [r for r in asyncio.run(overload()) if isinstance(r, an.AmuletError)]
+        assert refused and all(r.code == "bulkhead.full" for r in refused)
+    finally:
+        batcher.close()

@@ -119,6 +119,20 @@ def _results_cache(settings: Settings) -> Any:
                           ttl=settings.cache_default_ttl, timeout=0.25, backoff=1.0)
 
 
+def _rate_store(settings: Settings) -> Any:
+    """Where rate-limit state lives: Redis (every host agrees) or the shared arena
+    next to the gallery (every worker of this host agrees)."""
+    if settings.rate_limit is None:
+        return None
+    from amulet_native import ratelimit
+
+    if settings.redis_url:
+        return ratelimit.RedisStore(settings.redis_url, prefix="amulet:rl:")
+    run_dir = os.path.join(os.path.dirname(os.path.abspath(settings.gallery_dir)), "run")
+    os.makedirs(run_dir, exist_ok=True)
+    return ratelimit.SharedStore(run_dir)
+
+
 def _now() -> float:
     return time.perf_counter()
 
@@ -158,7 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app, max_body=settings.max_upload_mb * _MIB,
         body_limits={"/v1/jobs": settings.max_upload_mb * _MIB * 8},
         memory_mb=settings.request_memory_mb, rate_limit=settings.rate_limit,
-        max_in_flight=settings.max_in_flight, deadline=settings.request_deadline,
+        rate_store=_rate_store(settings), max_in_flight=settings.max_in_flight, deadline=settings.request_deadline,
         image_cache=image_cache, log_requests=settings.log_requests,
     )
     errors = ErrorLog  # the outermost layer: it sees install's problem responses too

@@ -28,83 +28,7 @@ import amulet_native as an
 
 from .model import Array, Classifier, Prediction
 
-try:  # branch resilience (CONTRACTS.md); merged into this branch when ready
-    from amulet_native.resilience import Bulkhead as _Bulkhead  # type: ignore[attr-defined]
-    from amulet_native.resilience import CircuitBreaker as _CircuitBreaker  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until the resilience branch is merged
-    _Bulkhead = None
-    _CircuitBreaker = None
-
-
-class _Slots:
-    """A non-blocking bulkhead: at most ``limit`` holders, else bulkhead.full."""
-
-    def __init__(self, name: str, limit: int) -> None:
-        self.name = name
-        self.limit = limit
-        self._held = an.AtomicCounter()
-
-    def __enter__(self) -> _Slots:
-        if self._held.increment() > self.limit:
-            self._held.decrement()
-            raise an.AmuletError(
-                f"bulkhead {self.name!r} is full ({self.limit} concurrent calls)",
-                code="bulkhead.full",
-            )
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._held.decrement()
-
-    @property
-    def in_use(self) -> int:
-        return int(self._held.value)
-
-
-class _Breaker:
-    """Consecutive-failure breaker: closed -> open (after ``failures``) -> half-open
-    (one probe after ``reset`` s) -> closed on success, open again on failure."""
-
-    def __init__(self, name: str, failures: int, reset: float) -> None:
-        self.name = name
-        self.failures = failures
-        self.reset = reset
-        self._lock = threading.Lock()
-        self._count = 0
-        self._opened_at: float | None = None
-        self._probing = False
-
-    @property
-    def state(self) -> str:
-        with self._lock:
-            if self._opened_at is None:
-                return "closed"
-            return "half_open" if time.monotonic() - self._opened_at >= self.reset else "open"
-
-    def before(self) -> None:
-        with self._lock:
-            if self._opened_at is None:
-                return
-            waited = time.monotonic() - self._opened_at
-            if waited >= self.reset and not self._probing:
-                self._probing = True
-                return
-            retry_after = max(self.reset - waited, 0.0)
-        raise an.AmuletError(
-            f"circuit {self.name!r} is open", code="circuit.open",
-            context={"retry_after": round(retry_after, 3), "name": self.name},
-        )
-
-    def after(self, ok: bool) -> None:
-        with self._lock:
-            self._probing = False
-            if ok:
-                self._count = 0
-                self._opened_at = None
-                return
-            self._count += 1
-            if self._count >= self.failures or self._opened_at is not None:
-                self._opened_at = time.monotonic()
+from amulet_native.resilience import Bulkhead, CircuitBreaker
 
 
 @dataclass
@@ -150,8 +74,11 @@ class MicroBatcher:
         self.stats = BatchStats()
         self._stats_lock = threading.Lock()
         self._queue: an.ThreadSafeQueue[_Request] = an.ThreadSafeQueue(maxsize=concurrency)
-        self.bulkhead = _Slots("model", concurrency)
-        self.breaker = _Breaker(f"model:{model.name}", breaker_failures, breaker_reset)
+        self.bulkhead = Bulkhead(concurrency, max_wait=0.0, name="model")
+        # Opens when half of the last 20 calls (at least breaker_failures) failed.
+        self.breaker = CircuitBreaker(f"model:{model.name}", failure_rate=0.5, window=20,
+                                      minimum_calls=breaker_failures, wait_in_open=breaker_reset,
+                                      half_open_calls=1)
         self._threads = [
             threading.Thread(target=self._run, name=f"batcher-{i}", daemon=True)
             for i in range(threads)
@@ -169,8 +96,7 @@ class MicroBatcher:
 
     async def classify(self, image: Array, top_k: int) -> tuple[Prediction, dict[str, float]]:
         """The prediction for one image and its timings (queue_ms, model_ms, batch)."""
-        with self.bulkhead:
-            self.breaker.before()  # fail fast while open: no queueing for a dead model
+        async with self.bulkhead:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[tuple[Prediction, dict[str, float]]] = loop.create_future()
             await self._queue.aput(_Request(image, top_k, fut, loop, time.perf_counter()))
@@ -196,7 +122,6 @@ class MicroBatcher:
         while (batch := self._take_batch()) is not None:
             started = time.perf_counter()
             try:
-                self.breaker.before()
                 preds = self._call([r.image for r in batch], max(r.top_k for r in batch))
             except BaseException as exc:  # every waiter gets the error, the thread lives on
                 with self._stats_lock:
@@ -218,22 +143,20 @@ class MicroBatcher:
                 r.loop.call_soon_threadsafe(_settle, r.future, (trimmed, timings), None)
 
     def _call(self, images: Sequence[Array], top_k: int) -> list[Prediction]:
+        """The model through the breaker (CircuitOpenError at once while open)."""
         try:
-            preds = self.model.classify(images, top_k=top_k)
+            preds: list[Prediction] = self.breaker.call(self.model.classify, images, top_k=top_k)
         except an.AmuletError:
-            self.breaker.after(False)
             raise
         except Exception as exc:
-            self.breaker.after(False)
             raise an.ModelError(f"model {self.model.name} failed: {exc}") from exc
-        self.breaker.after(True)
         return preds
 
     def snapshot(self) -> dict[str, Any]:
         with self._stats_lock:
             stats = self.stats.to_json()
-        return {**stats, "queued": self._queue.qsize(), "in_flight": self.bulkhead.in_use,
-                "breaker": self.breaker.state, "max_batch": self.max_batch,
+        return {**stats, "queued": self._queue.qsize(), "in_flight": self.bulkhead.in_flight,
+                "breaker": self.breaker.state.name.lower(), "max_batch": self.max_batch,
                 "max_wait_ms": self.max_wait * 1e3}
 
 
