@@ -4,6 +4,7 @@
 #   make test      run the whole test suite (C unit tests, pytest, mypy)
 #   make bench     pytest-benchmark suites against named peers -> benchmarks/RESULTS.md
 #   make sanitize  rebuild with ASan+UBSan in build/asan and run the test suite there (not the leak loops)
+#   make serve     the reference system: Redis, the API (WORKERS=2), a job worker, Streamlit; Ctrl-C stops all
 #   make fuzz      build the libFuzzer targets (decode, incremental) and fuzz for FUZZ_SECONDS
 #
 # Every target installs what it is missing first: Debian -dev packages (apt-get,
@@ -14,13 +15,15 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip
 DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server prometheus
+# the reference system's browser test (issue 14)
+DEB_PKGS += chromium chromium-driver
 CORPUS ?= $(abspath $(or $(AMULET_CORPUS),../shared/corpus))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 120
 
 export AMULET_CORPUS := $(CORPUS)
 
-.PHONY: setup system build demo test test-c bench sanitize fuzz lint clean
+.PHONY: setup system build demo test test-c bench sanitize fuzz lint clean serve loadtest
 
 setup: build
 
@@ -47,6 +50,14 @@ build: system $(VENV)/.deps
 
 demo: build
 	$(VPY) python/demo.py
+
+serve: build
+	@$(VPY) -c "import fastapi, uvicorn, streamlit, rq, redis" 2>/dev/null || \
+	  $(PIP) install -q --no-build-isolation -e ".[fastapi,streamlit,jobs]"
+	$(VPY) python/serve.py
+
+loadtest: build
+	$(VPY) benchmarks/loadtest.py
 
 test-c: system
 	$(MAKE) -C tests/c run

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
-import time
+import threading
 
 from .app import build_model
 from .jobs import QUEUE_NAME, set_worker_model
@@ -36,14 +37,20 @@ def main() -> int:
     set_worker_model(model, gallery.refresh if gallery is not None else None)
     conn = redis.Redis.from_url(settings.redis_url)
     log.info("pid %d serving queue %r with %s", os.getpid(), QUEUE_NAME, model.name)
-    while True:
+    stopping = threading.Event()
+    while not stopping.is_set():
         try:
             worker = Worker([Queue(QUEUE_NAME, connection=conn)], connection=conn)
             worker.work(logging_level="WARNING")
             return 0  # stopped by a signal
         except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ's own signal handlers are gone once work() has returned: ours
+            # make a SIGTERM/SIGINT during the back-off end the worker.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: stopping.set())
             log.warning("redis unavailable (%s); retrying in 1 s", exc)
-            time.sleep(1.0)
+            stopping.wait(1.0)
+    return 0
 
 
 if __name__ == "__main__":
