@@ -75,28 +75,77 @@ def main() -> int:
     try:
         if not env.get("REDIS_URL") and shutil.which("redis-server"):
             port = os.environ.get("REDIS_PORT", "6390")
-            spawn("redis", ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-                            "--appendonly", "no", "--dir", tmp.name, "--loglevel", "warning"])
+            spawn(
+                "redis",
+                [
+                    "redis-server",
+                    "--port",
+                    port,
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    tmp.name,
+                    "--loglevel",
+                    "warning",
+                ],
+            )
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             time.sleep(0.5)
-        api = spawn("api", [sys.executable, "-m", "uvicorn", "--factory",
-                            "amulet_service.app:create_app", "--host", "127.0.0.1", "--port",
-                            api_port, "--workers", workers, "--log-level", "warning"])
+        api = spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "amulet_service.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                api_port,
+                "--workers",
+                workers,
+                "--log-level",
+                "warning",
+            ],
+        )
         wait_http(f"http://127.0.0.1:{api_port}/livez", api)
         if env.get("REDIS_URL"):
             spawn("worker", [sys.executable, "-m", "amulet_service.worker"])
-        ui = spawn("ui", [sys.executable, "-m", "streamlit", "run", str(HERE / "amulet_frontend" / "app.py"),
-                          "--server.port", ui_port, "--server.address", "127.0.0.1",
-                          "--server.headless", "true", "--browser.gatherUsageStats", "false"])
+        ui = spawn(
+            "ui",
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(HERE / "amulet_frontend" / "app.py"),
+                "--server.port",
+                ui_port,
+                "--server.address",
+                "127.0.0.1",
+                "--server.headless",
+                "true",
+                "--browser.gatherUsageStats",
+                "false",
+            ],
+        )
         env_ui = f"http://127.0.0.1:{ui_port}"
         os.environ["AMULET_API_URL"] = f"http://127.0.0.1:{api_port}"
         wait_http(env_ui + "/_stcore/health", ui)
-        print(f"""
-  API       http://127.0.0.1:{api_port}/docs   ({workers} workers{', Redis ' + env['REDIS_URL'] if env.get('REDIS_URL') else ', no Redis'})
+        print(
+            f"""
+  API       http://127.0.0.1:{api_port}/docs   ({workers} workers{", Redis " + env["REDIS_URL"] if env.get("REDIS_URL") else ", no Redis"})
   front end {env_ui}
   try:      curl -F file=@photo.jpg http://127.0.0.1:{api_port}/v1/classify
   Ctrl-C stops everything.
-""", flush=True)
+""",
+            flush=True,
+        )
         while True:
             for name, p in procs:
                 if p.poll() is not None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
 from http_server import REPO_ROOT, UvicornServer, free_port
 
 pytest.importorskip("streamlit")
-from streamlit.testing.v1 import AppTest  # noqa: E402
+from streamlit.testing.v1 import AppTest
 
 sys.path.insert(0, str(REPO_ROOT / "python"))
-from test_service_api import APP, APP_DIR, service_env  # noqa: E402
+from test_service_api import APP, APP_DIR, service_env
 
 APP_FILE = str(REPO_ROOT / "python" / "amulet_frontend" / "app.py")
 

@@ -19,23 +19,28 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from http_server import REPO_ROOT, UvicornServer
 from PIL import Image
 
 import amulet_native as an
-from http_server import REPO_ROOT, UvicornServer
 
 sys.path.insert(0, str(REPO_ROOT / "python"))
 
-from amulet_service.gallery import generated_picture  # noqa: E402
-from amulet_service.settings import Settings, SettingsError  # noqa: E402
+from amulet_service.gallery import generated_picture
+from amulet_service.settings import Settings, SettingsError
 
 APP = "amulet_service.app:create_app"
 APP_DIR = ("--app-dir", str(REPO_ROOT / "python"))
 
 
 def service_env(tmp: Path, **extra: str) -> dict[str, str]:
-    return {"AMULET_GALLERY_DIR": str(tmp / "gallery"), "AMULET_CORPUS": str(tmp / "no-corpus"),
-            "AMULET_MAX_UPLOAD_MB": "2", "AMULET_THREAD_POOL_SIZE": "2", **extra}
+    return {
+        "AMULET_GALLERY_DIR": str(tmp / "gallery"),
+        "AMULET_CORPUS": str(tmp / "no-corpus"),
+        "AMULET_MAX_UPLOAD_MB": "2",
+        "AMULET_THREAD_POOL_SIZE": "2",
+        **extra,
+    }
 
 
 def jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -49,8 +54,12 @@ def png_bomb(side: int = 30_000) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         import struct
 
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     import struct
 
@@ -61,8 +70,7 @@ def png_bomb(side: int = 30_000) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UvicornServer]:
     tmp = tmp_path_factory.mktemp("svc")
-    with UvicornServer(APP, env=service_env(tmp), extra_args=APP_DIR,
-                       startup_timeout=60) as srv:
+    with UvicornServer(APP, env=service_env(tmp), extra_args=APP_DIR, startup_timeout=60) as srv:
         yield srv
 
 
@@ -73,8 +81,9 @@ def client(server: UvicornServer) -> Iterator[httpx.Client]:
 
 
 def classify(client: httpx.Client, data: bytes, **params: Any) -> httpx.Response:
-    return client.post("/v1/classify", content=data, params=params,
-                       headers={"Content-Type": "image/jpeg"})
+    return client.post(
+        "/v1/classify", content=data, params=params, headers={"Content-Type": "image/jpeg"}
+    )
 
 
 def test_classify_raw_body_recognises_a_gallery_picture(client: httpx.Client) -> None:
@@ -84,8 +93,13 @@ def test_classify_raw_body_recognises_a_gallery_picture(client: httpx.Client) ->
     body = r.json()
     assert body["predictions"][0]["label"] == "amulet-05"
     assert len(body["predictions"]) == 3
-    assert body["image"] == {"format": "jpeg", "width": 300, "height": 200,
-                             "decoded": [200, 300, 3], "bytes": len(jpeg(photo, 70))}
+    assert body["image"] == {
+        "format": "jpeg",
+        "width": 300,
+        "height": 200,
+        "decoded": [200, 300, 3],
+        "bytes": len(jpeg(photo, 70)),
+    }
     assert body["cache"]["result"] == "miss"
     assert body["timings_ms"]["total"] >= body["timings_ms"]["upload_decode"]
     assert {"queue_ms", "model_ms", "batch_size"} <= set(body["timings_ms"])
@@ -106,13 +120,17 @@ def test_classify_multipart(client: httpx.Client) -> None:
 
 def test_thumbnail(client: httpx.Client) -> None:
     data = jpeg(generated_picture(1))  # 384 x 256
-    r = client.post("/v1/thumbnail", content=data, params={"size": 96},
-                    headers={"Content-Type": "image/jpeg"})
+    r = client.post(
+        "/v1/thumbnail", content=data, params={"size": 96}, headers={"Content-Type": "image/jpeg"}
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(r.content)).size == (96, 64)
-    r = client.post("/v1/thumbnail", content=data,
-                    params={"size": 80, "fit": "cover", "format": "png"},
-                    headers={"Content-Type": "image/jpeg"})
+    r = client.post(
+        "/v1/thumbnail",
+        content=data,
+        params={"size": 80, "fit": "cover", "format": "png"},
+        headers={"Content-Type": "image/jpeg"},
+    )
     assert r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (80, 80)
     assert r.headers["x-image-digest"]
@@ -122,8 +140,12 @@ def test_gallery_list_and_add(client: httpx.Client) -> None:
     listing = client.get("/v1/gallery").json()
     assert listing["count"] >= 24 and "amulet-01" in listing["labels"]
     newcomer = generated_picture(500)
-    r = client.post("/v1/gallery", params={"label": "newcomer"}, content=jpeg(newcomer),
-                    headers={"Content-Type": "image/jpeg"})
+    r = client.post(
+        "/v1/gallery",
+        params={"label": "newcomer"},
+        content=jpeg(newcomer),
+        headers={"Content-Type": "image/jpeg"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["label"] == "newcomer"
     assert "newcomer" in client.get("/v1/gallery").json()["labels"]
@@ -176,24 +198,103 @@ def corrupt_jpeg() -> bytes:
 
 # (name, method, path, request kwargs, status, problem code)
 ERRORS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
-    ("empty body", "POST", "/v1/classify", {"content": b"", "headers": {"Content-Type": "image/jpeg"}}, 400, "input.empty"),
-    ("not an image", "POST", "/v1/classify", {"content": b"hello world" * 10, "headers": {"Content-Type": "image/jpeg"}}, 415, "format.unsupported"),
-    ("wrong content type", "POST", "/v1/classify", {"content": b"{}", "headers": {"Content-Type": "application/json"}}, 415, "input.content_type"),
-    ("truncated jpeg", "POST", "/v1/classify", {"content": truncated_jpeg(), "headers": {"Content-Type": "image/jpeg"}}, 422, "decode.truncated"),
-    ("decompression bomb", "POST", "/v1/classify", {"content": png_bomb(), "headers": {"Content-Type": "image/png"}}, 422, "limits.pixels"),
-    ("oversize declared", "POST", "/v1/classify", {"content": b"\xff\xd8" + bytes(3 << 20), "headers": {"Content-Type": "image/jpeg"}}, 413, "input.too_large"),
-    ("bad top_k", "POST", "/v1/classify?top_k=0", {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}}, 422, "request.validation"),
-    ("bad thumbnail fit", "POST", "/v1/thumbnail?fit=stretch", {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}}, 422, "request.validation"),
-    ("bad gallery label", "POST", "/v1/gallery?label=a__b", {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}}, 400, "value.invalid"),
-    ("jobs without files", "POST", "/v1/jobs", {"files": {"note": (None, "hi")}}, 400, "input.missing"),
-    ("jobs not multipart", "POST", "/v1/jobs", {"content": b"x", "headers": {"Content-Type": "image/jpeg"}}, 415, "input.content_type"),
+    (
+        "empty body",
+        "POST",
+        "/v1/classify",
+        {"content": b"", "headers": {"Content-Type": "image/jpeg"}},
+        400,
+        "input.empty",
+    ),
+    (
+        "not an image",
+        "POST",
+        "/v1/classify",
+        {"content": b"hello world" * 10, "headers": {"Content-Type": "image/jpeg"}},
+        415,
+        "format.unsupported",
+    ),
+    (
+        "wrong content type",
+        "POST",
+        "/v1/classify",
+        {"content": b"{}", "headers": {"Content-Type": "application/json"}},
+        415,
+        "input.content_type",
+    ),
+    (
+        "truncated jpeg",
+        "POST",
+        "/v1/classify",
+        {"content": truncated_jpeg(), "headers": {"Content-Type": "image/jpeg"}},
+        422,
+        "decode.truncated",
+    ),
+    (
+        "decompression bomb",
+        "POST",
+        "/v1/classify",
+        {"content": png_bomb(), "headers": {"Content-Type": "image/png"}},
+        422,
+        "limits.pixels",
+    ),
+    (
+        "oversize declared",
+        "POST",
+        "/v1/classify",
+        {"content": b"\xff\xd8" + bytes(3 << 20), "headers": {"Content-Type": "image/jpeg"}},
+        413,
+        "input.too_large",
+    ),
+    (
+        "bad top_k",
+        "POST",
+        "/v1/classify?top_k=0",
+        {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}},
+        422,
+        "request.validation",
+    ),
+    (
+        "bad thumbnail fit",
+        "POST",
+        "/v1/thumbnail?fit=stretch",
+        {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}},
+        422,
+        "request.validation",
+    ),
+    (
+        "bad gallery label",
+        "POST",
+        "/v1/gallery?label=a__b",
+        {"content": jpeg(generated_picture(1)), "headers": {"Content-Type": "image/jpeg"}},
+        400,
+        "value.invalid",
+    ),
+    (
+        "jobs without files",
+        "POST",
+        "/v1/jobs",
+        {"files": {"note": (None, "hi")}},
+        400,
+        "input.missing",
+    ),
+    (
+        "jobs not multipart",
+        "POST",
+        "/v1/jobs",
+        {"content": b"x", "headers": {"Content-Type": "image/jpeg"}},
+        415,
+        "input.content_type",
+    ),
     ("unknown job", "GET", "/v1/jobs/nope", {}, 404, "http.404"),
     ("unknown route", "GET", "/v1/nothing", {}, 404, "http.404"),
 ]
 
 
 @pytest.mark.parametrize("case", ERRORS, ids=[c[0] for c in ERRORS])
-def test_error_table(client: httpx.Client, case: tuple[str, str, str, dict[str, Any], int, str]) -> None:
+def test_error_table(
+    client: httpx.Client, case: tuple[str, str, str, dict[str, Any], int, str]
+) -> None:
     _, method, path, kwargs, status, code = case
     r = client.request(method, path, **kwargs)
     assert r.status_code == status, r.text
@@ -210,34 +311,60 @@ def test_corrupt_jpeg_gets_a_4xx_never_a_5xx(client: httpx.Client) -> None:
 
 
 def test_settings_from_env() -> None:
-    s = Settings.from_env({"AMULET_CACHE_MAX_SIZE": "500", "AMULET_MEMORY_WARNING_THRESHOLD": "70",
-                           "REDIS_URL": "redis://localhost:6379/0", "AMULET_RATE_LIMIT": "off"})
+    s = Settings.from_env(
+        {
+            "AMULET_CACHE_MAX_SIZE": "500",
+            "AMULET_MEMORY_WARNING_THRESHOLD": "70",
+            "REDIS_URL": "redis://localhost:6379/0",
+            "AMULET_RATE_LIMIT": "off",
+        }
+    )
     assert s.cache_max_size == 500 and s.memory_warning_threshold == 0.7
     assert s.redis_url == "redis://localhost:6379/0" and s.rate_limit is None
-    for var, value in [("AMULET_CACHE_MAX_SIZE", "lots"), ("AMULET_CACHE_DEFAULT_TTL", "-1"),
-                       ("AMULET_IMAGE_CACHE_SIZE", "1e99"), ("AMULET_THREAD_POOL_SIZE", "0"),
-                       ("AMULET_MEMORY_CRITICAL_THRESHOLD", "nan"), ("REDIS_URL", "localhost"),
-                       ("AMULET_RATE_LIMIT", "fast"), ("AMULET_LOG_REQUESTS", "maybe"),
-                       ("AMULET_MODEL", "resnet")]:
+    for var, value in [
+        ("AMULET_CACHE_MAX_SIZE", "lots"),
+        ("AMULET_CACHE_DEFAULT_TTL", "-1"),
+        ("AMULET_IMAGE_CACHE_SIZE", "1e99"),
+        ("AMULET_THREAD_POOL_SIZE", "0"),
+        ("AMULET_MEMORY_CRITICAL_THRESHOLD", "nan"),
+        ("REDIS_URL", "localhost"),
+        ("AMULET_RATE_LIMIT", "fast"),
+        ("AMULET_LOG_REQUESTS", "maybe"),
+        ("AMULET_MODEL", "resnet"),
+    ]:
         with pytest.raises(SettingsError) as e:
             Settings.from_env({var: value})
         assert e.value.variable == var and var in str(e.value)
     with pytest.raises(SettingsError) as e:
-        Settings.from_env({"AMULET_MEMORY_WARNING_THRESHOLD": "0.95",
-                           "AMULET_MEMORY_CRITICAL_THRESHOLD": "0.9"})
+        Settings.from_env(
+            {"AMULET_MEMORY_WARNING_THRESHOLD": "0.95", "AMULET_MEMORY_CRITICAL_THRESHOLD": "0.9"}
+        )
     assert e.value.variable == "AMULET_MEMORY_WARNING_THRESHOLD"
 
 
 def test_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
-    srv = UvicornServer(APP, env=service_env(tmp_path, AMULET_THREAD_POOL_SIZE="many"),
-                        extra_args=APP_DIR, startup_timeout=30)
+    srv = UvicornServer(
+        APP,
+        env=service_env(tmp_path, AMULET_THREAD_POOL_SIZE="many"),
+        extra_args=APP_DIR,
+        startup_timeout=30,
+    )
     with pytest.raises(RuntimeError) as e:
         srv.start()
     assert "AMULET_THREAD_POOL_SIZE='many'" in str(e.value)
-    proc = subprocess.run([sys.executable, "-m", "amulet_service"], cwd=REPO_ROOT / "python",
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'python'}",
-                               "AMULET_CACHE_DEFAULT_TTL": "soon"},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "amulet_service"],
+        check=False,
+        cwd=REPO_ROOT / "python",
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'python'}",
+            "AMULET_CACHE_DEFAULT_TTL": "soon",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "AMULET_CACHE_DEFAULT_TTL" in proc.stderr
     time.sleep(0)  # nothing to clean up: neither server started
 
@@ -246,11 +373,19 @@ def test_rate_limit_shared_by_two_workers(tmp_path: Path) -> None:
     env = service_env(tmp_path, AMULET_RATE_LIMIT="12/hour")
     with UvicornServer(APP, env=env, extra_args=APP_DIR, workers=2, startup_timeout=90) as srv:
         data = an.encode_jpeg(generated_picture(1), quality=80)
-        statuses = [httpx.post(srv.url + "/v1/classify", content=data, timeout=30,
-                               headers={"Content-Type": "image/jpeg"}).status_code
-                    for _ in range(20)]
+        statuses = [
+            httpx.post(
+                srv.url + "/v1/classify",
+                content=data,
+                timeout=30,
+                headers={"Content-Type": "image/jpeg"},
+            ).status_code
+            for _ in range(20)
+        ]
         assert statuses.count(200) == 12, statuses  # one limit for both workers (shared arena)
         assert statuses[-1] == 429
-        r = httpx.post(srv.url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"})
+        r = httpx.post(
+            srv.url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"}
+        )
         assert r.status_code == 429 and "retry-after" in r.headers
         assert r.json()["code"] == "ratelimit.exceeded"

@@ -23,8 +23,8 @@ import amulet_native as an
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 
-from amulet_service.gallery import Gallery, generated_picture, sample_images  # noqa: E402
-from amulet_service.model import Classifier, GalleryRecognizer, OnnxClassifier  # noqa: E402
+from amulet_service.gallery import Gallery, generated_picture, sample_images
+from amulet_service.model import Classifier, GalleryRecognizer, OnnxClassifier
 
 REQUIRED_TOP1 = 0.97
 
@@ -90,7 +90,7 @@ def test_empty_gallery_and_concurrent_adds() -> None:
         try:
             rec.add(f"g{i}", generated_picture(i))
             rec.classify([generated_picture(i)])
-        except BaseException as exc:  # pragma: no cover - the assertion reports it
+        except BaseException as exc:  # noqa: BLE001 # pragma: no cover - the assertion reports it
             errors.append(exc)
 
     threads = [threading.Thread(target=add, args=(i,)) for i in range(8)]
@@ -144,8 +144,14 @@ def tiny_colour_net(path: Path) -> list[str]:
 def test_onnx_classifier_runs_a_real_graph(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     labels = tiny_colour_net(tmp_path / "colour.onnx")
-    clf = OnnxClassifier(str(tmp_path / "colour.onnx"), labels, (32, 32),
-                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), sessions=2)
+    clf = OnnxClassifier(
+        str(tmp_path / "colour.onnx"),
+        labels,
+        (32, 32),
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        sessions=2,
+    )
     assert isinstance(clf, Classifier)
     clf.warm_up()
     batch = []
@@ -179,11 +185,11 @@ def test_onnx_classifier_runs_a_real_graph(tmp_path: Path) -> None:
 
 # ---- the model path: micro-batching, bulkhead, breaker ---------------------------
 
-from collections.abc import Sequence  # noqa: E402
-import asyncio  # noqa: E402
+import asyncio
+from collections.abc import Sequence
 
-from amulet_service.inference import MicroBatcher  # noqa: E402
-from amulet_service.model import Prediction  # noqa: E402
+from amulet_service.inference import MicroBatcher
+from amulet_service.model import Prediction
 
 
 class Broken:
@@ -234,8 +240,9 @@ def test_requests_arriving_together_are_batched_and_bounded() -> None:
         return await asyncio.gather(*(batcher.classify(im, 2) for im in images))
 
     async def overload() -> list[Any]:
-        return await asyncio.gather(*(batcher.classify(im, 2) for im in images * 2),
-                                    return_exceptions=True)
+        return await asyncio.gather(
+            *(batcher.classify(im, 2) for im in images * 2), return_exceptions=True
+        )
 
     try:
         out = asyncio.run(run())

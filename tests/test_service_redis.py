@@ -19,19 +19,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
-
-import amulet_native as an
 from http_server import REPO_ROOT, UvicornServer
 from redis_server import RedisServer, redis_server_binary
 
+import amulet_native as an
+
 sys.path.insert(0, str(REPO_ROOT / "python"))
 
-from amulet_service.gallery import generated_picture  # noqa: E402
-from test_service_api import APP, APP_DIR, service_env  # noqa: E402
+from amulet_service.gallery import generated_picture
+from test_service_api import APP, APP_DIR, service_env
 
 pytestmark = [
     pytest.mark.skipif(redis_server_binary() is None, reason="redis-server not installed"),
@@ -45,8 +45,9 @@ def jpeg_of(seed: int, side: int = 256) -> bytes:
 
 
 def classify(url: str, data: bytes) -> httpx.Response:
-    return httpx.post(url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"},
-                      timeout=30)
+    return httpx.post(
+        url + "/v1/classify", content=data, headers={"Content-Type": "image/jpeg"}, timeout=30
+    )
 
 
 @pytest.fixture
@@ -62,15 +63,22 @@ class Worker:
     """``python -m amulet_service.worker`` in its own process group."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.env = {**os.environ, **env,
-                    "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'python'}"}
+        self.env = {
+            **os.environ,
+            **env,
+            "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{REPO_ROOT / 'python'}",
+        }
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> Worker:
-        self.proc = subprocess.Popen([sys.executable, "-m", "amulet_service.worker"],
-                                     cwd=REPO_ROOT / "python", env=self.env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+    def __enter__(self) -> Self:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "amulet_service.worker"],
+            cwd=REPO_ROOT / "python",
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,8 +109,10 @@ def submit(url: str, seeds: list[int]) -> httpx.Response:
 
 def test_two_processes_share_results_through_redis(tmp_path: Path, redis: RedisServer) -> None:
     env = service_env(tmp_path, REDIS_URL=redis.url)
-    with UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as a, \
-            UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as b:
+    with (
+        UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as a,
+        UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as b,
+    ):
         data = jpeg_of(6)
         first = classify(a.url, data).json()
         assert first["cache"]["result"] == "miss"
@@ -134,8 +144,7 @@ def test_job_runs_on_a_separate_worker_process(tmp_path: Path, redis: RedisServe
 
 def test_redis_killed_mid_run(tmp_path: Path, redis: RedisServer) -> None:
     env = service_env(tmp_path, REDIS_URL=redis.url)
-    with UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as api, \
-            Worker(env):
+    with UvicornServer(APP, env=env, extra_args=APP_DIR, startup_timeout=60) as api, Worker(env):
         warm = jpeg_of(8)
         assert classify(api.url, warm).json()["cache"]["result"] == "miss"
         redis.kill()
@@ -155,11 +164,16 @@ def test_redis_killed_mid_run(tmp_path: Path, redis: RedisServer) -> None:
         assert r.status_code == 202, r.text
         state = wait_job(api.url, r.json())
         assert state["status"] == "finished", state
-        assert [e["predictions"][0]["label"] for e in state["results"]] == ["amulet-05", "amulet-06"]
+        assert [e["predictions"][0]["label"] for e in state["results"]] == [
+            "amulet-05",
+            "amulet-06",
+        ]
 
 
 def worker_pids(supervisor: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(supervisor)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-P", str(supervisor)], capture_output=True, text=True, check=False
+    )
     return [int(p) for p in out.stdout.split()]
 
 

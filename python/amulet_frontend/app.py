@@ -21,10 +21,11 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` from anywhere
 
-import amulet_native as an  # noqa: E402
-from amulet_frontend.client import DEFAULT_URL, ApiClient, ApiUnavailable  # noqa: E402
-from amulet_native.integrations import streamlit as an_st  # noqa: E402
-from amulet_service.gallery import generated_picture  # noqa: E402
+from amulet_service.gallery import generated_picture
+
+import amulet_native as an
+from amulet_frontend.client import DEFAULT_URL, ApiClient, ApiUnavailable
+from amulet_native.integrations import streamlit as an_st
 
 MAX_UPLOAD = 20 << 20
 SAMPLES = {f"amulet-{i + 1:02d} (sample, re-encoded)": i for i in range(6)}
@@ -51,8 +52,7 @@ def unavailable(exc: ApiUnavailable) -> None:
 
 
 def show_prediction(name: str, data: bytes, top_k: int) -> None:
-    rgb = an_st.decode_upload(data, max_bytes=MAX_UPLOAD, max_size=(1024, 1024),
-                              show_errors=True)
+    rgb = an_st.decode_upload(data, max_bytes=MAX_UPLOAD, max_size=(1024, 1024), show_errors=True)
     col_img, col_res = st.columns([1, 2])
     if rgb is not None:
         col_img.image(an_st.thumbnail_bytes(rgb, (192, 192)), caption=name)
@@ -72,10 +72,13 @@ def show_prediction(name: str, data: bytes, top_k: int) -> None:
             st.markdown(f"**Label: {best['label']}** (score {best['score']:.3f})")
         st.dataframe(body["predictions"], hide_index=True)
         t = body["timings_ms"]
-        st.caption(f"result cache: {body['cache']['result']} · image cache: "
-                   f"{body['cache']['image']} · total {t['total']:.1f} ms "
-                   f"(upload+decode {t['upload_decode']:.1f} ms"
-                   + (f", model {t['model_ms']:.1f} ms" if "model_ms" in t else "") + ")")
+        st.caption(
+            f"result cache: {body['cache']['result']} · image cache: "
+            f"{body['cache']['image']} · total {t['total']:.1f} ms "
+            f"(upload+decode {t['upload_decode']:.1f} ms"
+            + (f", model {t['model_ms']:.1f} ms" if "model_ms" in t else "")
+            + ")"
+        )
         with st.form(f"add-{body['digest'][:16]}"):
             label = st.text_input("Add this image to the gallery as", value="")
             if st.form_submit_button("Add to gallery") and label:
@@ -104,8 +107,9 @@ def page_recognise() -> None:
 
 def page_batch() -> None:
     st.header("Batch job")
-    files = st.file_uploader("Photos for the job", type=["jpg", "jpeg", "png"],
-                             accept_multiple_files=True, key="batch")
+    files = st.file_uploader(
+        "Photos for the job", type=["jpg", "jpeg", "png"], accept_multiple_files=True, key="batch"
+    )
     use_samples = st.checkbox("Use the 6 sample pictures")
     items = [(f.name, f.getvalue()) for f in files or []]
     if use_samples:
@@ -132,17 +136,23 @@ def page_batch() -> None:
             return
         progress = state.get("progress") or {}
         total = progress.get("total") or len(items)
-        bar.progress(min(progress.get("done", 0) / total, 1.0),
-                     text=f"job {job_id[:8]}: {state.get('status')} "
-                          f"{progress.get('done', 0)}/{total}")
+        bar.progress(
+            min(progress.get("done", 0) / total, 1.0),
+            text=f"job {job_id[:8]}: {state.get('status')} {progress.get('done', 0)}/{total}",
+        )
         if state.get("status") in ("finished", "failed"):
             break
         time.sleep(0.3)
     if state.get("status") == "finished":
-        rows = [{"image": items[e["index"]][0],
-                 "label": e["predictions"][0]["label"] if e.get("predictions") else None,
-                 "score": e["predictions"][0]["score"] if e.get("predictions") else None,
-                 "error": e.get("error")} for e in state["results"]]
+        rows = [
+            {
+                "image": items[e["index"]][0],
+                "label": e["predictions"][0]["label"] if e.get("predictions") else None,
+                "score": e["predictions"][0]["score"] if e.get("predictions") else None,
+                "error": e.get("error"),
+            }
+            for e in state["results"]
+        ]
         st.success(f"job {job_id[:8]} finished")
         st.dataframe(rows, hide_index=True)
     else:
@@ -157,7 +167,9 @@ def page_status() -> None:
     except ApiUnavailable as exc:
         unavailable(exc)
     else:
-        st.subheader(f"API health: {health.body.get('status', '?') if isinstance(health.body, dict) else '?'}")
+        st.subheader(
+            f"API health: {health.body.get('status', '?') if isinstance(health.body, dict) else '?'}"
+        )
         s = stats.body
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Result cache hit rate", f"{s['results_cache']['hit_rate']:.0%}")
@@ -165,8 +177,10 @@ def page_status() -> None:
         c2.metric("Image cache hit rate", f"{img.get('hit_rate', 0):.0%}")
         c3.metric("Memory pressure", f"{s['memory']['ratio']:.0%}", s["memory"]["level"])
         c4.metric("Mean batch", f"{s['batching']['mean_batch']:.2f}", s["batching"]["breaker"])
-        st.caption(f"worker {s['worker']} · model {s['model']['name']} "
-                   f"({s['model']['gallery']} references) · jobs on {s['jobs']['backend']}")
+        st.caption(
+            f"worker {s['worker']} · model {s['model']['name']} "
+            f"({s['model']['gallery']} references) · jobs on {s['jobs']['backend']}"
+        )
         st.subheader("Recent errors")
         if s["recent_errors"]:
             st.dataframe(s["recent_errors"], hide_index=True)

@@ -50,16 +50,23 @@ class ApiResult:
 
 
 class ApiClient:
-    def __init__(self, base_url: str | None = None, *, timeout: float = 30.0,
-                 breaker_wait: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str | None = None, *, timeout: float = 30.0, breaker_wait: float = 5.0
+    ) -> None:
         self.base_url = (base_url or os.environ.get("AMULET_API_URL") or DEFAULT_URL).rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
-        self.breaker = CircuitBreaker(f"api:{self.base_url}", failure_rate=0.5, window=6,
-                                      minimum_calls=3, wait_in_open=breaker_wait,
-                                      half_open_calls=1,
-                                      record=(httpx.TransportError, _Retryable))
-        self._send = retry(on=(httpx.TransportError, _Retryable), attempts=3, timeout=8.0,
-                           name="frontend.api")(self.breaker(self._once))
+        self.breaker = CircuitBreaker(
+            f"api:{self.base_url}",
+            failure_rate=0.5,
+            window=6,
+            minimum_calls=3,
+            wait_in_open=breaker_wait,
+            half_open_calls=1,
+            record=(httpx.TransportError, _Retryable),
+        )
+        self._send = retry(
+            on=(httpx.TransportError, _Retryable), attempts=3, timeout=8.0, name="frontend.api"
+        )(self.breaker(self._once))
 
     def _once(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
         r = self.http.request(method, path, **kwargs)
@@ -72,8 +79,10 @@ class ApiClient:
         try:
             r = self._send(method, path, kwargs)
         except CircuitOpenError as exc:
-            raise ApiUnavailable(f"the API at {self.base_url} is unavailable (retrying in "
-                                 f"{exc.retry_after or 0:.0f} s)") from None
+            raise ApiUnavailable(
+                f"the API at {self.base_url} is unavailable (retrying in "
+                f"{exc.retry_after or 0:.0f} s)"
+            ) from None
         except (httpx.TransportError, _Retryable) as exc:
             raise ApiUnavailable(f"the API at {self.base_url} is unavailable: {exc}") from None
         try:
@@ -85,12 +94,20 @@ class ApiClient:
     # ---- the endpoints ----
 
     def classify(self, data: bytes, filename: str = "upload", top_k: int = 5) -> ApiResult:
-        return self.request("POST", "/v1/classify", params={"top_k": top_k},
-                            files={"file": (filename, data, "application/octet-stream")})
+        return self.request(
+            "POST",
+            "/v1/classify",
+            params={"top_k": top_k},
+            files={"file": (filename, data, "application/octet-stream")},
+        )
 
     def add_to_gallery(self, label: str, data: bytes, filename: str = "upload") -> ApiResult:
-        return self.request("POST", "/v1/gallery", params={"label": label},
-                            files={"file": (filename, data, "application/octet-stream")})
+        return self.request(
+            "POST",
+            "/v1/gallery",
+            params={"label": label},
+            files={"file": (filename, data, "application/octet-stream")},
+        )
 
     def gallery(self) -> ApiResult:
         return self.request("GET", "/v1/gallery")

@@ -17,7 +17,6 @@ Endpoints (plus ``/livez /readyz /startupz /health /metrics`` from ``install``):
 Every error is ``application/problem+json`` from the library's one table.
 """
 
-
 import asyncio
 import collections
 import contextlib
@@ -84,8 +83,14 @@ class ErrorLog:
                 status = int(message["status"])
                 self.counts[status // 100 * 100] += 1
                 if status >= 400:
-                    self.recent.append({"time": round(time.time(), 3), "status": status,
-                                        "method": scope["method"], "path": scope["path"]})
+                    self.recent.append(
+                        {
+                            "time": round(time.time(), 3),
+                            "status": status,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                        }
+                    )
             await send(message)
 
         await self.app(scope, receive, watch)
@@ -115,8 +120,14 @@ def _results_cache(settings: Settings) -> Any:
     l1 = an.Cache(max_items=settings.cache_max_size, ttl=settings.cache_default_ttl)
     if not settings.redis_url:
         return l1
-    return an.TieredCache(l1, settings.redis_url, prefix="amulet:result:",
-                          ttl=settings.cache_default_ttl, timeout=0.25, backoff=1.0)
+    return an.TieredCache(
+        l1,
+        settings.redis_url,
+        prefix="amulet:result:",
+        ttl=settings.cache_default_ttl,
+        timeout=0.25,
+        backoff=1.0,
+    )
 
 
 def _rate_store(settings: Settings) -> Any:
@@ -145,14 +156,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model, gallery = await asyncio.to_thread(build_model, settings)
         batcher = MicroBatcher(
-            model, max_batch=settings.batch_max_size, max_wait=settings.batch_max_wait_ms / 1e3,
-            threads=settings.thread_pool_size, concurrency=settings.model_concurrency,
-            breaker_failures=settings.breaker_failures, breaker_reset=settings.breaker_reset,
+            model,
+            max_batch=settings.batch_max_size,
+            max_wait=settings.batch_max_wait_ms / 1e3,
+            threads=settings.thread_pool_size,
+            concurrency=settings.model_concurrency,
+            breaker_failures=settings.breaker_failures,
+            breaker_reset=settings.breaker_reset,
         )
         batcher.start()
-        jobs: RQJobs | LocalJobs = RQJobs(settings.redis_url) if settings.redis_url else LocalJobs(model)
+        jobs: RQJobs | LocalJobs = (
+            RQJobs(settings.redis_url) if settings.redis_url else LocalJobs(model)
+        )
         app.state.svc = Service(
-            settings, model, gallery, batcher, _results_cache(settings), jobs,
+            settings,
+            model,
+            gallery,
+            batcher,
+            _results_cache(settings),
+            jobs,
             an.MemoryMonitor(settings.memory_warning_threshold, settings.memory_critical_threshold),
             time.time(),
         )
@@ -167,18 +189,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Amulet recognition API", version="1.0", lifespan=lifespan)
     side = settings.decode_max_side
-    image_cache = an.ImageCache(max_bytes=settings.image_cache_size * _MIB) if settings.image_cache_size else None
+    image_cache = (
+        an.ImageCache(max_bytes=settings.image_cache_size * _MIB)
+        if settings.image_cache_size
+        else None
+    )
     install(
-        app, max_body=settings.max_upload_mb * _MIB,
+        app,
+        max_body=settings.max_upload_mb * _MIB,
         body_limits={"/v1/jobs": settings.max_upload_mb * _MIB * 8},
-        memory_mb=settings.request_memory_mb, rate_limit=settings.rate_limit,
-        rate_store=_rate_store(settings), max_in_flight=settings.max_in_flight, deadline=settings.request_deadline,
-        image_cache=image_cache, log_requests=settings.log_requests,
+        memory_mb=settings.request_memory_mb,
+        rate_limit=settings.rate_limit,
+        rate_store=_rate_store(settings),
+        max_in_flight=settings.max_in_flight,
+        deadline=settings.request_deadline,
+        image_cache=image_cache,
+        log_requests=settings.log_requests,
     )
     errors = ErrorLog  # the outermost layer: it sees install's problem responses too
     app.add_middleware(errors)
-    upload = ImageUpload(max_bytes=settings.max_upload_mb * _MIB, max_size=(side, side),
-                         cache=image_cache if image_cache is not None else False)
+    upload = ImageUpload(
+        max_bytes=settings.max_upload_mb * _MIB,
+        max_size=(side, side),
+        cache=image_cache if image_cache is not None else False,
+    )
 
     def svc(request: Request) -> Service:
         service: Service = request.app.state.svc
@@ -188,12 +222,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     Image = Annotated[DecodedImage, Depends(upload)]
     Started = Annotated[float, Depends(_now)]
 
-    async def predict(s: Service, key: str, image: np.ndarray[Any, Any], top_k: int,
-                      computed: list[bool]) -> str:
+    async def predict(
+        s: Service, key: str, image: np.ndarray[Any, Any], top_k: int, computed: list[bool]
+    ) -> str:
         pred, timings = await s.batcher.classify(image, top_k)
         computed.append(True)
-        return json.dumps({"predictions": pred.to_json(),
-                           "timings": {k: round(v, 3) for k, v in timings.items()}})
+        return json.dumps(
+            {"predictions": pred.to_json(), "timings": {k: round(v, 3) for k, v in timings.items()}}
+        )
 
     predict_cached: dict[int, Any] = {}
 
@@ -207,7 +243,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/v1/classify")
     async def classify(
-        started: Started, s: SvcDep, image: Image,
+        started: Started,
+        s: SvcDep,
+        image: Image,
         top_k: Annotated[int, Query(ge=1, le=50)] = 5,
     ) -> dict[str, Any]:
         """Top labels for an image (raw body or multipart ``file``)."""
@@ -221,10 +259,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "predictions": result["predictions"],
             "model": {"name": s.model.name, "version": s.model.version},
-            "image": {"format": info.format, "width": info.width, "height": info.height,
-                      "decoded": list(image.array.shape), "bytes": image.nbytes},
+            "image": {
+                "format": info.format,
+                "width": info.width,
+                "height": info.height,
+                "decoded": list(image.array.shape),
+                "bytes": image.nbytes,
+            },
             "digest": image.digest,
-            "cache": {"result": "miss" if computed else "hit", "image": "hit" if image.cached else "miss"},
+            "cache": {
+                "result": "miss" if computed else "hit",
+                "image": "hit" if image.cached else "miss",
+            },
             "timings_ms": {
                 "upload_decode": round((decoded - started) * 1e3, 3),
                 "total": round((time.perf_counter() - started) * 1e3, 3),
@@ -243,9 +289,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         """A thumbnail fitting in (contain) or filling (cover) a size x size box."""
         data = await asyncio.to_thread(_render_thumbnail, image.array, size, fit, format, quality)
-        return Response(data, media_type=f"image/{format}",
-                        headers={"X-Image-Digest": image.digest,
-                                 "Cache-Control": "public, max-age=86400"})
+        return Response(
+            data,
+            media_type=f"image/{format}",
+            headers={"X-Image-Digest": image.digest, "Cache-Control": "public, max-age=86400"},
+        )
 
     @app.get("/v1/gallery")
     async def gallery_list(s: SvcDep) -> dict[str, Any]:
@@ -254,40 +302,55 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return {"model": s.model.name, "count": 0, "labels": [], "entries": []}
         await asyncio.to_thread(s.gallery.refresh)
         entries = s.gallery.listing()
-        return {"model": s.model.name, "count": len(entries),
-                "labels": s.gallery.recognizer.labels(), "entries": entries}
+        return {
+            "model": s.model.name,
+            "count": len(entries),
+            "labels": s.gallery.recognizer.labels(),
+            "entries": entries,
+        }
 
     @app.post("/v1/gallery", status_code=201)
     async def gallery_add(
-        s: SvcDep, image: Image, label: Annotated[str, Query(min_length=1, max_length=64)],
+        s: SvcDep,
+        image: Image,
+        label: Annotated[str, Query(min_length=1, max_length=64)],
     ) -> dict[str, Any]:
         """Add an image to the gallery under label."""
         if s.gallery is None:
-            raise an.ValidationError("this model has no gallery", code="gallery.unsupported",
-                                     field="model")
+            raise an.ValidationError(
+                "this model has no gallery", code="gallery.unsupported", field="model"
+            )
         if not valid_label(label):
             raise an.ValidationError(
                 "label: letters, digits, space, '_', '.', '-' (1-64, no '__')",
-                code="value.invalid", field="label")
+                code="value.invalid",
+                field="label",
+            )
         data = await asyncio.to_thread(an.encode_jpeg, image.array, quality=92)
         entry_id = await asyncio.to_thread(s.gallery.add, label, data, image.array)
         return {"id": entry_id, "label": label, "count": len(s.gallery.recognizer)}
 
     @app.post("/v1/jobs", status_code=202)
-    async def job_submit(request: Request, s: SvcDep,
-                         top_k: Annotated[int, Query(ge=1, le=50)] = 5) -> JSONResponse:
+    async def job_submit(
+        request: Request, s: SvcDep, top_k: Annotated[int, Query(ge=1, le=50)] = 5
+    ) -> JSONResponse:
         """Classify several images (multipart ``files``) in the background."""
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "multipart/form-data":
-            raise an.ValidationError("send the images as multipart/form-data",
-                                     code="input.content_type", field="content-type")
+            raise an.ValidationError(
+                "send the images as multipart/form-data",
+                code="input.content_type",
+                field="content-type",
+            )
         max_bytes = s.settings.max_upload_mb * _MIB
-        async with request.form(max_files=_MAX_JOB_FILES, max_fields=8,
-                                max_part_size=64 << 10) as form:
+        async with request.form(
+            max_files=_MAX_JOB_FILES, max_fields=8, max_part_size=64 << 10
+        ) as form:
             files = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
             if not files:
-                raise an.ValidationError("no files in the form", code="input.missing",
-                                         field="files")
+                raise an.ValidationError(
+                    "no files in the form", code="input.missing", field="files"
+                )
             blobs: dict[str, bytes] = {}
             order: list[str] = []
             for f in files:
@@ -299,9 +362,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         job_id = await asyncio.to_thread(s.jobs.submit, blobs, order, top_k)
         url = f"/v1/jobs/{job_id}"
         return JSONResponse(
-            {"id": job_id, "status": "queued", "total": len(order), "status_url": url,
-             "events_url": f"{url}/events", "durable": s.jobs.durable},
-            status_code=202, headers={"Location": url},
+            {
+                "id": job_id,
+                "status": "queued",
+                "total": len(order),
+                "status_url": url,
+                "events_url": f"{url}/events",
+                "durable": s.jobs.durable,
+            },
+            status_code=202,
+            headers={"Location": url},
         )
 
     async def job_state(s: Service, job_id: str) -> dict[str, Any]:
@@ -338,8 +408,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     return
                 await asyncio.sleep(0.2)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     @app.get("/v1/stats")
     async def stats(request: Request, s: SvcDep) -> dict[str, Any]:
@@ -350,16 +423,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {
             "worker": os.getpid(),
             "uptime_s": round(time.time() - s.started, 1),
-            "model": {"name": s.model.name, "version": s.model.version,
-                      "gallery": len(s.gallery.recognizer) if s.gallery is not None else None},
-            "results_cache": {"hits": hits, "misses": misses,
-                              "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
-                              "tiers": _plain(s.results.stats())},
+            "model": {
+                "name": s.model.name,
+                "version": s.model.version,
+                "gallery": len(s.gallery.recognizer) if s.gallery is not None else None,
+            },
+            "results_cache": {
+                "hits": hits,
+                "misses": misses,
+                "hit_rate": round(hits / (hits + misses), 4) if hits + misses else 0.0,
+                "tiers": _plain(s.results.stats()),
+            },
             "image_cache": _plain(image_cache.cache.stats()) if image_cache is not None else None,
             "batching": s.batcher.snapshot(),
-            "memory": {"level": pressure.level.name.lower(), "ratio": round(pressure.ratio, 4),
-                       "source": pressure.source, "rss": pressure.snapshot.rss
-                       if hasattr(pressure.snapshot, "rss") else None},
+            "memory": {
+                "level": pressure.level.name.lower(),
+                "ratio": round(pressure.ratio, 4),
+                "source": pressure.source,
+                "rss": pressure.snapshot.rss if hasattr(pressure.snapshot, "rss") else None,
+            },
             "responses": dict(log.counts) if log else {},
             "recent_errors": list(log.recent)[-20:] if log else [],
             "jobs": {"backend": type(s.jobs).__name__, "durable": s.jobs.durable},
@@ -384,8 +466,9 @@ def _find_error_log(app: Any) -> ErrorLog | None:
     return None
 
 
-def _render_thumbnail(rgb: np.ndarray[Any, Any], size: int, fit: str, fmt: str,
-                      quality: int) -> bytes:
+def _render_thumbnail(
+    rgb: np.ndarray[Any, Any], size: int, fit: str, fmt: str, quality: int
+) -> bytes:
     h, w = rgb.shape[:2]
     if fit == "cover":  # crop the centre to a square, then scale
         side = min(w, h)
@@ -407,6 +490,11 @@ def main() -> None:  # pragma: no cover - `python -m amulet_service`
     port = int(os.environ.get("PORT", "8000"))
     workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
     Settings.from_env()  # fail here, naming the variable, before any worker starts
-    uvicorn.run("amulet_service.app:create_app", factory=True, host="127.0.0.1", port=port,
-                workers=workers, log_level="warning")
-
+    uvicorn.run(
+        "amulet_service.app:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )

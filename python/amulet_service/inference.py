@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import amulet_native as an
+from amulet_native.resilience import Bulkhead, CircuitBreaker
 
 from .model import Array, Classifier, Prediction
-
-from amulet_native.resilience import Bulkhead, CircuitBreaker
 
 
 @dataclass
@@ -41,8 +40,13 @@ class BatchStats:
 
     def to_json(self) -> dict[str, Any]:
         mean = self.items / self.batches if self.batches else 0.0
-        return {"batches": self.batches, "items": self.items, "mean_batch": round(mean, 3),
-                "max_batch_seen": self.max_seen, "failures": self.failures}
+        return {
+            "batches": self.batches,
+            "items": self.items,
+            "mean_batch": round(mean, 3),
+            "max_batch_seen": self.max_seen,
+            "failures": self.failures,
+        }
 
 
 @dataclass
@@ -76,9 +80,14 @@ class MicroBatcher:
         self._queue: an.ThreadSafeQueue[_Request] = an.ThreadSafeQueue(maxsize=concurrency)
         self.bulkhead = Bulkhead(concurrency, max_wait=0.0, name="model")
         # Opens when half of the last 20 calls (at least breaker_failures) failed.
-        self.breaker = CircuitBreaker(f"model:{model.name}", failure_rate=0.5, window=20,
-                                      minimum_calls=breaker_failures, wait_in_open=breaker_reset,
-                                      half_open_calls=1)
+        self.breaker = CircuitBreaker(
+            f"model:{model.name}",
+            failure_rate=0.5,
+            window=20,
+            minimum_calls=breaker_failures,
+            wait_in_open=breaker_reset,
+            half_open_calls=1,
+        )
         self._threads = [
             threading.Thread(target=self._run, name=f"batcher-{i}", daemon=True)
             for i in range(threads)
@@ -112,7 +121,11 @@ class MicroBatcher:
         while len(batch) < self.max_batch:
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                item = (
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
             except (queue.Empty, an.QueueClosed):
                 break
             batch.append(item)
@@ -123,7 +136,7 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 preds = self._call([r.image for r in batch], max(r.top_k for r in batch))
-            except BaseException as exc:  # every waiter gets the error, the thread lives on
+            except BaseException as exc:  # noqa: BLE001 - every waiter gets the error, the thread lives on
                 with self._stats_lock:
                     self.stats.failures += 1
                 for r in batch:
@@ -137,8 +150,11 @@ class MicroBatcher:
                 s.max_seen = max(s.max_seen, len(batch))
                 s.by_size[len(batch)] = s.by_size.get(len(batch), 0) + 1
             for r, p in zip(batch, preds):
-                timings = {"queue_ms": (started - r.queued) * 1e3,
-                           "model_ms": (done - started) * 1e3, "batch_size": float(len(batch))}
+                timings = {
+                    "queue_ms": (started - r.queued) * 1e3,
+                    "model_ms": (done - started) * 1e3,
+                    "batch_size": float(len(batch)),
+                }
                 trimmed = Prediction(p.labels[: r.top_k], p.scores[: r.top_k])
                 r.loop.call_soon_threadsafe(_settle, r.future, (trimmed, timings), None)
 
@@ -155,9 +171,14 @@ class MicroBatcher:
     def snapshot(self) -> dict[str, Any]:
         with self._stats_lock:
             stats = self.stats.to_json()
-        return {**stats, "queued": self._queue.qsize(), "in_flight": self.bulkhead.in_flight,
-                "breaker": self.breaker.state.name.lower(), "max_batch": self.max_batch,
-                "max_wait_ms": self.max_wait * 1e3}
+        return {
+            **stats,
+            "queued": self._queue.qsize(),
+            "in_flight": self.bulkhead.in_flight,
+            "breaker": self.breaker.state.name.lower(),
+            "max_batch": self.max_batch,
+            "max_wait_ms": self.max_wait * 1e3,
+        }
 
 
 def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:

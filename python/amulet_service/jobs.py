@@ -92,8 +92,9 @@ def classify_batch(keys: list[str], top_k: int = 5) -> list[dict[str, Any]]:
 
 
 def _unavailable(exc: Exception) -> an.AmuletError:
-    return an.AmuletError(f"the job queue is unavailable: {exc}", code="http.503",
-                          context={"retry_after": 1.0})
+    return an.AmuletError(
+        f"the job queue is unavailable: {exc}", code="http.503", context={"retry_after": 1.0}
+    )
 
 
 class RQJobs:
@@ -124,8 +125,11 @@ class RQJobs:
             pipe.set(BLOB_PREFIX + digest, data, ex=BLOB_TTL)
         pipe.execute()
         job = self.queue.enqueue_call(
-            "amulet_service.jobs.classify_batch", args=(order, top_k), result_ttl=BLOB_TTL,
-            failure_ttl=BLOB_TTL, timeout=600,
+            "amulet_service.jobs.classify_batch",
+            args=(order, top_k),
+            result_ttl=BLOB_TTL,
+            failure_ttl=BLOB_TTL,
+            timeout=600,
             meta={"progress": {"done": 0, "total": len(order)}},
         )
         return str(job.id)
@@ -156,7 +160,9 @@ class RQJobs:
             out["results"] = job.return_value()
         elif out["status"] == "failed":
             latest = job.latest_result()
-            out["error"] = (getattr(latest, "exc_string", None) or "failed").strip().splitlines()[-1]
+            out["error"] = (
+                (getattr(latest, "exc_string", None) or "failed").strip().splitlines()[-1]
+            )
         return out
 
     def close(self) -> None:
@@ -176,9 +182,12 @@ class LocalJobs:
 
     def submit(self, blobs: dict[str, bytes], order: list[str], top_k: int) -> str:
         job_id = uuid.uuid4().hex
-        state: dict[str, Any] = {"id": job_id, "status": "queued",
-                                 "progress": {"done": 0, "total": len(order)},
-                                 "created": time.time()}
+        state: dict[str, Any] = {
+            "id": job_id,
+            "status": "queued",
+            "progress": {"done": 0, "total": len(order)},
+            "created": time.time(),
+        }
         with self._lock:
             self._jobs[job_id] = state
 
@@ -190,7 +199,7 @@ class LocalJobs:
             try:
                 state["results"] = classify_items(self.model, blobs.get, order, top_k, progress)
                 state["status"] = "finished"
-            except Exception as exc:  # reported through status(), never lost
+            except Exception as exc:  # noqa: BLE001 - reported through status(), never lost
                 state["status"] = "failed"
                 state["error"] = repr(exc)
 

@@ -86,7 +86,7 @@ def fingerprint(image: Array) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.fl
     return hashes, descs
 
 
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 
 def _hamming_many(hashes: npt.NDArray[np.uint64], h: int) -> npt.NDArray[np.int64]:
@@ -202,7 +202,9 @@ class OnnxClassifier:
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - depends on the extra
-            raise ImportError("OnnxClassifier needs onnxruntime: pip install 'amulet_native[onnx]'") from exc
+            raise ImportError(
+                "OnnxClassifier needs onnxruntime: pip install 'amulet_native[onnx]'"
+            ) from exc
         self._ort = ort
         self.path = str(path)
         self.labels_ = list(labels)
@@ -248,7 +250,9 @@ class OnnxClassifier:
         for row in scores:
             order = np.argsort(-row, kind="stable")[:top_k]
             out.append(
-                Prediction(tuple(self.labels_[i] for i in order), tuple(float(row[i]) for i in order))
+                Prediction(
+                    tuple(self.labels_[i] for i in order), tuple(float(row[i]) for i in order)
+                )
             )
         return out
 

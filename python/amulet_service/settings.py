@@ -159,11 +159,7 @@ class Settings:
 
 _VARIABLES = {
     "redis_url": "REDIS_URL",
-    **{
-        f.name: "AMULET_" + f.name.upper()
-        for f in fields(Settings)
-        if f.name != "redis_url"
-    },
+    **{f.name: "AMULET_" + f.name.upper() for f in fields(Settings) if f.name != "redis_url"},
 }
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {

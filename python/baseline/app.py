@@ -19,11 +19,12 @@ import threading
 import time
 import warnings
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import cachetools
 import numpy as np
 import pybreaker
+from amulet_service.gallery import Gallery
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -35,12 +36,12 @@ from slowapi.util import get_remote_address
 from starlette.middleware.base import BaseHTTPMiddleware
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from amulet_service.gallery import Gallery
-
 MAX_UPLOAD = int(os.environ.get("BASELINE_MAX_UPLOAD_MB", "20")) << 20
 MAX_SIDE = 1024
 RATE_LIMIT = os.environ.get("BASELINE_RATE_LIMIT", "100000/minute")
-GALLERY_DIR = os.environ.get("AMULET_GALLERY_DIR", os.path.expanduser("~/.cache/amulet_service/gallery"))
+GALLERY_DIR = os.environ.get(
+    "AMULET_GALLERY_DIR", os.path.expanduser("~/.cache/amulet_service/gallery")
+)
 CACHE_SIZE = int(os.environ.get("AMULET_CACHE_MAX_SIZE", "10000"))
 CACHE_TTL = float(os.environ.get("AMULET_CACHE_DEFAULT_TTL", "3600"))
 
@@ -87,20 +88,27 @@ def create_app() -> FastAPI:
     results: cachetools.TTLCache[str, Any] = cachetools.TTLCache(CACHE_SIZE, CACHE_TTL)
     lock = threading.Lock()
 
-    @retry(stop=stop_after_attempt(2), wait=wait_exponential(max=0.1),
-           retry=retry_if_exception_type(TransientModelError), reraise=True)
+    @retry(
+        stop=stop_after_attempt(2),
+        wait=wait_exponential(max=0.1),
+        retry=retry_if_exception_type(TransientModelError),
+        reraise=True,
+    )
     def run_model(rgb: np.ndarray, top_k: int) -> Any:
         return breaker.call(gallery.recognizer.classify, [rgb], top_k=top_k)[0]
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> Any:
+    def fill_gallery() -> None:
         import fcntl
 
         os.makedirs(GALLERY_DIR, exist_ok=True)
         with open(os.path.join(GALLERY_DIR, ".lock"), "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(f, fcntl.LOCK_EX)  # workers start together: one fills it
             gallery.ensure_sample()
-        await run_in_threadpool(gallery.refresh)
+        gallery.refresh()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        await run_in_threadpool(fill_gallery)
         yield
 
     app = FastAPI(title="Baseline recognition API", lifespan=lifespan)
@@ -114,7 +122,10 @@ def create_app() -> FastAPI:
     Instrumentator().instrument(app).expose(app)
 
     @app.post("/v1/classify")
-    async def classify(file: UploadFile = File(...), top_k: int = Query(5, ge=1, le=50)) -> dict[str, Any]:
+    async def classify(
+        file: Annotated[UploadFile, File()],
+        top_k: Annotated[int, Query(ge=1, le=50)] = 5,
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         data = await file.read()
         if not data:
@@ -124,22 +135,36 @@ def create_app() -> FastAPI:
         with lock:
             hit = results.get(key)
         if hit is not None:
-            return {**hit, "cache": "hit", "ms": (time.perf_counter() - started) * 1e3,
-                    "worker": os.getpid()}
+            return {
+                **hit,
+                "cache": "hit",
+                "ms": (time.perf_counter() - started) * 1e3,
+                "worker": os.getpid(),
+            }
         rgb = await run_in_threadpool(decode, data)
         try:
             pred = await run_in_threadpool(run_model, rgb, top_k)
         except pybreaker.CircuitBreakerError:
             raise HTTPException(503, "model unavailable", headers={"Retry-After": "10"}) from None
-        body = {"predictions": pred.to_json(), "digest": digest,
-                "image": {"decoded": list(rgb.shape)}}
+        body = {
+            "predictions": pred.to_json(),
+            "digest": digest,
+            "image": {"decoded": list(rgb.shape)},
+        }
         with lock:
             results[key] = body
-        return {**body, "cache": "miss", "ms": (time.perf_counter() - started) * 1e3,
-                "worker": os.getpid()}
+        return {
+            **body,
+            "cache": "miss",
+            "ms": (time.perf_counter() - started) * 1e3,
+            "worker": os.getpid(),
+        }
 
     @app.post("/v1/thumbnail")
-    async def thumbnail(file: UploadFile = File(...), size: int = Query(256, ge=16, le=1024)) -> Response:
+    async def thumbnail(
+        file: Annotated[UploadFile, File()],
+        size: Annotated[int, Query(ge=16, le=1024)] = 256,
+    ) -> Response:
         data = await file.read()
 
         def render() -> bytes:
@@ -162,7 +187,7 @@ def create_app() -> FastAPI:
         return {"count": len(gallery.recognizer), "labels": gallery.recognizer.labels()}
 
     @app.post("/v1/gallery", status_code=201)
-    async def gallery_add(label: str, file: UploadFile = File(...)) -> dict[str, Any]:
+    async def gallery_add(label: str, file: Annotated[UploadFile, File()]) -> dict[str, Any]:
         data = await file.read()
         rgb = await run_in_threadpool(decode, data)
         entry = await run_in_threadpool(gallery.add, label, data, rgb)
