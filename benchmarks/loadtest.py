@@ -450,7 +450,7 @@ class Server:
         out = subprocess.run(
             ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
         )
-        pids = [int(p) for p in out.stdout.split()]
+        pids = [int(p) for p in out.stdout.split() if not _is_helper(int(p))]
         return pids or [self.proc.pid]
 
     def stop(self) -> None:
@@ -462,6 +462,15 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def _is_helper(pid: int) -> bool:
+    """multiprocessing's resource tracker, a child of uvicorn that is no worker."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"resource_tracker" in f.read()
+    except OSError:
+        return True
 
 
 def rss_of(pid: int) -> int:
@@ -525,7 +534,7 @@ def plot(results: list[Result], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, name in zip(axes, ("amulet", "baseline")):  # the variants are not plotted
         offset = 0.0
         for r in (r for r in results if r.server == name):
@@ -539,8 +548,16 @@ def plot(results: list[Result], path: Path) -> None:
                         label=w if offset == 0 else None,
                     )
             ax.axvline(offset, color="0.85", lw=0.5)
-            ax.text(offset, 1, f"{r.mode[0]}{int(r.level)}", fontsize=6, color="0.4")
+            ax.text(
+                offset,
+                0.02,
+                f"{r.mode[0]}{int(r.level)}",
+                fontsize=7,
+                color="0.4",
+                transform=ax.get_xaxis_transform(),
+            )
             offset += max((s[-1][0] for s in r.rss.values() if s), default=0)
+        ax.set_ylim(bottom=0)
         ax.set_title(f"{name}: RSS per worker over the runs")
         ax.set_xlabel("seconds (runs back to back)")
         ax.legend(fontsize=7)
@@ -556,6 +573,7 @@ def main() -> int:
     ap.add_argument("--rates", type=float, nargs="*", default=[50, 100])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--quick", action="store_true", help="one short closed and open run")
+    ap.add_argument("--replot", type=Path, help="only redraw the RSS plot of a saved run")
     ap.add_argument(
         "--servers",
         nargs="*",
@@ -565,6 +583,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "runs")
     ap.add_argument("--plot", type=Path, default=REPO / "benchmarks" / "service_rss.png")
     args = ap.parse_args()
+    if args.replot:
+        plot(load_results(args.replot), args.plot)
+        return 0
     if args.quick:
         args.clients, args.rates, args.seconds = [32], [60], 4.0
     results: list[Result] = []
@@ -594,6 +615,22 @@ def main() -> int:
     plot(results, args.plot)
     print(table(results))
     return 0
+
+
+def load_results(path: Path) -> list[Result]:
+    """The results of a saved run (enough for plot() and table())."""
+    out = []
+    for r in json.loads(path.read_text())["runs"]:
+        res = Result(r["server"], r["mode"], r["level"], 0.0)
+        # Runs saved before helper processes were filtered: a worker with the
+        # model loaded is never under 40 MiB, multiprocessing's tracker always is.
+        res.rss = {
+            w: [tuple(x) for x in v]
+            for w, v in r["rss"].items()
+            if v and max(x[1] for x in v) > 40 << 20
+        }
+        out.append(res)
+    return out
 
 
 def table(results: list[Result]) -> str:
