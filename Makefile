@@ -6,6 +6,7 @@
 #   make test-slow the long stress and leak loops (`pytest -m slow`; CI runs them)
 #   make bench     pytest-benchmark suites against named peers -> benchmarks/RESULTS.md
 #   make sanitize  rebuild with ASan+UBSan in build/asan and run the test suite there (not the leak loops)
+#   make serve     the reference system: Redis, the API (WORKERS=2), a job worker, Streamlit; Ctrl-C stops all
 #   make fuzz      build the libFuzzer targets (decode, incremental) and fuzz for FUZZ_SECONDS
 #   make wheel     build the wheel, vendor the native libraries it links (auditwheel
 #                  repair: manylinux tag of this glibc) -> dist/; .ci/wheel-check tests it
@@ -20,6 +21,8 @@ VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip
 DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server
 DEB_PKGS += libisal-dev libdeflate-dev prometheus
+# the reference system's browser test (issue 14)
+DEB_PKGS += chromium chromium-driver
 CORPUS ?= $(abspath $(or $(AMULET_CORPUS),../shared/corpus))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 120
@@ -27,7 +30,7 @@ FUZZ_SECONDS ?= 120
 export AMULET_CORPUS := $(CORPUS)
 
 .PHONY: setup system build build-ext demo test test-slow test-c bench sanitize fuzz lint clean \
-        wheel sdist
+        wheel sdist serve loadtest
 
 setup: build
 
@@ -72,6 +75,14 @@ build: system $(VENV)/.deps
 demo: system $(VENV)/.deps-demo
 	@$(MAKE) --no-print-directory build-ext
 	$(VPY) python/demo.py
+
+serve: build
+	@$(VPY) -c "import fastapi, uvicorn, streamlit, rq, redis" 2>/dev/null || \
+	  $(PIP) install -q --no-build-isolation -e ".[fastapi,streamlit,jobs]"
+	$(VPY) python/serve.py
+
+loadtest: build
+	$(VPY) benchmarks/loadtest.py
 
 test-c: system
 	$(MAKE) -C tests/c run

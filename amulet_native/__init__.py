@@ -107,6 +107,7 @@ from .memory import (
     memory_limit_context,
     set_process_memory_limit,
 )
+from .perceptual import hamming, image_descriptor, perceptual_hash
 from .pool import AsyncObjectPool, ObjectPool, PoolState
 from .resilience import (
     Bulkhead,
@@ -238,4 +239,8 @@ __all__ = [
     "stream_file",
     "thread_safe_operation",
     "thumbnail",
+    # perceptual fingerprints (service branch)
+    "hamming",
+    "image_descriptor",
+    "perceptual_hash",
 ]

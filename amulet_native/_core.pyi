@@ -382,6 +382,9 @@ class IncrementalDecoder:
 
 # codecs-fast
 def base64_simd() -> str: ...
+# perceptual fingerprints (csrc/py/image/phash.c)
+def perceptual_hash(arr: npt.NDArray[Any], /) -> int: ...
+def image_descriptor(arr: npt.NDArray[Any], /) -> npt.NDArray[np.float32]: ...
 # ---- ops: the shared arena (metrics branch) ----------------------------------
 
 class ArenaStats(TypedDict):

@@ -171,6 +171,13 @@ int an_incremental_exec(PyObject *m, an_state *st);
 /* ops/resilience.c: Breaker, BreakerCall, RetryBudget, RetryCall. */
 int an_resilience_exec(PyObject *m, an_state *st);
 
+/* resize.c: an an_view over a uint8/uint16 (H, W[, C]) ndarray read through
+ * its strides, or value.array raised and -1. */
+struct an_view;
+int an_view_from_array(an_state *st, PyObject *obj, struct an_view *v);
+/* image/phash.c: perceptual_hash, image_descriptor. */
+PyObject *an_py_perceptual_hash(PyObject *module, PyObject *arg);
+PyObject *an_py_image_descriptor(PyObject *module, PyObject *arg);
 /* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
 int an_arena_exec(PyObject *m, an_state *st);
 int an_metrics_exec(PyObject *m, an_state *st);

@@ -99,6 +99,11 @@ static PyMethodDef core_methods[] = {
      "resize_bytearray(buf, size): resize in place; new bytes are uninitialised."},
     {"make_key", (PyCFunction)(void (*)(void))an_py_make_key, METH_FASTCALL,
      "make_key(args, kwargs, typed) -> key: the @cached key of a call."},
+    /* perceptual fingerprints (image/phash.c) */
+    {"perceptual_hash", an_py_perceptual_hash, METH_O,
+     "perceptual_hash(arr) -> int: the 64-bit DCT pHash of a uint8/uint16 array."},
+    {"image_descriptor", an_py_image_descriptor, METH_O,
+     "image_descriptor(arr) -> ndarray: the unit-norm float32 colour/structure descriptor."},
     {NULL, NULL, 0, NULL},
 };
 

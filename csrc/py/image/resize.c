@@ -25,9 +25,9 @@ dtype_name(PyArrayObject *a, char *buf, size_t len)
     Py_XDECREF(s);
 }
 
-/* Fills v from an ndarray, or raises value.array and returns -1. */
-static int
-view_from_array(an_state *st, PyObject *obj, an_view *v)
+/* Fills v from an ndarray, or raises value.array and returns -1 (an_py.h). */
+int
+an_view_from_array(an_state *st, PyObject *obj, an_view *v)
 {
     if (!PyArray_Check(obj)) {
         an_raise_status(st, AN_ERR_ARRAY, "arr must be a numpy.ndarray, got %.100s",
@@ -106,7 +106,7 @@ an_py_resize(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "resize() takes 4 positional arguments");
         return NULL;
     }
-    if (view_from_array(st, args[0], &v) < 0 || as_dim(st, args[1], "width", &w) < 0 ||
+    if (an_view_from_array(st, args[0], &v) < 0 || as_dim(st, args[1], "width", &w) < 0 ||
         as_dim(st, args[2], "height", &h) < 0)
         return NULL;
     long m = PyLong_AsLong(args[3]);

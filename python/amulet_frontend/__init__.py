@@ -1,0 +1,1 @@
+"""The Streamlit front end of the recognition API (see app.py)."""

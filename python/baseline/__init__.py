@@ -1,0 +1,1 @@
+"""The comparison service: the same API built with today's usual libraries."""
