@@ -358,6 +358,29 @@ def test_no_builtin_is_looked_up_on_the_cached_path() -> None:
     assert results == [key, key, 1, 2, 3, 5]
 
 
+def test_no_builtin_is_looked_up_on_the_async_cached_path() -> None:
+    @an.cached(max_items=2)
+    async def f(x: Any) -> Any:
+        return x  # never suspends: the whole call runs inside the patched window
+
+    async def main() -> list[Any]:
+        results: list[Any] = []
+        await f(0)  # the loop's bookkeeping (WeakKeyDictionary entry) made once
+        broken = BrokenBuiltins()
+        broken.patch()
+        try:
+            results.append(await f(("a", 1)))  # miss
+            results.append(await f(("a", 1)))  # hit
+            results.append(await f(2))  # miss, evicts
+        except BaseException as e:  # noqa: BLE001 - reported after the builtins are back
+            results.append(e)
+        finally:
+            broken.restore()
+        return results
+
+    assert asyncio.run(main()) == [("a", 1), ("a", 1), 2]
+
+
 def test_the_builtins_check_can_fail() -> None:
     """The check above would see a builtin used on the path: here, by the key."""
     f = an.cached(max_items=2, key=lambda x: len(x))(lambda x: x)

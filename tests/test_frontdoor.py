@@ -9,6 +9,7 @@ package under test is the one the rest of the suite imports.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -100,6 +101,32 @@ def test_selftest_fails_when_limits_are_not_enforced() -> None:
 def test_bad_option_exits_2() -> None:
     r = run_py("-m", "amulet_native", "--no-such-option")
     assert r.returncode == 2 and "usage:" in r.stderr
+
+
+# ---- testing the installed wheel (.ci/wheel-check) -------------------------------------
+
+
+def test_expect_installed_refuses_a_package_from_elsewhere(tmp_path: Path) -> None:
+    """With AMULET_EXPECT_INSTALLED naming another site-packages, the session
+    stops before any test runs: the wheel check cannot test the source tree by
+    mistake."""
+    env = {**os.environ, "AMULET_EXPECT_INSTALLED": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "tests/test_features.py::test_features_fresh_dict"],
+        check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )
+    assert r.returncode != 0
+    assert "AMULET_EXPECT_INSTALLED" in r.stdout + r.stderr
+    assert "not from the installed wheel" in r.stdout + r.stderr
+    env["AMULET_EXPECT_INSTALLED"] = str(Path(an.__file__).parent.parent)  # where it is
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "tests/test_features.py::test_features_fresh_dict"],
+        check=False, capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "amulet_native under test: the installed wheel in" in r.stdout
 
 
 # ---- help(amulet_native) ------------------------------------------------------------
