@@ -389,3 +389,32 @@ def test_bad_backoff_and_budget() -> None:
         an.RetryBudget(ratio=-0.1)
     with pytest.raises(ValidationError):
         an.RetryBudget(ttl=0)
+
+
+def test_native_wrappers_do_not_leak_references() -> None:
+    import gc
+    import sys
+
+    arg = object()
+
+    @an.retry(on=ConnectionError, attempts=2)
+    def retried(x: object, *, k: object = None) -> None:
+        raise ConnectionError
+
+    breaker = an.CircuitBreaker("t-refs", failure_rate=1.0, window=10**4, minimum_calls=10**4)
+
+    @breaker
+    def guarded(x: object, *, k: object = None) -> object:
+        if k is None:
+            raise KeyError
+        return x
+
+    before = sys.getrefcount(arg)
+    for _ in range(500):
+        with pytest.raises(ConnectionError):
+            retried(arg, k=arg)
+        with pytest.raises(KeyError):
+            guarded(arg)
+        assert guarded(arg, k=arg) is arg
+    gc.collect()
+    assert sys.getrefcount(arg) <= before + 2  # the last exception's frames, at most
