@@ -33,6 +33,11 @@ the hot paths native:
 
 Cancellation (``asyncio.CancelledError``, ``KeyboardInterrupt``) is never
 retried and never counted as a failure of a dependency.
+
+This module holds the retry side (the testing switch, waits, budgets, the
+engine, ``retrying``); the breaker lives in breaker.py, the bulkhead and
+timeout in bulkhead.py, error context in error_tracking.py, the argument
+checks in _resilience_args.py.  Import them all from here.
 """
 
 from __future__ import annotations
