@@ -418,3 +418,24 @@ def test_native_wrappers_do_not_leak_references() -> None:
         assert guarded(arg, k=arg) is arg
     gc.collect()
     assert sys.getrefcount(arg) <= before + 2  # the last exception's frames, at most
+
+
+def test_grpc_style_throttle() -> None:
+    throttle = an.RetryThrottle(max_tokens=10, token_ratio=0.5, name="t-throttle")
+    assert an.RetryThrottle(name="t-throttle") is throttle
+    dep = Flaky(10**9)
+    g = an.retry(on=ConnectionError, attempts=5, budget=throttle, name="t-throttle")(dep)
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    # 10 tokens: failures take 1 each; retries stop once tokens <= 5
+    assert dep.calls == 5 and throttle.tokens == 5.0
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    assert dep.calls == 6  # no retry at all now
+    assert "throttled" in ei.value.__notes__[-1]
+    ok = an.retry(on=ConnectionError, budget=throttle)(lambda: 1)
+    for _ in range(4):
+        ok()  # each success earns 0.5 back
+    assert throttle.tokens == 6.0 and throttle.allow()  # 5 - 1 + 4 x 0.5
+    with pytest.raises(ValidationError):
+        an.RetryThrottle(max_tokens=0)
