@@ -100,7 +100,6 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
-    # resilience
     "Bulkhead",
     "BulkheadFullError",
     "Cache",
