@@ -29,6 +29,9 @@ table, listed by ``amulet_native._core.error_table()``.
     └── PoolClosedError (also RuntimeError)
     ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
     └── QueueClosed                        (ThreadSafeQueue.close() was called)
+    ├── CircuitOpenError                   .name, .retry_after, .state
+    ├── BulkheadFullError                  .name, .max_concurrent, .max_wait
+    └── OperationTimeoutError (also TimeoutError) .seconds, .operation
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -41,7 +44,6 @@ from typing import Any
 __all__ = [
     "AmuletError",
     "AmuletWarning",
-    # resilience
     "BulkheadFullError",
     "CacheCallbackWarning",
     "CircuitOpenError",
