@@ -115,6 +115,7 @@ from .resilience import (
     CircuitState,
     RedisBreakerStore,
     RetryBudget,
+    RetryThrottle,
     backoff,
     breakers,
     error_context,
@@ -149,7 +150,6 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
-    # resilience
     "Bulkhead",
     "BulkheadFullError",
     "Cache",
@@ -193,6 +193,7 @@ __all__ = [
     "ReentrantCallError",
     "ResilienceWarning",
     "RetryBudget",
+    "RetryThrottle",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",

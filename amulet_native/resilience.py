@@ -33,6 +33,11 @@ the hot paths native:
 
 Cancellation (``asyncio.CancelledError``, ``KeyboardInterrupt``) is never
 retried and never counted as a failure of a dependency.
+
+This module holds the retry side (the testing switch, waits, budgets, the
+engine, ``retrying``); the breaker lives in breaker.py, the bulkhead and
+timeout in bulkhead.py, error context in error_tracking.py, the argument
+checks in _resilience_args.py.  Import them all from here.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, ClassVar, Self, cast
 
 from . import _core
 from ._resilience_args import (
@@ -93,6 +98,7 @@ __all__ = [
     "RetryBudget",
     "RetryState",
     "RetryStatistics",
+    "RetryThrottle",
     "backoff",
     "breakers",
     "error_context",
@@ -346,6 +352,74 @@ class RetryBudget:
         return f"RetryBudget(ratio={self.ratio}, min_per_second={self.min_per_second}, ttl={self.ttl}, name={self.name!r})"
 
 
+class RetryThrottle:
+    """gRPC-style retry throttling (gRFC A6): a token count starts at
+    ``max_tokens``; every failed attempt takes one token, every success gives
+    ``token_ratio`` back (never above ``max_tokens``); retries are allowed only
+    while the count is above ``max_tokens / 2``.  So a dependency that keeps
+    failing stops being retried after ``max_tokens / 2`` failures, and a
+    recovering one earns its retries back through successes.  Pass it as
+    ``retry(budget=...)``; shared by name like RetryBudget.  (Calls through a
+    throttle take the Python path: every success has to be reported.)"""
+
+    _shared: ClassVar[dict[str, RetryThrottle]] = {}
+
+    def __new__(  # noqa: PYI034 - a named throttle returns the shared object
+        cls, max_tokens: float = 10.0, token_ratio: float = 0.1, *, name: str | None = None
+    ) -> RetryThrottle:
+        with _budgets_lock:
+            if name is not None and name in cls._shared:
+                return cls._shared[name]
+            if (
+                isinstance(max_tokens, bool)
+                or not isinstance(max_tokens, (int, float))
+                or not (0 < max_tokens <= 1000)
+            ):
+                raise _bad(
+                    "resilience.invalid_count", "max_tokens", "max_tokens must be in (0, 1000]"
+                )
+            if (
+                isinstance(token_ratio, bool)
+                or not isinstance(token_ratio, (int, float))
+                or not (0 < token_ratio <= max_tokens)
+            ):
+                raise _bad(
+                    "resilience.invalid_rate",
+                    "token_ratio",
+                    "token_ratio must be in (0, max_tokens]",
+                )
+            self = object.__new__(cls)
+            self.max_tokens = float(max_tokens)
+            self.token_ratio = float(token_ratio)
+            self.tokens = float(max_tokens)
+            self.name = name
+            self._lock = threading.Lock()
+            if name is not None:
+                cls._shared[name] = self
+            return self
+
+    max_tokens: float
+    token_ratio: float
+    tokens: float
+    name: str | None
+    _lock: threading.Lock
+
+    def success(self) -> None:
+        with self._lock:
+            self.tokens = min(self.max_tokens, self.tokens + self.token_ratio)
+
+    def failure(self) -> None:
+        with self._lock:
+            self.tokens = max(0.0, self.tokens - 1.0)
+
+    def allow(self) -> bool:
+        with self._lock:
+            return self.tokens > self.max_tokens / 2
+
+    def __repr__(self) -> str:
+        return f"RetryThrottle(max_tokens={self.max_tokens}, token_ratio={self.token_ratio}, tokens={self.tokens:.2f})"
+
+
 # ---- retry: statistics --------------------------------------------------------------------
 
 
@@ -437,7 +511,7 @@ class _Policy:
         wait: WaitSpec,
         retry_if_result: Callable[[Any], bool] | None,
         before_sleep: Callable[[RetryState], object] | None,
-        budget: RetryBudget | str | None,
+        budget: RetryBudget | RetryThrottle | str | None,
         name: str | None,
         clock: Clock | None,
         sleep: Callable[[float], object] | None,
@@ -457,13 +531,14 @@ class _Policy:
         self.before_sleep = before_sleep
         if isinstance(budget, str):
             budget = RetryBudget(name=budget)
-        if budget is not None and not isinstance(budget, RetryBudget):
+        if budget is not None and not isinstance(budget, (RetryBudget, RetryThrottle)):
             raise _bad(
                 "resilience.invalid_budget",
                 "budget",
-                "budget must be a RetryBudget, a budget name or None",
+                "budget must be a RetryBudget, a RetryThrottle, a budget name or None",
             )
-        self.budget = budget
+        self.throttle = budget if isinstance(budget, RetryThrottle) else None
+        self.budget = budget if isinstance(budget, RetryBudget) else None
         self.name = name or "retry"
         self.clock: Clock = clock or time.monotonic
         self.sleep: Callable[[float], object] = sleep or time.sleep
@@ -481,6 +556,8 @@ class _Policy:
         s.waited = st.waited
         s.elapsed = self.clock() - st.start
         s.outcome = outcome
+        if outcome == "success" and self.throttle is not None:
+            self.throttle.success()
 
     def give_up(self, st: RetryState, exc: BaseException, outcome: str, why: str) -> BaseException:
         self._finish(st, outcome)
@@ -501,6 +578,8 @@ class _Policy:
             if exc is not None and not _is_cancellation(exc):
                 self._finish(st, "not_retryable")
             return None, exc
+        if exc is not None and self.throttle is not None:
+            self.throttle.failure()
         mode = _test_mode
         limit = self.attempts
         if mode is not None:
@@ -533,6 +612,12 @@ class _Policy:
                     return None, None
                 return None, self.give_up(st, exc, "deadline", f"timeout={self.timeout}s")
             wait = min(wait, remaining)
+        if self.throttle is not None and not self.throttle.allow():
+            _bump(self.name, "budget_exhausted")
+            if exc is None:
+                self._finish(st, "budget")
+                return None, None
+            return None, self.give_up(st, exc, "budget", "retries throttled")
         if self.budget is not None and not self.budget.withdraw():
             _bump(self.name, "budget_exhausted")
             if exc is None:
@@ -642,7 +727,7 @@ def retry(
     wait: WaitSpec = None,
     retry_if_result: Callable[[Any], bool] | None = None,
     before_sleep: Callable[[RetryState], object] | None = None,
-    budget: RetryBudget | str | None = None,
+    budget: RetryBudget | RetryThrottle | str | None = None,
     name: str | None = None,
     clock: Clock | None = None,
     sleep: Callable[[float], object] | None = None,
@@ -689,7 +774,16 @@ def retry(
             if policy.budget._clock is not None:
                 return _python_wrapper(fn, policy)
             native_budget = policy.budget._native
-        if retry_if_result is not None or policy.custom_clock:
+        # The native wrapper starts the engine (and so the clock) at the first
+        # failure: a total timeout must count the first attempt too, and a
+        # throttle or a result check must see every success.
+        python_path = (
+            retry_if_result is not None
+            or policy.custom_clock
+            or policy.throttle is not None
+            or policy.timeout is not None
+        )
+        if python_path:
             return _python_wrapper(fn, policy)
         # the fast path: one native call on success, the engine on failure
         engine = functools.partial(_engine_after_first_failure, policy, fn)
@@ -781,7 +875,7 @@ class retrying:
         timeout: float | None = None,
         wait: WaitSpec = None,
         before_sleep: Callable[[RetryState], object] | None = None,
-        budget: RetryBudget | str | None = None,
+        budget: RetryBudget | RetryThrottle | str | None = None,
         name: str = "retrying",
         clock: Clock | None = None,
         sleep: Callable[[float], object] | None = None,

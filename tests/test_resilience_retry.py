@@ -389,3 +389,78 @@ def test_bad_backoff_and_budget() -> None:
         an.RetryBudget(ratio=-0.1)
     with pytest.raises(ValidationError):
         an.RetryBudget(ttl=0)
+
+
+def test_native_wrappers_do_not_leak_references() -> None:
+    import gc
+    import sys
+
+    arg = object()
+
+    @an.retry(on=ConnectionError, attempts=2)
+    def retried(x: object, *, k: object = None) -> None:
+        raise ConnectionError
+
+    breaker = an.CircuitBreaker("t-refs", failure_rate=1.0, window=10**4, minimum_calls=10**4)
+
+    @breaker
+    def guarded(x: object, *, k: object = None) -> object:
+        if k is None:
+            raise KeyError
+        return x
+
+    before = sys.getrefcount(arg)
+    for _ in range(500):
+        with pytest.raises(ConnectionError):
+            retried(arg, k=arg)
+        with pytest.raises(KeyError):
+            guarded(arg)
+        assert guarded(arg, k=arg) is arg
+    gc.collect()
+    assert sys.getrefcount(arg) <= before + 2  # the last exception's frames, at most
+
+
+def test_grpc_style_throttle() -> None:
+    throttle = an.RetryThrottle(max_tokens=10, token_ratio=0.5, name="t-throttle")
+    assert an.RetryThrottle(name="t-throttle") is throttle
+    dep = Flaky(10**9)
+    g = an.retry(on=ConnectionError, attempts=5, budget=throttle, name="t-throttle")(dep)
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    # 10 tokens: failures take 1 each; retries stop once tokens <= 5
+    assert dep.calls == 5 and throttle.tokens == 5.0
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    assert dep.calls == 6  # no retry at all now
+    assert "throttled" in ei.value.__notes__[-1]
+    ok = an.retry(on=ConnectionError, budget=throttle)(lambda: 1)
+    for _ in range(4):
+        ok()  # each success earns 0.5 back
+    assert throttle.tokens == 6.0 and throttle.allow()  # 5 - 1 + 4 x 0.5
+    with pytest.raises(ValidationError):
+        an.RetryThrottle(max_tokens=0)
+
+
+def test_deadline_counts_the_first_attempt() -> None:
+    ft = FakeTime()
+    n = [0]
+
+    def slow_then_fail() -> None:
+        n[0] += 1
+        ft.t += 11.0  # the first attempt alone outlasts the 10 s deadline
+        raise ConnectionError
+
+    with rs.testing(no_wait=False):
+        g = an.retry(on=ConnectionError, attempts=5, timeout=10, clock=ft.clock, sleep=ft.sleep)(
+            slow_then_fail
+        )
+        with pytest.raises(ConnectionError):
+            g()
+    assert n[0] == 1
+
+
+def test_a_total_timeout_starts_the_clock_before_the_first_attempt() -> None:
+    # the native wrapper only enters Python at the first failure, which would
+    # start the deadline late: with a timeout the Python wrapper is used
+    assert type(an.retry(on=ConnectionError, timeout=5)(Flaky(0))).__name__ == "function"
+    assert type(an.retry(on=ConnectionError)(Flaky(0))).__name__ == "RetryCall"
