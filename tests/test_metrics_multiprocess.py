@@ -128,3 +128,31 @@ def test_uvicorn_workers_share_one_view(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_metrics_created_before_the_switch_move_into_the_arena(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("AMULET_METRICS_DIR", None)
+    code = (
+        "import os, sys\n"
+        "from amulet_native import metrics\n"
+        "c = metrics.Counter('early', 'created before multiprocess()', ['k'])\n"
+        "c.labels('a').inc(2)\n"
+        "h = metrics.Histogram('early_seconds', 'h', buckets=[1])\n"
+        "h.observe(0.5)\n"
+        "metrics.multiprocess(sys.argv[1])\n"
+        "c.labels('a').inc(3)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    c.labels('a').inc(5)\n"
+        "    h.observe(2)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "r = metrics.REGISTRY\n"
+        "print(r.get_sample_value('early_total', {'k': 'a'}),"
+        " r.get_sample_value('early_seconds_count'))\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       env=env, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().split() == ["10.0", "2.0"]
