@@ -305,7 +305,8 @@ def circuit_breakers(names: Iterable[str] | None = None) -> BuiltinCheck:
         for name, breaker in items:
             if wanted is not None and name not in wanted:
                 continue
-            state = str(getattr(getattr(breaker, "state", ""), "value", breaker.state)).lower()
+            raw = getattr(breaker, "state", "")
+            state = str(getattr(raw, "name", None) or raw).lower()  # CircuitState is an IntEnum
             if "half" in state:
                 half.append(name)
             elif "open" in state:

@@ -420,6 +420,7 @@ class _MetricBase:
         self._lock = threading.Lock()
         self._max_series = max_series
         self._dropped = 0
+        self._version = 0
         self._created = time.time()
         self._lbl = ""
         self._parent = None
@@ -514,6 +515,7 @@ class _MetricBase:
                 self._dropped += 1
                 return self._overflow_child()
             self._children[key] = child
+            self._version += 1
             return child
 
     def _make_child(self, values: tuple[str, ...]) -> Any:
@@ -533,6 +535,7 @@ class _MetricBase:
         if over is None:
             over = self._make_child(tuple(OVERFLOW_VALUE for _ in self._labelnames))
             self.__dict__["_overflow"] = over
+            self._version += 1
         return over
 
     def remove(self, *values: Any) -> None:
@@ -541,11 +544,13 @@ class _MetricBase:
         vals = tuple(_check_value(v) for v in values)
         with self._lock:
             self._children.pop(vals[0] if len(vals) == 1 else vals, None)
+            self._version += 1
 
     def clear(self) -> None:
         """Forget every label set."""
         with self._lock:
             self._children.clear()
+            self._version += 1
 
     @property
     def dropped_series(self) -> int:
@@ -841,6 +846,7 @@ class _FastFamily:
     labelnames: tuple[str, ...]
     rows: list[tuple[str, tuple[str, ...], list[float], tuple[float, str] | None]]
     le: tuple[str, ...] = ()
+    src: Any = None  # counters and gauges in process memory: rendered in C from the cells
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
 
@@ -856,6 +862,9 @@ class _FastFamily:
             _view.fill(fam)
             return fam
         fn = m.__dict__.get("_function")
+        if fn is None and fam.kind in ("counter", "gauge"):
+            fam.src = m
+            return fam
         for s in m._series():
             if isinstance(s, Summary):
                 vals = s._get() + s._quantiles(fam.qs)
@@ -871,7 +880,17 @@ class _FastFamily:
             fam.rows.append((s._lbl, s._labelvalues, vals, ct))
         return fam
 
+    def materialize(self) -> None:
+        """Rows from the cells of a C-rendered family (for the generic paths)."""
+        if self.src is None:
+            return
+        for s in self.src._series():
+            ct = (s._created, _float(s._created))
+            self.rows.append((s._lbl, s._labelvalues, s._get(), ct))
+        self.src = None
+
     def to_metric(self) -> Metric:
+        self.materialize()
         typ = self.kind
         m = Metric(self.name, self.doc, typ, self.unit)
         for _lbl, values, vals, created in self.rows:
@@ -1013,6 +1032,24 @@ def _orphan_family(name: str) -> _FastFamily | None:
 # ---- exposition ----------------------------------------------------------------------
 
 
+def _render_cells(fam: _FastFamily, om: bool) -> str:
+    """The sample lines of a counter or gauge family, formatted in C from the
+    cells; the per-series prefixes are built once per label-set version."""
+    m = fam.src
+    key = (m._version, om, fam.name)
+    cache = m.__dict__.get("_expo")
+    if cache is None or cache[0] != key:
+        series = m._series()
+        name = fam.name + ("_total" if fam.kind == "counter" else "")
+        prefixes = [f"{name}{_braces(s._lbl)} " for s in series]
+        extras = None
+        if om and fam.kind == "counter":
+            extras = [f"{fam.name}_created{_braces(s._lbl)} {_float(s._created)}\n" for s in series]
+        cache = m.__dict__["_expo"] = (key, series, prefixes, extras)
+    _, series, prefixes, extras = cache
+    return _core.render_cells(series, prefixes, 0, extras)
+
+
 def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
     name, kind = fam.name, fam.kind
     doc = _escape_help(fam.doc, om)
@@ -1024,6 +1061,9 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
         out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total counter\n")
     else:
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+    if fam.src is not None:
+        out.append(_render_cells(fam, om))
+        return
     f = _float
     if kind == "counter":
         for lbl, _v, vals, created in fam.rows:

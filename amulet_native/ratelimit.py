@@ -24,6 +24,7 @@ default, or "deny") and the failures are counted in ``store_errors``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import os
@@ -427,6 +428,7 @@ class RedisStore:
         self._sha: str | None = None
         self._sync: Any = None
         self._async: Any = None
+        self._async_loop: Any = None
         self._down_until = 0.0
         self._lock = threading.Lock()
         try:
@@ -448,8 +450,11 @@ class RedisStore:
         return self._sync
 
     def _aclient(self) -> Any:
-        if self._async is None:
+        # an asyncio client belongs to one event loop: a new loop gets a new one
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
             self._async = _redis_client(self.url, self.timeout, asynchronous=True)
+            self._async_loop = loop
         return self._async
 
     def _args(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> list[Any]:

@@ -505,6 +505,49 @@ def report(raw: dict[str, Any]) -> str:
     for (n1, t1, _a1, b1), (_n2, t2, _a2, b2) in zip(o["checkpoints"], p["checkpoints"]):
         lines.append(f"| {n1} | {t1 * 1e3:.1f} ms | {b1 / 2**20:.2f} MiB | {t2 * 1e3:.0f} ms "
                      f"| {b2 / 2**20:.2f} MiB | {n1} |")
+    hot = raw["hot"]
+
+    def net(op: str) -> float:
+        return float(max(hot[op]["median_s"]["amulet_native"] - loop, 0.0))
+
+    def gross(op: str) -> float:
+        return float(hot[op]["median_s"]["amulet_native"])
+
+    def ratio(op: str) -> float:
+        return float(hot[op]["ratio"]["prometheus_client"])
+
+    expo_ratio = min(r["ratio"]["prometheus_client"] for r in raw["exposition"].values())
+    mp_ratio = tp / to
+    sizes = {c[3] for c in o["checkpoints"]}
+    rows = [
+        ("Counter.inc <= 40 ns", (f"{_ns(net('counter.inc'))} net, {_ns(gross('counter.inc'))} "
+         "with the loop"), net("counter.inc") <= 40e-9),
+        ("Histogram.observe <= 60 ns", (f"{_ns(net('histogram.observe'))} net, "
+         f"{_ns(gross('histogram.observe'))} with the loop"), net("histogram.observe") <= 60e-9),
+        ("Counter.inc >= 20x prometheus_client", f"{ratio('counter.inc'):.0f}x",
+         ratio("counter.inc") >= 20),
+        ("Histogram.observe >= 20x prometheus_client", f"{ratio('histogram.observe'):.0f}x",
+         ratio("histogram.observe") >= 20),
+        ("labels().inc >= 10x", f"{ratio('labels().inc'):.0f}x", ratio("labels().inc") >= 10),
+        ("exposition of 10k series >= 10x", f"{expo_ratio:.1f}x (the lower of text and OM)",
+         expo_ratio >= 10),
+        ("multiprocess scrape >= 50x after 100 restarts", f"{mp_ratio:.0f}x", mp_ratio >= 50),
+        ("arena size unchanged with restarts", "apparent size fixed; allocated "
+         + ", ".join(f"{c[3] / 2**20:.2f}" for c in o["checkpoints"]) + " MiB at the checkpoints",
+         len(sizes) == 1),
+    ]
+    lines += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    lines += [f"| {t} | {m} | {'yes' if ok else 'NO'} |" for t, m, ok in rows]
+    lines += [
+        "",
+        ("Notes: the absolute times of every library are inflated several times on this "
+        "shared machine (prometheus_client's `Counter.inc` is about 0.2-0.3 us on a quiet "
+        "machine, the issue measured `Histogram.observe` at ~1.2 us and `generate_latest` of "
+        "10k series at ~120 ms); uncontended `threading.Lock` round trips were measured at "
+        "~0.4-1 us here, which inflates prometheus_client (one lock per update) more than us "
+        "(no lock), so on a quiet machine the hot-path ratios will be lower than shown. "
+        "The net columns subtract the empty-loop time measured in the same run."),
+    ]
     return "\n".join(lines) + "\n"
 
 

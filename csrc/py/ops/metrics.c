@@ -606,6 +606,117 @@ py_hist_index(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSize_t(i);
 }
 
+/* ---- exposition ------------------------------------------------------------------------ */
+
+/* Appends v as Prometheus writes floats (Go's formatting, prometheus_client's
+ * rule): +Inf, -Inf, NaN, Python's shortest repr, and for positive numbers of
+ * more than 6 integer digits the exponent form ("1.5e+07"). */
+static int
+format_go_float(double v, char *out, size_t cap)
+{
+    if (isinf(v))
+        return snprintf(out, cap, "%s", v > 0 ? "+Inf" : "-Inf");
+    if (isnan(v))
+        return snprintf(out, cap, "NaN");
+    char *r = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    int n;
+    char *dot = strchr(r, '.');
+    if (v > 0 && dot != NULL && dot - r > 6 && strchr(r, 'e') == NULL) {
+        /* mantissa = first digit . remaining digits, trailing zeros and dot stripped */
+        int intdigits = (int)(dot - r);
+        char mant[64];
+        size_t m = 0;
+        mant[m++] = r[0];
+        mant[m++] = '.';
+        for (char *p = r + 1; *p && m < sizeof(mant) - 1; p++)
+            if (*p != '.')
+                mant[m++] = *p;
+        while (m > 0 && (mant[m - 1] == '0' || mant[m - 1] == '.'))
+            m--;
+        mant[m] = '\0';
+        n = snprintf(out, cap, "%se+%02d", mant, intdigits - 1);
+    } else {
+        n = snprintf(out, cap, "%s", r);
+    }
+    PyMem_Free(r);
+    return n;
+}
+
+/* render_cells(children, prefixes, word, extras=None) -> str: for each child
+ * (a metric with a cell), prefix + its word as a Prometheus float + "\n",
+ * then extras[i] when given (e.g. the OpenMetrics _created line). */
+static PyObject *
+py_render_cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    an_state *st = an_get_state(module);
+    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "render_cells(children, prefixes, word, extras=None)");
+    PyObject *children = args[0], *prefixes = args[1];
+    PyObject *extras = nargs > 3 && args[3] != Py_None ? args[3] : NULL;
+    Py_ssize_t word = PyLong_AsSsize_t(args[2]);
+    if (word == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(children);
+    if (PyList_GET_SIZE(prefixes) != n || (extras && (!PyList_Check(extras) || PyList_GET_SIZE(extras) != n)))
+        return PyErr_Format(PyExc_ValueError, "children, prefixes and extras differ in length");
+    size_t cap = 4096, len = 0;
+    char *buf = (char *)PyMem_Malloc(cap);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = PyList_GET_ITEM(children, i);
+        int ok = 0;
+        for (int k = 0; k < 4 && !ok; k++)
+            ok = st->metric_types[k] != NULL &&
+                 PyObject_TypeCheck(child, (PyTypeObject *)st->metric_types[k]);
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "render_cells: not a metric");
+            goto done;
+        }
+        metricobject *m = (metricobject *)child;
+        if (m->cell == NULL || word < 0 || word >= m->nwords) {
+            PyErr_SetString(PyExc_ValueError, "render_cells: metric without that word");
+            goto done;
+        }
+        Py_ssize_t plen, elen = 0;
+        const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(prefixes, i), &plen);
+        const char *e = NULL;
+        if (p == NULL)
+            goto done;
+        if (extras != NULL && (e = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(extras, i), &elen)) == NULL)
+            goto done;
+        size_t need = len + (size_t)plen + (size_t)elen + 80;
+        if (need > cap) {
+            while (cap < need)
+                cap *= 2;
+            char *nb = (char *)PyMem_Realloc(buf, cap);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, p, (size_t)plen);
+        len += (size_t)plen;
+        int w = format_go_float(an_aw_load_f64(&m->cell[word]), buf + len, 64);
+        if (w < 0)
+            goto done;
+        len += (size_t)w;
+        buf[len++] = '\n';
+        if (e != NULL) {
+            memcpy(buf + len, e, (size_t)elen);
+            len += (size_t)elen;
+        }
+    }
+    result = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
+done:
+    PyMem_Free(buf);
+    return result;
+}
+
 /* ---- the decoder's counters ------------------------------------------------------ */
 
 /* Process-wide, updated with relaxed atomics from any thread (GIL or not) and
@@ -811,6 +922,8 @@ static PyMethodDef metrics_functions[] = {
      "sketch_quantiles(words, qs) -> list[float]"},
     {"hist_index", (PyCFunction)(void (*)(void))py_hist_index, METH_FASTCALL,
      "hist_index(bounds, value) -> int: the bucket of value."},
+    {"render_cells", (PyCFunction)(void (*)(void))py_render_cells, METH_FASTCALL,
+     "render_cells(children, prefixes, word, extras=None) -> str: exposition lines."},
     {"decode_stats", py_decode_stats, METH_NOARGS,
      "decode_stats() -> [(format, outcome, decodes, bytes, pixels)]"},
     {"decode_time_histograms", py_decode_time_histograms, METH_NOARGS,
