@@ -54,7 +54,7 @@ def decode_base64(
     strict: bool | None = None,
     dtype: npt.DTypeLike = np.uint8,
 ) -> npt.NDArray[Any]:
-    """Decode a base64-encoded JPEG or PNG (optionally a data URL) to an array.
+    """Decode a base64-encoded image (optionally a data URL) to an array.
 
     Takes the same options as :func:`amulet_native.decode`.  ``limits.max_bytes``
     applies to the decoded image bytes and is checked from the text length

@@ -319,7 +319,7 @@ def test_decode_base64_errors(images: dict[str, bytes]) -> None:
         an.decode_base64("")
     assert info.value.code == "input.empty"
     with pytest.raises(an.UnsupportedFormatError):
-        an.decode_base64(base64.b64encode(b"GIF89a" + bytes(30)))
+        an.decode_base64(base64.b64encode(b"II*\x00" + bytes(30)))
     truncated = images["jpeg"][: len(images["jpeg"]) // 2]
     with pytest.raises(an.DecodeError):
         an.decode_base64(base64.b64encode(truncated))

@@ -440,6 +440,14 @@ def test_error_mid_stream_frees_native_state() -> None:
     data = IMAGES["png-rgb16-interlaced"]
     n = header_length(data) + 50
     bad = data[:n] + bytes(b ^ 0x5A for b in data[n : n + 30]) + data[n + 30 :]
+    # One failure first, so one-time allocations of the error path (the
+    # exception's context strings, warning and traceback machinery) are not
+    # counted as memory the failed decoder kept.
+    warm = IncrementalDecoder()
+    warm.feed(bad[:n])
+    with pytest.raises(DecodeError):
+        warm.feed(bad[n:])
+    del warm
     tracemalloc.start()
     try:
         dec = IncrementalDecoder()

@@ -517,7 +517,7 @@ def test_thumbnail_invalid_arguments() -> None:
             an.thumbnail(data, **kwargs)
         assert info.value.field == field
     with pytest.raises(an.UnsupportedFormatError):
-        an.thumbnail(b"GIF89a" + bytes(100), (5, 5))
+        an.thumbnail(b"II*\x00" + bytes(100), (5, 5))  # TIFF: not decoded
 
 
 PEAK_SCRIPT = textwrap.dedent(
