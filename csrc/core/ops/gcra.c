@@ -52,11 +52,22 @@ void
 an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
              an_gcra_result *res)
 {
-    int64_t base = tat > now ? tat : now;
-    int64_t pending = base - now;             /* >= 0: time already booked */
-    int64_t diff = pending + cost * p->interval_ns;
+    /* Time already booked.  It is never more than tau while the clock moves
+     * forward; a TAT further ahead comes from a clock that went back (an
+     * injected clock, a reboot under a persistent SharedStore file) or from a
+     * foreign word, and counts as one full burst: no overflow below, and the
+     * repaired TAT (new_tat != tat) bounds the lock-out to tau. */
+    int64_t pending = 0;
+    int clamped = 0;
+    if (tat > now) {
+        uint64_t ahead = (uint64_t)tat - (uint64_t)now;
+        clamped = ahead > (uint64_t)p->tau_ns;
+        pending = clamped ? p->tau_ns : (int64_t)ahead;
+    }
+    int64_t need = cost * p->interval_ns; /* <= tau: cost <= burst */
     res->policy = 0;
-    if (diff <= p->tau_ns) {
+    if (pending <= p->tau_ns - need) {
+        int64_t diff = pending + need;
         res->allowed = 1;
         res->remaining = (p->tau_ns - diff) / p->interval_ns;
         res->reset_after_ns = diff;
@@ -64,10 +75,10 @@ an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
         res->new_tat = now + diff;
     } else {
         res->allowed = 0;
-        res->remaining = pending >= p->tau_ns ? 0 : (p->tau_ns - pending) / p->interval_ns;
+        res->remaining = (p->tau_ns - pending) / p->interval_ns;
         res->reset_after_ns = pending;
-        res->retry_after_ns = diff - p->tau_ns;
-        res->new_tat = tat;
+        res->retry_after_ns = pending - (p->tau_ns - need);
+        res->new_tat = clamped ? now + pending : tat;
     }
 }
 
@@ -369,7 +380,10 @@ an_gcra_apply(an_gcra_store *s, uint32_t ns, const void *key, size_t keylen,
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? e->tat[i] : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
-    if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
+    int repaired = 0; /* a TAT from a clock that went back, bounded by eval */
+    for (int i = 0; e != NULL && i < npol; i++)
+        repaired |= each[i].new_tat != e->tat[i];
+    if (mode == AN_GCRA_HIT && ((res->allowed && cost > 0) || repaired)) {
         if (e == NULL) {
             if (sh->count >= sh->cap)
                 evict_one(s->alloc, sh, now);
@@ -546,7 +560,10 @@ an_gcra_stripe_apply(uint64_t *stripe, uint64_t me, uint64_t tag, const an_gcra_
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? (int64_t)wload(&e[1 + i]) : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
-    if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
+    int repaired = 0; /* a TAT from a clock that went back, bounded by eval */
+    for (int i = 0; e != NULL && i < npol; i++)
+        repaired |= each[i].new_tat != (int64_t)wload(&e[1 + i]);
+    if (mode == AN_GCRA_HIT && ((res->allowed && cost > 0) || repaired)) {
         if (e == NULL) {
             /* an empty entry, else one without state, else the one ending first */
             int64_t best_end = INT64_MAX;
