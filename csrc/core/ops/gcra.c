@@ -55,14 +55,12 @@ an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
     /* Time already booked.  It is never more than tau while the clock moves
      * forward; a TAT further ahead comes from a clock that went back (an
      * injected clock, a reboot under a persistent SharedStore file) or from a
-     * foreign word, and counts as one full burst: no overflow below, and the
-     * repaired TAT (new_tat != tat) bounds the lock-out to tau. */
+     * foreign word, and counts as one full burst: no overflow below.  The
+     * stores pull such a TAT back (repair_tat), so the lock-out lasts tau. */
     int64_t pending = 0;
-    int clamped = 0;
     if (tat > now) {
         uint64_t ahead = (uint64_t)tat - (uint64_t)now;
-        clamped = ahead > (uint64_t)p->tau_ns;
-        pending = clamped ? p->tau_ns : (int64_t)ahead;
+        pending = ahead > (uint64_t)p->tau_ns ? p->tau_ns : (int64_t)ahead;
     }
     int64_t need = cost * p->interval_ns; /* <= tau: cost <= burst */
     res->policy = 0;
@@ -78,8 +76,16 @@ an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
         res->remaining = (p->tau_ns - pending) / p->interval_ns;
         res->reset_after_ns = pending;
         res->retry_after_ns = pending - (p->tau_ns - need);
-        res->new_tat = clamped ? now + pending : tat;
+        res->new_tat = tat;
     }
+}
+
+/* tat, or now + tau when tat is further ahead (see an_gcra_eval). */
+static inline int64_t
+repair_tat(const an_gcra_policy *p, int64_t tat, int64_t now)
+{
+    return tat > now && (uint64_t)tat - (uint64_t)now > (uint64_t)p->tau_ns ? now + p->tau_ns
+                                                                           : tat;
 }
 
 void
@@ -380,10 +386,16 @@ an_gcra_apply(an_gcra_store *s, uint32_t ns, const void *key, size_t keylen,
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? e->tat[i] : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
-    int repaired = 0; /* a TAT from a clock that went back, bounded by eval */
-    for (int i = 0; e != NULL && i < npol; i++)
-        repaired |= each[i].new_tat != e->tat[i];
-    if (mode == AN_GCRA_HIT && ((res->allowed && cost > 0) || repaired)) {
+    if (mode == AN_GCRA_HIT && e != NULL && !(res->allowed && cost > 0)) {
+        int64_t expires = 0;
+        for (int i = 0; i < npol; i++) {
+            e->tat[i] = repair_tat(&pol[i], e->tat[i], now);
+            if (e->tat[i] > expires)
+                expires = e->tat[i];
+        }
+        e->expires = expires;
+    }
+    if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
         if (e == NULL) {
             if (sh->count >= sh->cap)
                 evict_one(s->alloc, sh, now);
@@ -560,10 +572,10 @@ an_gcra_stripe_apply(uint64_t *stripe, uint64_t me, uint64_t tag, const an_gcra_
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? (int64_t)wload(&e[1 + i]) : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
-    int repaired = 0; /* a TAT from a clock that went back, bounded by eval */
-    for (int i = 0; e != NULL && i < npol; i++)
-        repaired |= each[i].new_tat != (int64_t)wload(&e[1 + i]);
-    if (mode == AN_GCRA_HIT && ((res->allowed && cost > 0) || repaired)) {
+    if (mode == AN_GCRA_HIT && e != NULL && !(res->allowed && cost > 0))
+        for (int i = 0; i < npol; i++)
+            wstore(&e[1 + i], (uint64_t)repair_tat(&pol[i], (int64_t)wload(&e[1 + i]), now));
+    if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
         if (e == NULL) {
             /* an empty entry, else one without state, else the one ending first */
             int64_t best_end = INT64_MAX;
