@@ -55,6 +55,9 @@ Decision = _core.Decision
 
 MAX_POLICIES = 8
 MAX_KEY_BYTES = 1024
+#: The largest limit or burst: a Structured Field Integer (q=, r= of the IETF
+#: headers) has at most 15 digits.
+MAX_LIMIT = 999_999_999_999_999
 _NS = 1_000_000_000
 
 _UNITS = {
@@ -65,7 +68,7 @@ _UNITS = {
 }  # fmt: skip
 _POLICY_RE = re.compile(
     r"^\s*(?P<limit>\d+)\s*(?:/|per)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _NAME_RE = re.compile(r"^[\x20-\x7e]{1,64}$")
 
@@ -97,8 +100,12 @@ class Policy:
                 "ratelimit.policy",
                 "name",
             )
-        if type(self.limit) is not int or self.limit <= 0:
-            raise _bad(f"limit must be an int > 0, got {self.limit!r}", "ratelimit.limit", "limit")
+        if type(self.limit) is not int or not 0 < self.limit <= MAX_LIMIT:
+            raise _bad(
+                f"limit must be an int in [1, {MAX_LIMIT}], got {self.limit!r}",
+                "ratelimit.limit",
+                "limit",
+            )
         period = self.period
         if (
             isinstance(period, bool)
@@ -112,8 +119,14 @@ class Policy:
                 "ratelimit.period",
                 "period",
             )
-        if self.burst is not None and (type(self.burst) is not int or self.burst <= 0):
-            raise _bad(f"burst must be an int > 0, got {self.burst!r}", "ratelimit.burst", "burst")
+        if self.burst is not None and (
+            type(self.burst) is not int or not 0 < self.burst <= MAX_LIMIT
+        ):
+            raise _bad(
+                f"burst must be an int in [1, {MAX_LIMIT}], got {self.burst!r}",
+                "ratelimit.burst",
+                "burst",
+            )
         if self.unit not in ("requests", "content-bytes", "concurrent-requests"):
             raise _bad(
                 f'unit must be "requests", "content-bytes" or "concurrent-requests", got '
@@ -184,7 +197,7 @@ def parse_policy(spec: str | Policy) -> Policy:
         options[k] = v
     burst: int | None = None
     if "burst" in options:
-        if not options["burst"].isdigit():
+        if not (options["burst"].isascii() and options["burst"].isdigit()):
             raise _bad(f"burst must be an int in {spec!r}", "ratelimit.burst", "burst")
         burst = int(options["burst"])
     text = head.strip() if "name" not in options else options["name"]
