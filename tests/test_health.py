@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import queue
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -85,6 +86,81 @@ def test_return_values_grade(monitor: HealthMonitor, fn: Any, want: str, value: 
     assert r.checks[0].status == want and r.checks[0].observed_value == value
     assert r.status == want
     assert r.http_status == (503 if want == "fail" else 200)
+
+
+def test_infinite_measurement_is_a_fail_and_the_body_stays_json(monitor: HealthMonitor) -> None:
+    """review-12: a check measuring inf passed (or failed on crit) with
+    observedValue Infinity, which is not JSON: the probe body did not parse."""
+    monitor.add_check("a:inf", lambda: float("inf"))
+    monitor.add_check("b:neg", lambda: Observation(float("-inf"), unit="ms"))
+    monitor.add_check("c:map", lambda: {"observedValue": float("inf")})
+    r = run(monitor, verbose=True)
+    assert statuses(r) == {"a:inf": "fail", "b:neg": "fail", "c:map": "fail"}
+
+    def strict(c: str) -> None:
+        raise ValueError(c)
+
+    body = json.loads(r.body(), parse_constant=strict)
+    assert all("observedValue" not in v[0] for v in body["checks"].values())
+
+
+def test_sync_callable_returning_an_awaitable_is_awaited(monitor: HealthMonitor) -> None:
+    """review-12: ``lambda: client.ping()`` (a sync callable returning a
+    coroutine, as with redis.asyncio) always failed with "unexpected check
+    result of type coroutine" and leaked the never-awaited coroutine."""
+
+    async def ping(value: int) -> int:
+        await asyncio.sleep(0)
+        return value
+
+    monitor.add_check("redis:ping", lambda: ping(5), warn=10, crit=20)
+    monitor.add_check("redis:slow", functools.partial(lambda v: ping(v), 15), warn=10, crit=20)
+    r = run(monitor, verbose=True)
+    assert {c.name: (c.status, c.observed_value) for c in r.checks} == {
+        "redis:ping": ("pass", 5),
+        "redis:slow": ("warn", 15),
+    }
+    r = run(monitor, verbose=True)  # and again, on another event loop
+    assert statuses(r) == {"redis:ping": "pass", "redis:slow": "warn"}
+
+
+def test_first_timeout_does_not_claim_an_earlier_probe() -> None:
+    """review-12: the first probe of a hanging check said "still running since
+    an earlier probe" (on the real clock a few microseconds had passed since
+    it started)."""
+    release = threading.Event()
+    monitor = HealthMonitor()  # the real monotonic clock
+    monitor.add_check("sync:hang", lambda: release.wait(30), timeout=0.05)
+    try:
+        r = run(monitor)
+        assert r.checks[0].output == "timed out after 0.05 s"
+    finally:
+        release.set()
+        monitor.close()
+
+
+def test_a_hung_sync_check_does_not_block_interpreter_exit() -> None:
+    """review-12: sync checks ran in a ThreadPoolExecutor, whose threads the
+    interpreter joins at exit: one check hung forever kept the process (a
+    uvicorn worker being stopped) from ever exiting."""
+    script = (
+        "import threading\n"
+        "from amulet_native import health\n"
+        "m = health.HealthMonitor(timeout=0.05)\n"
+        "m.add_check('dep:hang', lambda: threading.Event().wait())\n"
+        "assert m.report_sync('ready').status == 'fail'\n"
+        "print('done', flush=True)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
 
 
 def test_stop_iteration_is_a_fail_not_a_hang(monitor: HealthMonitor) -> None:
