@@ -362,29 +362,55 @@ class SharedStore:
         self.arena.close()
 
 
+# Times are integer nanoseconds (as in the C core), but Lua numbers are
+# doubles (exact below 2^53 ns, 104 days), so an absolute time is kept as
+# seconds and nanoseconds: a TAT is stored as the decimal string of its ns,
+# read back in two parts, and only differences (pending <= tau) are formed in
+# one number.  A TAT more than tau ahead (Redis' clock went back: a failover,
+# an NTP step) counts as tau ahead and is pulled back, as in an_gcra_eval.
 _LUA = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_s = tonumber(t[1])
+local now_n = tonumber(t[2]) * 1000
 local hit = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 local allowed = 1
 local res = {}
+local function at(delta)
+  local lo = now_n + delta
+  local carry = math.floor(lo / 1000000000)
+  lo = lo - carry * 1000000000
+  if lo < 0 then lo = 0 elseif lo > 999999999 then lo = 999999999 end
+  local hi = now_s + carry
+  if hi <= 0 then return string.format('%d', lo) end
+  return string.format('%d%09d', hi, lo)
+end
 for i = 1, n do
   local T = tonumber(ARGV[1 + 2 * i])
   local tau = tonumber(ARGV[2 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  local base = tat
-  if now > base then base = now end
-  local pending = base - now
-  local diff = pending + cost * T
-  if diff <= tau then
-    res[i] = {1, math.floor((tau - diff) / T), diff, 0, now + diff}
+  local raw = redis.call('GET', KEYS[i])
+  local pending = 0
+  local clamped = false
+  if raw then
+    local hi, lo = 0, tonumber(raw)
+    if #raw > 9 then
+      hi = tonumber(string.sub(raw, 1, -10))
+      lo = tonumber(string.sub(raw, -9))
+    end
+    if hi and lo then
+      pending = (hi - now_s) * 1000000000 + (lo - now_n)
+      if pending < 0 then pending = 0 end
+      if pending > tau then pending = tau; clamped = true end
+    end
+  end
+  local need = cost * T
+  if pending + need <= tau then
+    local diff = pending + need
+    res[i] = {1, math.floor((tau - diff) / T), diff, 0, diff, clamped}
   else
     allowed = 0
-    local rem = 0
-    if pending < tau then rem = math.floor((tau - pending) / T) end
-    res[i] = {0, rem, pending, diff - tau, tat}
+    res[i] = {0, math.floor((tau - pending) / T), pending, pending + need - tau, pending, clamped}
   end
 end
 local best = 1
@@ -396,11 +422,14 @@ for i = 2, n do
     best = i
   end
 end
-if hit == 1 and allowed == 1 and cost > 0 then
+if hit == 1 then
+  local record = allowed == 1 and cost > 0
   for i = 1, n do
-    local ttl = math.ceil(res[i][3] / 1000)
-    if ttl < 1 then ttl = 1 end
-    redis.call('SET', KEYS[i], string.format('%d', res[i][5]), 'PX', ttl)
+    if record or res[i][6] then
+      local ttl = math.ceil(res[i][5] / 1000000)
+      if ttl < 1 then ttl = 1 end
+      redis.call('SET', KEYS[i], at(res[i][5]), 'PX', string.format('%d', ttl))
+    end
   end
 end
 local r = res[best]
@@ -481,8 +510,8 @@ class RedisStore:
         return Decision(
             bool(int(r[0])),
             int(r[2]),
-            int(r[3]) / 1_000_000,
-            int(r[4]) / 1_000_000,
+            int(r[3]) / _NS,
+            int(r[4]) / _NS,
             p,
             p.limit,
         )
@@ -533,7 +562,11 @@ class RedisStore:
 
     def forget(self, limiter: RateLimiter, key: bytes) -> None:
         keys = self._args(limiter, key, 0, False)[1 : 1 + len(limiter.policies)]
-        self._client().delete(*keys)
+        try:
+            self._client().delete(*keys)
+        except self._errors as exc:
+            self._failed()
+            raise NetworkError(f"Redis rate limit store: {exc}", code="ratelimit.store") from exc
 
     def close(self) -> None:
         if self._sync is not None:
@@ -609,15 +642,11 @@ class RateLimiter:
         self.store_errors = 0
         self._errors_lock = threading.Lock()
         self._native: Any = None
-        # RedisStore: key suffixes and script arguments (T and tau in µs) per policy
+        # RedisStore: key suffixes and script arguments (T and tau in ns, as
+        # in the C core) per policy
         self._redis_layout = (
             tuple(p.name.encode() for p in self.policies),
-            tuple(
-                v
-                for p in self.policies
-                for t_us in [-(-round(p.period * 1_000_000) // p.limit)]
-                for v in (t_us, t_us * p.capacity)
-            ),
+            tuple(v for p in self.policies for v in (p.interval_ns, p.interval_ns * p.capacity)),
         )
         if isinstance(self.store, MemoryStore):
             params = tuple((p.limit, p.period_ns, p.capacity) for p in self.policies)
