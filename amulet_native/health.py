@@ -152,7 +152,7 @@ class CheckResult:
             out["observedUnit"] = self.observed_unit
         out["status"] = self.status
         out["time"] = self.iso_time
-        if self.output:
+        if self.output and self.status != "pass":  # the draft: omitted for pass
             out["output"] = self.output
         return out
 

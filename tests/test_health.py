@@ -603,3 +603,15 @@ def test_circuit_breakers_from_the_registry(
     assert statuses(r) == {"circuit:state": "fail", "circuit:model": "fail"}
     assert {c.name: c.observed_value for c in r.checks} == {"circuit:state": 2, "circuit:model": 1}
     assert "open: model" in r.checks[0].output and "half-open: db" in r.checks[0].output
+
+
+def test_passing_checks_carry_no_output_in_health_json(monitor: HealthMonitor) -> None:
+    """review-12: draft-inadarei-api-health-check: "output ... SHOULD be
+    omitted for 'pass' state"; a passing check with an Observation output (as
+    memory_pressure and disk_space always give) showed it in the body."""
+    monitor.add_check("disk:used", lambda: Observation(12.5, output="/: 1 bytes free"))
+    monitor.add_check("mem:used", lambda: Observation(99, output="cgroup"), warn=90)
+    body = json.loads(run(monitor, verbose=True).body())
+    assert "output" not in body["checks"]["disk:used"][0]
+    assert body["checks"]["mem:used"][0]["output"] == "cgroup"
+    assert body["checks"]["disk:used"][0]["observedValue"] == 12.5
