@@ -759,9 +759,12 @@ class RateLimiter:
         with self._errors_lock:
             self.store_errors += 1
         p = self.policies[0]
+        # the numbers of a fresh key (allow) or of one retried in a second
+        # (deny), so the headers built from them agree with each other
         if self.on_store_error == "allow":
-            return Decision(True, max(0, p.capacity - cost), 0.0, 0.0, p, p.limit)
-        return Decision(False, 0, 0.0, 1.0, p, p.limit)
+            booked = cost * p.interval_ns / _NS
+            return Decision(True, max(0, p.capacity - cost), booked, 0.0, p, p.limit)
+        return Decision(False, 0, 1.0, 1.0, p, p.limit)
 
 
 def _exceeded(key: str | bytes, d: Any) -> RateLimitExceeded:

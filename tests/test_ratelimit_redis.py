@@ -302,3 +302,23 @@ def test_foreign_or_future_tat_is_bounded(
     raw.set(key, "not a time")
     assert limiter.check("k").allowed and limiter.store_errors == 0
     store.close()
+
+
+def test_store_error_decisions_agree_with_their_headers(tmp_path: Path) -> None:
+    """review-12: the fallback decisions said reset_after=0: a denial sent
+    ``RateLimit: ...;r=0;t=0`` and an X-RateLimit-Reset of now together with
+    ``Retry-After: 1``, and an allowance booked cost units that reset in 0 s."""
+    from amulet_native.ratelimit import headers
+
+    srv = RedisServer(tmp_path / "r")  # never started
+    store = RedisStore(srv.url, timeout=0.2)
+    deny = RateLimiter("5/second", store=store, on_store_error="deny")
+    allow = RateLimiter("5/second", store=store)
+    d = deny.check("k")
+    h = headers(d, now=1000.0)
+    assert not d.allowed and d.reset_after >= d.retry_after > 0
+    assert int(h["X-RateLimit-Reset"]) >= 1000 + int(h["Retry-After"])
+    assert h["RateLimit"].endswith(f"t={h['Retry-After']}")
+    a = allow.check("k", 2)
+    assert a.allowed and a.remaining == 3 and a.reset_after == pytest.approx(0.4)
+    assert deny.store_errors == 1 and allow.store_errors == 1
