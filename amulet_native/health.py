@@ -712,6 +712,8 @@ class HealthMonitor:
             return value, None, unit, ""  # type: ignore[return-value]
         if status is not None and status not in _RANK:
             return "fail", None, unit, f"check returned an unknown status {status!r}"
+        output = output if isinstance(output, str) else str(output)
+        unit = unit if unit is None or isinstance(unit, str) else str(unit)
         graded: Status = status or "pass"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):  # not a measurement, and not JSON

@@ -615,3 +615,15 @@ def test_passing_checks_carry_no_output_in_health_json(monitor: HealthMonitor) -
     assert "output" not in body["checks"]["disk:used"][0]
     assert body["checks"]["mem:used"][0]["output"] == "cgroup"
     assert body["checks"]["disk:used"][0]["observedValue"] == 12.5
+
+
+def test_wrongly_typed_unit_and_output_become_strings(monitor: HealthMonitor) -> None:
+    """review-12: a check's observedUnit and output went into health+json as
+    returned (``"observedUnit": 5``, ``"output": 12``); the draft has strings."""
+    monitor.add_check("a:unit", lambda: {"observedValue": 3, "observedUnit": 5})
+    monitor.add_check("b:out", lambda: Observation(status="fail", output=12))  # type: ignore[arg-type]
+    r = run(monitor, verbose=True)
+    body = json.loads(r.body())
+    assert body["checks"]["a:unit"][0]["observedUnit"] == "5"
+    assert body["checks"]["b:out"][0]["output"] == "12"
+    assert all(isinstance(c.output, str) for c in r.checks)
