@@ -76,6 +76,19 @@ Status = Literal["pass", "warn", "fail"]
 Kind = Literal["liveness", "readiness", "startup"]
 _RANK: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
 _SCORE: dict[str, float] = {"pass": 100.0, "warn": 50.0, "fail": 0.0}
+# draft-inadarei: ok/up are pass aliases (Terminus, Spring Boot), error/down fail
+_ALIASES: dict[str, Status] = {
+    "pass": "pass", "ok": "pass", "up": "pass",
+    "warn": "warn",
+    "fail": "fail", "error": "fail", "down": "fail",
+}  # fmt: skip
+
+
+def _status_of(v: Any) -> Any:
+    """v as a status when it is one (or an alias, any case), else v."""
+    return _ALIASES.get(v.lower(), v) if isinstance(v, str) else v
+
+
 _KINDS: dict[str, tuple[str, ...]] = {
     "live": ("liveness",),
     "liveness": ("liveness",),
@@ -696,11 +709,11 @@ class HealthMonitor:
         """(status, observed value, unit, output) of a check's return value."""
         unit, output, status = c.unit, "", None
         if isinstance(value, Observation):
-            status, output = value.status, value.output
+            status, output = _status_of(value.status), value.output
             unit = value.unit or unit
             value = value.value
         elif isinstance(value, Mapping):
-            status = value.get("status")
+            status = _status_of(value.get("status"))
             output = str(value.get("output", ""))
             unit = value.get("observedUnit", unit)
             value = value.get("observedValue")
@@ -708,8 +721,8 @@ class HealthMonitor:
             return "pass", None, unit, ""
         elif value is False:
             return "fail", None, unit, "check returned False"
-        elif isinstance(value, str) and value in _RANK:
-            return value, None, unit, ""  # type: ignore[return-value]
+        elif isinstance(value, str) and value.lower() in _ALIASES:
+            return _ALIASES[value.lower()], None, unit, ""
         if status is not None and status not in _RANK:
             return "fail", None, unit, f"check returned an unknown status {status!r}"
         output = output if isinstance(output, str) else str(output)

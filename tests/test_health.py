@@ -627,3 +627,24 @@ def test_wrongly_typed_unit_and_output_become_strings(monitor: HealthMonitor) ->
     assert body["checks"]["a:unit"][0]["observedUnit"] == "5"
     assert body["checks"]["b:out"][0]["output"] == "12"
     assert all(isinstance(c.output, str) for c in r.checks)
+
+
+@pytest.mark.parametrize(
+    ("result", "want"),
+    [
+        ("down", "fail"),
+        ("error", "fail"),
+        ("FAIL", "fail"),
+        ("Warn", "warn"),
+        ("up", "pass"),
+        ("ok", "pass"),
+        ({"status": "down"}, "fail"),
+        (Observation(status="error"), "fail"),  # type: ignore[arg-type]
+    ],
+)
+def test_status_aliases_of_the_draft(monitor: HealthMonitor, result: Any, want: str) -> None:
+    """review-12: a check returning "down", "error" or "FAIL" passed (the
+    string became the observed value); draft-inadarei lists ok/up as pass and
+    error/down as fail aliases."""
+    monitor.add_check("c:x", lambda: result)
+    assert run(monitor).status == want
