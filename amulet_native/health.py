@@ -869,6 +869,7 @@ class HealthMonitor:
             status = _worse(status, r.status if critical or r.status != "fail" else "warn")
         total = sum(w for _r, w, _c in counted)
         score = sum(_SCORE[r.status] * w for r, w, _c in counted) / total if total > 0 else 100.0
+        score = round(score, 1)  # as shown in the body, so the level agrees with it
         if kind == "startup" and status == "pass" and not self._started and chosen:
             self._started = True  # the start-up checks passed once
         previous = self._overall.get(kind)

@@ -648,3 +648,15 @@ def test_status_aliases_of_the_draft(monitor: HealthMonitor, result: Any, want: 
     error/down as fail aliases."""
     monitor.add_check("c:x", lambda: result)
     assert run(monitor).status == want
+
+
+def test_level_agrees_with_the_score_shown(monitor: HealthMonitor) -> None:
+    """review-12: the body rounds the score to 0.1 but the level came from the
+    raw score: 89.96 showed "score": 90.0 with "level": "GOOD"."""
+    monitor.add_check("a:x", lambda: "pass", weight=3984)
+    monitor.add_check("b:x", lambda: "warn", weight=1001)
+    r = run(monitor)
+    body = json.loads(r.body())
+    assert body["score"] == 90.0
+    assert body["level"] == health.level_for(body["status"], body["score"]).value == "EXCELLENT"
+    assert r.score == body["score"]
