@@ -76,6 +76,19 @@ Status = Literal["pass", "warn", "fail"]
 Kind = Literal["liveness", "readiness", "startup"]
 _RANK: dict[str, int] = {"pass": 0, "warn": 1, "fail": 2}
 _SCORE: dict[str, float] = {"pass": 100.0, "warn": 50.0, "fail": 0.0}
+# draft-inadarei: ok/up are pass aliases (Terminus, Spring Boot), error/down fail
+_ALIASES: dict[str, Status] = {
+    "pass": "pass", "ok": "pass", "up": "pass",
+    "warn": "warn",
+    "fail": "fail", "error": "fail", "down": "fail",
+}  # fmt: skip
+
+
+def _status_of(v: Any) -> Any:
+    """v as a status when it is one (or an alias, any case), else v."""
+    return _ALIASES.get(v.lower(), v) if isinstance(v, str) else v
+
+
 _KINDS: dict[str, tuple[str, ...]] = {
     "live": ("liveness",),
     "liveness": ("liveness",),
@@ -152,7 +165,7 @@ class CheckResult:
             out["observedUnit"] = self.observed_unit
         out["status"] = self.status
         out["time"] = self.iso_time
-        if self.output:
+        if self.output and self.status != "pass":  # the draft: omitted for pass
             out["output"] = self.output
         return out
 
@@ -219,7 +232,7 @@ class HealthReport:
         return out
 
     def body(self) -> bytes:
-        return json.dumps(self.to_json(), separators=(",", ":")).encode()
+        return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
 
 
 def _iso(t: float) -> str:
@@ -432,6 +445,7 @@ class _Check:
     inflight: Any = None  # concurrent.futures.Future (sync) or asyncio.Task (async)
     inflight_loop: Any = None
     inflight_since: float = 0.0
+    adopted: tuple[Any, Any] | None = None  # (awaitable, its task): see _adopt
 
 
 def _seconds(field_name: str, v: Any, *, allow_zero: bool = True) -> float:
@@ -456,6 +470,9 @@ class HealthMonitor:
     ``clock`` (monotonic seconds: TTLs, timeouts of hung checks) and ``wall``
     (epoch seconds: result times) are injectable for tests; ``history`` bounds
     the results kept per check; ``timeout`` is the default per-check timeout.
+    A sync check runs in a daemon thread of its own (at most one at a time per
+    check), so a check hung forever never keeps the process from exiting;
+    ``max_threads`` is accepted for compatibility and unused.
     """
 
     def __init__(
@@ -492,9 +509,7 @@ class HealthMonitor:
         self._pending: set[asyncio.Task[Any]] = set()
         self._overall: dict[str, Status] = {}
         self._lock = threading.Lock()
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max_threads, thread_name_prefix="amulet-health"
-        )
+        self.max_threads = max_threads
         self.callback_errors = 0
 
     # -- configuration --
@@ -613,7 +628,8 @@ class HealthMonitor:
         return self._draining
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: a sync check still running ends on its own (its
+        thread is a daemon, so it never blocks the process from exiting)."""
 
     # -- alerts --
 
@@ -693,11 +709,11 @@ class HealthMonitor:
         """(status, observed value, unit, output) of a check's return value."""
         unit, output, status = c.unit, "", None
         if isinstance(value, Observation):
-            status, output = value.status, value.output
+            status, output = _status_of(value.status), value.output
             unit = value.unit or unit
             value = value.value
         elif isinstance(value, Mapping):
-            status = value.get("status")
+            status = _status_of(value.get("status"))
             output = str(value.get("output", ""))
             unit = value.get("observedUnit", unit)
             value = value.get("observedValue")
@@ -705,46 +721,68 @@ class HealthMonitor:
             return "pass", None, unit, ""
         elif value is False:
             return "fail", None, unit, "check returned False"
-        elif isinstance(value, str) and value in _RANK:
-            return value, None, unit, ""  # type: ignore[return-value]
+        elif isinstance(value, str) and value.lower() in _ALIASES:
+            return _ALIASES[value.lower()], None, unit, ""
         if status is not None and status not in _RANK:
             return "fail", None, unit, f"check returned an unknown status {status!r}"
+        output = output if isinstance(output, str) else str(output)
+        unit = unit if unit is None or isinstance(unit, str) else str(unit)
         graded: Status = status or "pass"
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isnan(value):
-                return "fail", None, unit, "check measured NaN"
+            if not math.isfinite(value):  # not a measurement, and not JSON
+                return "fail", None, unit, f"check measured {value}"
             graded = _worse(graded, _threshold(value, c.warn, c.crit))
         elif value is not None and not isinstance(value, str):
             return "fail", None, unit, f"unexpected check result of type {type(value).__name__}"
         return graded, value, unit, output
 
-    def _start(self, c: _Check, loop: asyncio.AbstractEventLoop) -> Any:
-        """The in-flight run of c (started now unless one is still running)."""
+    def _start(self, c: _Check, loop: asyncio.AbstractEventLoop) -> tuple[Any, bool]:
+        """The in-flight run of c, and whether it was started now (else it is
+        still running from an earlier probe)."""
         running = c.inflight is not None and not c.inflight.done()
         if running and (not c.is_async or c.inflight_loop is loop):
-            return c.inflight
+            return c.inflight, False
         c.inflight_since = self._clock()
         if c.is_async:
             c.inflight = loop.create_task(_call_async(c.fn))
             c.inflight_loop = loop
         else:
-            c.inflight = self._executor.submit(_call_sync, c.fn)
-        return c.inflight
+            c.inflight = _in_daemon_thread(c.fn, c.name)
+        return c.inflight, True
+
+    def _adopt(self, c: _Check, awaitable: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        """A sync callable returned an awaitable (``lambda: client.ping()``):
+        await it in a task that concurrent probes share, and from now on treat
+        the check as async (the callable runs on the loop, not in a thread)."""
+        if c.adopted is not None and c.adopted[0] is awaitable:
+            return c.adopted[1]
+        task = loop.create_task(_await(awaitable))
+        c.adopted = (awaitable, task)
+        c.fn = functools.partial(_await_call, c.fn)
+        c.is_async = True
+        c.inflight, c.inflight_loop = task, loop
+        return task
 
     async def _run(self, c: _Check) -> CheckResult:
         now = self._clock()
         if c.last_cached is not None and now - c.last_at < c.ttl:
             return c.last_cached
         loop = asyncio.get_running_loop()
-        run = self._start(c, loop)
-        waited = self._clock() - c.inflight_since
+        run, fresh = self._start(c, loop)
+        waited = 0.0 if fresh else self._clock() - c.inflight_since
         budget = c.timeout - waited
         t0 = time.perf_counter()
         try:
             if budget <= 0:
                 raise TimeoutError
-            fut = run if c.is_async else asyncio.wrap_future(run)
+            fut = run if isinstance(run, asyncio.Future) else asyncio.wrap_future(run)
             value = await asyncio.wait_for(asyncio.shield(fut), budget)
+            if inspect.isawaitable(value):
+                left = budget - (time.perf_counter() - t0)
+                if left <= 0:
+                    raise TimeoutError
+                task = self._adopt(c, value, loop)
+                value = await asyncio.wait_for(asyncio.shield(task), left)
             status, observed, unit, output = self._grade(c, value)
         except (TimeoutError, asyncio.TimeoutError):
             status, observed, unit = "fail", None, c.unit
@@ -831,6 +869,7 @@ class HealthMonitor:
             status = _worse(status, r.status if critical or r.status != "fail" else "warn")
         total = sum(w for _r, w, _c in counted)
         score = sum(_SCORE[r.status] * w for r, w, _c in counted) / total if total > 0 else 100.0
+        score = round(score, 1)  # as shown in the body, so the level agrees with it
         if kind == "startup" and status == "pass" and not self._started and chosen:
             self._started = True  # the start-up checks passed once
         previous = self._overall.get(kind)
@@ -902,6 +941,34 @@ def _call_sync(fn: Callable[[], Any]) -> Any:
         return fn()
     except StopIteration as exc:  # cannot cross a Future: it would hang the probe
         raise RuntimeError("check raised StopIteration") from exc
+
+
+def _in_daemon_thread(fn: Callable[[], Any], name: str) -> concurrent.futures.Future[Any]:
+    """fn() in a new daemon thread, as a Future (an executor's threads are
+    joined at interpreter exit: one hung check would block the exit)."""
+    fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    fut.set_running_or_notify_cancel()
+
+    def target() -> None:
+        try:
+            fut.set_result(_call_sync(fn))
+        except BaseException as exc:  # noqa: BLE001 - delivered to the probe
+            fut.set_exception(exc)
+
+    threading.Thread(target=target, name=f"amulet-health {name}"[:60], daemon=True).start()
+    return fut
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    try:
+        return await awaitable
+    except StopIteration as exc:
+        raise RuntimeError("check raised StopIteration") from exc
+
+
+async def _await_call(fn: Callable[[], Any]) -> Any:
+    r = fn()
+    return await r if inspect.isawaitable(r) else r
 
 
 async def _call_async(fn: Callable[[], Any]) -> Any:

@@ -55,6 +55,9 @@ Decision = _core.Decision
 
 MAX_POLICIES = 8
 MAX_KEY_BYTES = 1024
+#: The largest limit or burst: a Structured Field Integer (q=, r= of the IETF
+#: headers) has at most 15 digits.
+MAX_LIMIT = 999_999_999_999_999
 _NS = 1_000_000_000
 
 _UNITS = {
@@ -65,7 +68,7 @@ _UNITS = {
 }  # fmt: skip
 _POLICY_RE = re.compile(
     r"^\s*(?P<limit>\d+)\s*(?:/|per)\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[a-z]+)\s*$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _NAME_RE = re.compile(r"^[\x20-\x7e]{1,64}$")
 
@@ -97,8 +100,12 @@ class Policy:
                 "ratelimit.policy",
                 "name",
             )
-        if type(self.limit) is not int or self.limit <= 0:
-            raise _bad(f"limit must be an int > 0, got {self.limit!r}", "ratelimit.limit", "limit")
+        if type(self.limit) is not int or not 0 < self.limit <= MAX_LIMIT:
+            raise _bad(
+                f"limit must be an int in [1, {MAX_LIMIT}], got {self.limit!r}",
+                "ratelimit.limit",
+                "limit",
+            )
         period = self.period
         if (
             isinstance(period, bool)
@@ -112,8 +119,14 @@ class Policy:
                 "ratelimit.period",
                 "period",
             )
-        if self.burst is not None and (type(self.burst) is not int or self.burst <= 0):
-            raise _bad(f"burst must be an int > 0, got {self.burst!r}", "ratelimit.burst", "burst")
+        if self.burst is not None and (
+            type(self.burst) is not int or not 0 < self.burst <= MAX_LIMIT
+        ):
+            raise _bad(
+                f"burst must be an int in [1, {MAX_LIMIT}], got {self.burst!r}",
+                "ratelimit.burst",
+                "burst",
+            )
         if self.unit not in ("requests", "content-bytes", "concurrent-requests"):
             raise _bad(
                 f'unit must be "requests", "content-bytes" or "concurrent-requests", got '
@@ -184,7 +197,7 @@ def parse_policy(spec: str | Policy) -> Policy:
         options[k] = v
     burst: int | None = None
     if "burst" in options:
-        if not options["burst"].isdigit():
+        if not (options["burst"].isascii() and options["burst"].isdigit()):
             raise _bad(f"burst must be an int in {spec!r}", "ratelimit.burst", "burst")
         burst = int(options["burst"])
     text = head.strip() if "name" not in options else options["name"]
@@ -349,29 +362,55 @@ class SharedStore:
         self.arena.close()
 
 
+# Times are integer nanoseconds (as in the C core), but Lua numbers are
+# doubles (exact below 2^53 ns, 104 days), so an absolute time is kept as
+# seconds and nanoseconds: a TAT is stored as the decimal string of its ns,
+# read back in two parts, and only differences (pending <= tau) are formed in
+# one number.  A TAT more than tau ahead (Redis' clock went back: a failover,
+# an NTP step) counts as tau ahead and is pulled back, as in an_gcra_eval.
 _LUA = """
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_s = tonumber(t[1])
+local now_n = tonumber(t[2]) * 1000
 local hit = tonumber(ARGV[1])
 local cost = tonumber(ARGV[2])
 local n = #KEYS
 local allowed = 1
 local res = {}
+local function at(delta)
+  local lo = now_n + delta
+  local carry = math.floor(lo / 1000000000)
+  lo = lo - carry * 1000000000
+  if lo < 0 then lo = 0 elseif lo > 999999999 then lo = 999999999 end
+  local hi = now_s + carry
+  if hi <= 0 then return string.format('%d', lo) end
+  return string.format('%d%09d', hi, lo)
+end
 for i = 1, n do
   local T = tonumber(ARGV[1 + 2 * i])
   local tau = tonumber(ARGV[2 + 2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  local base = tat
-  if now > base then base = now end
-  local pending = base - now
-  local diff = pending + cost * T
-  if diff <= tau then
-    res[i] = {1, math.floor((tau - diff) / T), diff, 0, now + diff}
+  local raw = redis.call('GET', KEYS[i])
+  local pending = 0
+  local clamped = false
+  if raw then
+    local hi, lo = 0, tonumber(raw)
+    if #raw > 9 then
+      hi = tonumber(string.sub(raw, 1, -10))
+      lo = tonumber(string.sub(raw, -9))
+    end
+    if hi and lo then
+      pending = (hi - now_s) * 1000000000 + (lo - now_n)
+      if pending < 0 then pending = 0 end
+      if pending > tau then pending = tau; clamped = true end
+    end
+  end
+  local need = cost * T
+  if pending + need <= tau then
+    local diff = pending + need
+    res[i] = {1, math.floor((tau - diff) / T), diff, 0, diff, clamped}
   else
     allowed = 0
-    local rem = 0
-    if pending < tau then rem = math.floor((tau - pending) / T) end
-    res[i] = {0, rem, pending, diff - tau, tat}
+    res[i] = {0, math.floor((tau - pending) / T), pending, pending + need - tau, pending, clamped}
   end
 end
 local best = 1
@@ -383,11 +422,14 @@ for i = 2, n do
     best = i
   end
 end
-if hit == 1 and allowed == 1 and cost > 0 then
+if hit == 1 then
+  local record = allowed == 1 and cost > 0
   for i = 1, n do
-    local ttl = math.ceil(res[i][3] / 1000)
-    if ttl < 1 then ttl = 1 end
-    redis.call('SET', KEYS[i], string.format('%d', res[i][5]), 'PX', ttl)
+    if record or res[i][6] then
+      local ttl = math.ceil(res[i][5] / 1000000)
+      if ttl < 1 then ttl = 1 end
+      redis.call('SET', KEYS[i], at(res[i][5]), 'PX', string.format('%d', ttl))
+    end
   end
 end
 local r = res[best]
@@ -468,8 +510,8 @@ class RedisStore:
         return Decision(
             bool(int(r[0])),
             int(r[2]),
-            int(r[3]) / 1_000_000,
-            int(r[4]) / 1_000_000,
+            int(r[3]) / _NS,
+            int(r[4]) / _NS,
             p,
             p.limit,
         )
@@ -520,7 +562,11 @@ class RedisStore:
 
     def forget(self, limiter: RateLimiter, key: bytes) -> None:
         keys = self._args(limiter, key, 0, False)[1 : 1 + len(limiter.policies)]
-        self._client().delete(*keys)
+        try:
+            self._client().delete(*keys)
+        except self._errors as exc:
+            self._failed()
+            raise NetworkError(f"Redis rate limit store: {exc}", code="ratelimit.store") from exc
 
     def close(self) -> None:
         if self._sync is not None:
@@ -596,15 +642,11 @@ class RateLimiter:
         self.store_errors = 0
         self._errors_lock = threading.Lock()
         self._native: Any = None
-        # RedisStore: key suffixes and script arguments (T and tau in µs) per policy
+        # RedisStore: key suffixes and script arguments (T and tau in ns, as
+        # in the C core) per policy
         self._redis_layout = (
             tuple(p.name.encode() for p in self.policies),
-            tuple(
-                v
-                for p in self.policies
-                for t_us in [-(-round(p.period * 1_000_000) // p.limit)]
-                for v in (t_us, t_us * p.capacity)
-            ),
+            tuple(v for p in self.policies for v in (p.interval_ns, p.interval_ns * p.capacity)),
         )
         if isinstance(self.store, MemoryStore):
             params = tuple((p.limit, p.period_ns, p.capacity) for p in self.policies)
@@ -717,9 +759,12 @@ class RateLimiter:
         with self._errors_lock:
             self.store_errors += 1
         p = self.policies[0]
+        # the numbers of a fresh key (allow) or of one retried in a second
+        # (deny), so the headers built from them agree with each other
         if self.on_store_error == "allow":
-            return Decision(True, max(0, p.capacity - cost), 0.0, 0.0, p, p.limit)
-        return Decision(False, 0, 0.0, 1.0, p, p.limit)
+            booked = cost * p.interval_ns / _NS
+            return Decision(True, max(0, p.capacity - cost), booked, 0.0, p, p.limit)
+        return Decision(False, 0, 1.0, 1.0, p, p.limit)
 
 
 def _exceeded(key: str | bytes, d: Any) -> RateLimitExceeded:

@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import json
 import queue
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -85,6 +86,81 @@ def test_return_values_grade(monitor: HealthMonitor, fn: Any, want: str, value: 
     assert r.checks[0].status == want and r.checks[0].observed_value == value
     assert r.status == want
     assert r.http_status == (503 if want == "fail" else 200)
+
+
+def test_infinite_measurement_is_a_fail_and_the_body_stays_json(monitor: HealthMonitor) -> None:
+    """review-12: a check measuring inf passed (or failed on crit) with
+    observedValue Infinity, which is not JSON: the probe body did not parse."""
+    monitor.add_check("a:inf", lambda: float("inf"))
+    monitor.add_check("b:neg", lambda: Observation(float("-inf"), unit="ms"))
+    monitor.add_check("c:map", lambda: {"observedValue": float("inf")})
+    r = run(monitor, verbose=True)
+    assert statuses(r) == {"a:inf": "fail", "b:neg": "fail", "c:map": "fail"}
+
+    def strict(c: str) -> None:
+        raise ValueError(c)
+
+    body = json.loads(r.body(), parse_constant=strict)
+    assert all("observedValue" not in v[0] for v in body["checks"].values())
+
+
+def test_sync_callable_returning_an_awaitable_is_awaited(monitor: HealthMonitor) -> None:
+    """review-12: ``lambda: client.ping()`` (a sync callable returning a
+    coroutine, as with redis.asyncio) always failed with "unexpected check
+    result of type coroutine" and leaked the never-awaited coroutine."""
+
+    async def ping(value: int) -> int:
+        await asyncio.sleep(0)
+        return value
+
+    monitor.add_check("redis:ping", lambda: ping(5), warn=10, crit=20)
+    monitor.add_check("redis:slow", functools.partial(lambda v: ping(v), 15), warn=10, crit=20)
+    r = run(monitor, verbose=True)
+    assert {c.name: (c.status, c.observed_value) for c in r.checks} == {
+        "redis:ping": ("pass", 5),
+        "redis:slow": ("warn", 15),
+    }
+    r = run(monitor, verbose=True)  # and again, on another event loop
+    assert statuses(r) == {"redis:ping": "pass", "redis:slow": "warn"}
+
+
+def test_first_timeout_does_not_claim_an_earlier_probe() -> None:
+    """review-12: the first probe of a hanging check said "still running since
+    an earlier probe" (on the real clock a few microseconds had passed since
+    it started)."""
+    release = threading.Event()
+    monitor = HealthMonitor()  # the real monotonic clock
+    monitor.add_check("sync:hang", lambda: release.wait(30), timeout=0.05)
+    try:
+        r = run(monitor)
+        assert r.checks[0].output == "timed out after 0.05 s"
+    finally:
+        release.set()
+        monitor.close()
+
+
+def test_a_hung_sync_check_does_not_block_interpreter_exit() -> None:
+    """review-12: sync checks ran in a ThreadPoolExecutor, whose threads the
+    interpreter joins at exit: one check hung forever kept the process (a
+    uvicorn worker being stopped) from ever exiting."""
+    script = (
+        "import threading\n"
+        "from amulet_native import health\n"
+        "m = health.HealthMonitor(timeout=0.05)\n"
+        "m.add_check('dep:hang', lambda: threading.Event().wait())\n"
+        "assert m.report_sync('ready').status == 'fail'\n"
+        "print('done', flush=True)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr
 
 
 def test_stop_iteration_is_a_fail_not_a_hang(monitor: HealthMonitor) -> None:
@@ -527,3 +603,60 @@ def test_circuit_breakers_from_the_registry(
     assert statuses(r) == {"circuit:state": "fail", "circuit:model": "fail"}
     assert {c.name: c.observed_value for c in r.checks} == {"circuit:state": 2, "circuit:model": 1}
     assert "open: model" in r.checks[0].output and "half-open: db" in r.checks[0].output
+
+
+def test_passing_checks_carry_no_output_in_health_json(monitor: HealthMonitor) -> None:
+    """review-12: draft-inadarei-api-health-check: "output ... SHOULD be
+    omitted for 'pass' state"; a passing check with an Observation output (as
+    memory_pressure and disk_space always give) showed it in the body."""
+    monitor.add_check("disk:used", lambda: Observation(12.5, output="/: 1 bytes free"))
+    monitor.add_check("mem:used", lambda: Observation(99, output="cgroup"), warn=90)
+    body = json.loads(run(monitor, verbose=True).body())
+    assert "output" not in body["checks"]["disk:used"][0]
+    assert body["checks"]["mem:used"][0]["output"] == "cgroup"
+    assert body["checks"]["disk:used"][0]["observedValue"] == 12.5
+
+
+def test_wrongly_typed_unit_and_output_become_strings(monitor: HealthMonitor) -> None:
+    """review-12: a check's observedUnit and output went into health+json as
+    returned (``"observedUnit": 5``, ``"output": 12``); the draft has strings."""
+    monitor.add_check("a:unit", lambda: {"observedValue": 3, "observedUnit": 5})
+    monitor.add_check("b:out", lambda: Observation(status="fail", output=12))  # type: ignore[arg-type]
+    r = run(monitor, verbose=True)
+    body = json.loads(r.body())
+    assert body["checks"]["a:unit"][0]["observedUnit"] == "5"
+    assert body["checks"]["b:out"][0]["output"] == "12"
+    assert all(isinstance(c.output, str) for c in r.checks)
+
+
+@pytest.mark.parametrize(
+    ("result", "want"),
+    [
+        ("down", "fail"),
+        ("error", "fail"),
+        ("FAIL", "fail"),
+        ("Warn", "warn"),
+        ("up", "pass"),
+        ("ok", "pass"),
+        ({"status": "down"}, "fail"),
+        (Observation(status="error"), "fail"),  # type: ignore[arg-type]
+    ],
+)
+def test_status_aliases_of_the_draft(monitor: HealthMonitor, result: Any, want: str) -> None:
+    """review-12: a check returning "down", "error" or "FAIL" passed (the
+    string became the observed value); draft-inadarei lists ok/up as pass and
+    error/down as fail aliases."""
+    monitor.add_check("c:x", lambda: result)
+    assert run(monitor).status == want
+
+
+def test_level_agrees_with_the_score_shown(monitor: HealthMonitor) -> None:
+    """review-12: the body rounds the score to 0.1 but the level came from the
+    raw score: 89.96 showed "score": 90.0 with "level": "GOOD"."""
+    monitor.add_check("a:x", lambda: "pass", weight=3984)
+    monitor.add_check("b:x", lambda: "warn", weight=1001)
+    r = run(monitor)
+    body = json.loads(r.body())
+    assert body["score"] == 90.0
+    assert body["level"] == health.level_for(body["status"], body["score"]).value == "EXCELLENT"
+    assert r.score == body["score"]

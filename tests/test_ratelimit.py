@@ -227,6 +227,67 @@ def test_retry_after_is_exact_and_never_negative() -> None:
     assert d.allowed and d.retry_after == 0 and d.reset_after == pytest.approx(0.5)
 
 
+class SettableClock:
+    """Seconds the test sets, forwards or backwards."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_clock_going_back_neither_admits_nor_locks_out(
+    shared: bool, shared_store: SharedStore
+) -> None:
+    """review-12: a TAT more than a burst ahead (the clock went back) made the
+    int64 arithmetic wrap: an exhausted key was admitted with a negative
+    remaining.  It is now one full burst, and the key recovers within tau."""
+    clock = SettableClock(4e9)  # the largest time the binding accepts
+    policy = Policy("decade", limit=1, period=10 * 365 * 86400, burst=14)
+    store = shared_store if shared else None
+    limiter = RateLimiter([policy], store=store, clock=clock)
+    limiter.reset("k")
+    assert limiter.check("k", cost=14).allowed
+    clock.t = 0.0
+    d = limiter.check("k", cost=14)
+    assert not d.allowed
+    assert d.remaining == 0 and d.retry_after > 0 and d.reset_after >= 0
+    assert d.retry_after <= 14 * policy.interval_ns / NS + 1
+
+    # a 10/s key whose clock jumped back a day is usable after one burst
+    # window (1 s), not a day later
+    fast = RateLimiter("10/second", store=store, clock=clock)
+    fast.reset("k")
+    clock.t = 2 * 86400.0
+    assert all(fast.check("k").allowed for _ in range(10))
+    clock.t = 86400.0
+    assert not fast.check("k").allowed
+    clock.t = 86400.0 + 2
+    d = fast.check("k")
+    assert d.allowed and d.remaining == 9
+
+
+def test_hostile_keys_and_costs_get_typed_errors() -> None:
+    """review-12: a str key with a lone surrogate raised UnicodeEncodeError on
+    the native path (the Redis path accepted it), and cost=True was admitted
+    natively but refused on the Redis path."""
+    limiter = RateLimiter("10/second")
+    for key in ("\udc80", "a\ud800b"):
+        d = limiter.check(key)
+        assert d.allowed and limiter.peek(key).remaining == 8
+        limiter.reset(key)
+        assert limiter.peek(key).remaining == 9
+    for cost in (True, False):
+        with pytest.raises(ValidationError) as info:
+            limiter.check("k", cost)
+        assert info.value.code == "ratelimit.cost"
+    # empty and NUL keys are ordinary keys; str and its UTF-8 bytes are one key
+    assert limiter.check("").allowed and limiter.check("a\0b").allowed
+    assert limiter.peek(b"a\0b").remaining == 8 and limiter.peek("").remaining == 8
+
+
 def test_cost_weights() -> None:
     clock = FakeClock()
     limiter = RateLimiter(Policy("upload", 1000, 1.0, unit="content-bytes"), clock=clock)
@@ -387,6 +448,8 @@ def test_parse_policy() -> None:
         ("0/second", "ratelimit.limit"),
         ("10/second;burst=0", "ratelimit.burst"),
         ("10/second;burst=x", "ratelimit.burst"),
+        ("10/second;burst=\u00b2", "ratelimit.burst"),  # isdigit() but not int()
+        ("1000000000000000/second;burst=5", "ratelimit.limit"),
         ("10/second;burst", "ratelimit.policy"),
         ("10/second;colour=red", "ratelimit.policy"),
         ("10/0second", "ratelimit.period"),
@@ -411,6 +474,10 @@ def test_malformed_policy_strings(spec: str, code: str) -> None:
         ({"period": math.nan}, "ratelimit.period"),
         ({"period": math.inf}, "ratelimit.period"),
         ({"burst": 0}, "ratelimit.burst"),
+        # above the 15 digits of a Structured Field Integer (q=, r=) or int64
+        ({"limit": 10**15, "burst": 5}, "ratelimit.limit"),
+        ({"limit": 2**63, "burst": 5}, "ratelimit.limit"),
+        ({"limit": 1, "period": 1e-9, "burst": 10**15}, "ratelimit.burst"),
         ({"name": ""}, "ratelimit.policy"),
         ({"name": "caf\u00e9"}, "ratelimit.policy"),
     ],

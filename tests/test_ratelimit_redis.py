@@ -19,7 +19,7 @@ import pytest
 import redis
 from redis_server import RedisServer, redis_server_binary
 
-from amulet_native.ratelimit import RateLimiter, RedisStore
+from amulet_native.ratelimit import Policy, RateLimiter, RedisStore
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -240,3 +240,85 @@ def test_bad_store_arguments() -> None:
         RedisStore("redis://x", timeout=-1)
     with pytest.raises(ValidationError):
         RateLimiter("1/second", store=RedisStore("redis://x"), clock=time.monotonic)
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        # 10 MB/s of uploads: T = 100 ns
+        Policy("upload", limit=10_000_000, period=1.0, unit="content-bytes"),
+        # T = 1500 ns: not a whole number of microseconds
+        Policy("odd", limit=666_667, period=1.0),
+    ],
+)
+def test_sub_microsecond_intervals_keep_the_stated_rate(
+    server: RedisServer, prefix: str, policy: Policy
+) -> None:
+    """review-12: the script counted in whole microseconds, T rounded up: a
+    10 MB/s byte quota was enforced as 1 MB/s in Redis (10 MB/s in memory),
+    666667/s as 500000/s.  It now counts in nanoseconds like the C core."""
+    store = RedisStore(server.url, prefix=prefix, timeout=2.0)
+    limiter = RateLimiter([policy], store=store)
+    memory = RateLimiter([policy])
+    for cost in (1000, 1, 4321):
+        d, m = limiter.check("k", cost), memory.check("k", cost)
+        assert d.allowed and m.allowed
+    # the fresh key's reset_after is exactly the booked cost times T
+    fresh_d, fresh_m = limiter.peek("fresh", 1000), memory.peek("fresh", 1000)
+    assert fresh_d.reset_after == pytest.approx(fresh_m.reset_after, rel=1e-9)
+    assert fresh_d.reset_after == pytest.approx(1000 * policy.interval_ns / 1e9, rel=1e-9)
+    assert fresh_d.remaining == fresh_m.remaining
+    store.close()
+
+
+def test_reset_on_a_dead_server_is_a_typed_error(tmp_path: Path) -> None:
+    """review-12: reset() on an unreachable Redis raised redis' own
+    ConnectionError (not an AmuletError), bypassing the store's down marker."""
+    from amulet_native import NetworkError
+
+    srv = RedisServer(tmp_path / "r")  # never started
+    store = RedisStore(srv.url, timeout=0.2)
+    limiter = RateLimiter("1/hour", store=store)
+    with pytest.raises(NetworkError) as info:
+        limiter.reset("k")
+    assert info.value.code == "ratelimit.store"
+    store.close()
+
+
+def test_foreign_or_future_tat_is_bounded(
+    server: RedisServer, raw: redis.Redis, prefix: str
+) -> None:
+    """review-12: a TAT far ahead (Redis' clock stepped back after a failover)
+    locked the key out until the clock caught up, and a non-numeric value made
+    the script error, which marked the whole store down (every key then
+    followed on_store_error).  Now: one burst window at most, garbage = fresh."""
+    store = RedisStore(server.url, prefix=prefix, timeout=2.0)
+    limiter = RateLimiter("10/second", store=store, on_store_error="deny")
+    key = f"{prefix}{{k}}:10/second".encode()
+    raw.set(key, "99999999999999999999")  # year 5138
+    d = limiter.check("k")
+    assert not d.allowed and 0 < d.retry_after <= 1.0 and d.reset_after <= 1.0
+    assert int(raw.get(key) or 0) < 99999999999999999999  # pulled back to now + tau
+    raw.set(key, "not a time")
+    assert limiter.check("k").allowed and limiter.store_errors == 0
+    store.close()
+
+
+def test_store_error_decisions_agree_with_their_headers(tmp_path: Path) -> None:
+    """review-12: the fallback decisions said reset_after=0: a denial sent
+    ``RateLimit: ...;r=0;t=0`` and an X-RateLimit-Reset of now together with
+    ``Retry-After: 1``, and an allowance booked cost units that reset in 0 s."""
+    from amulet_native.ratelimit import headers
+
+    srv = RedisServer(tmp_path / "r")  # never started
+    store = RedisStore(srv.url, timeout=0.2)
+    deny = RateLimiter("5/second", store=store, on_store_error="deny")
+    allow = RateLimiter("5/second", store=store)
+    d = deny.check("k")
+    h = headers(d, now=1000.0)
+    assert not d.allowed and d.reset_after >= d.retry_after > 0
+    assert int(h["X-RateLimit-Reset"]) >= 1000 + int(h["Retry-After"])
+    assert h["RateLimit"].endswith(f"t={h['Retry-After']}")
+    a = allow.check("k", 2)
+    assert a.allowed and a.remaining == 3 and a.reset_after == pytest.approx(0.4)
+    assert deny.store_errors == 1 and allow.store_errors == 1

@@ -292,6 +292,58 @@ test_stripes(void)
     free(stripe);
 }
 
+/* review-12: a TAT further ahead than tau (the clock went back: an injected
+ * clock, a reboot under a persistent SharedStore file, a corrupt arena word)
+ * must neither overflow nor admit: it counts as at most one full burst, and a
+ * HIT repairs it so the key recovers within tau instead of after the jump. */
+static void
+test_clock_backwards(void)
+{
+    current = "clock_backwards";
+    an_gcra_policy p;
+    /* 1 per 10 years, burst 14: tau = 14 * T just under 2^62 */
+    CHECK_ST(an_gcra_policy_init(&p, 1, 315360000LL * SEC, 14), AN_OK);
+    an_gcra_result r;
+    int64_t t0 = 4000000000LL * SEC; /* the largest now the binding allows */
+    an_gcra_eval(&p, 0, t0, 14, &r);
+    CHECK(r.allowed && r.remaining == 0);
+    int64_t tat = r.new_tat;
+    an_gcra_eval(&p, tat, 0, 14, &r); /* the clock went back to 0 */
+    CHECK(!r.allowed && r.remaining == 0 && r.reset_after_ns >= 0 && r.retry_after_ns > 0);
+    CHECK(r.reset_after_ns <= p.tau_ns && r.retry_after_ns <= p.tau_ns);
+    /* a foreign TAT at INT64_MAX */
+    an_gcra_eval(&p, INT64_MAX, SEC, 1, &r);
+    CHECK(!r.allowed && r.remaining == 0 && r.retry_after_ns > 0 && r.retry_after_ns <= p.tau_ns);
+
+    /* in a store: after a jump back of a day, a 10/s key is usable again
+     * within its burst window (1 s), not a day later */
+    an_gcra_store *s = NULL;
+    CHECK_ST(an_gcra_store_new(&s, 16, NULL), AN_OK);
+    uint32_t ns = an_gcra_store_namespace(s);
+    an_gcra_policy q;
+    an_gcra_policy_init(&q, 10, SEC, 10);
+    int64_t day = 86400 * SEC;
+    for (int i = 0; i < 10; i++)
+        an_gcra_apply(s, ns, "k", 1, &q, 1, 1, 2 * day, AN_GCRA_HIT, &r);
+    CHECK_ST(an_gcra_apply(s, ns, "k", 1, &q, 1, 1, day, AN_GCRA_HIT, &r), AN_OK);
+    CHECK(!r.allowed && r.retry_after_ns <= q.tau_ns);
+    CHECK_ST(an_gcra_apply(s, ns, "k", 1, &q, 1, 1, day + 2 * SEC, AN_GCRA_HIT, &r), AN_OK);
+    CHECK(r.allowed && r.remaining == 9);
+    an_gcra_store_free(s);
+
+    /* the same in a stripe */
+    uint64_t *stripe = calloc(an_gcra_stripe_words(1), sizeof(uint64_t));
+    uint64_t me = (uint64_t)getpid();
+    int ev;
+    for (int i = 0; i < 10; i++)
+        an_gcra_stripe_apply(stripe, me, 7, &q, 1, 1, 2 * day, AN_GCRA_HIT, &r, &ev);
+    an_gcra_stripe_apply(stripe, me, 7, &q, 1, 1, day, AN_GCRA_HIT, &r, &ev);
+    CHECK(!r.allowed && r.retry_after_ns <= q.tau_ns);
+    an_gcra_stripe_apply(stripe, me, 7, &q, 1, 1, day + 2 * SEC, AN_GCRA_HIT, &r, &ev);
+    CHECK(r.allowed && r.remaining == 9);
+    free(stripe);
+}
+
 static uint64_t *thread_stripe;
 
 static void *
@@ -338,6 +390,7 @@ main(void)
     test_threads();
     test_stripes();
     test_stripe_threads();
+    test_clock_backwards();
     printf("test_gcra: %d passed, %d failed\n", n_pass, n_fail);
     return n_fail != 0;
 }

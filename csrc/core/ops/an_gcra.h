@@ -62,8 +62,11 @@ typedef struct an_gcra_result {
     int64_t new_tat;        /* the TAT after this request (unchanged when refused) */
 } an_gcra_result;
 
-/* The pure rule: the decision for a request of cost (>= 0) at now, given the
- * key's tat (0 or any time in the past = fresh).  Never fails. */
+/* The pure rule: the decision for a request of cost (0 <= cost <= burst) at
+ * now (0 <= now <= 2^62), given the key's tat (0 or any time in the past =
+ * fresh).  A tat more than tau ahead of now (the clock went back, or a foreign
+ * value) counts as exactly tau ahead; the stores (HIT mode) then record it
+ * as now + tau, so the lock-out lasts at most tau.  Never fails. */
 void an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
                   an_gcra_result *res);
 

@@ -52,11 +52,20 @@ void
 an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
              an_gcra_result *res)
 {
-    int64_t base = tat > now ? tat : now;
-    int64_t pending = base - now;             /* >= 0: time already booked */
-    int64_t diff = pending + cost * p->interval_ns;
+    /* Time already booked.  It is never more than tau while the clock moves
+     * forward; a TAT further ahead comes from a clock that went back (an
+     * injected clock, a reboot under a persistent SharedStore file) or from a
+     * foreign word, and counts as one full burst: no overflow below.  The
+     * stores pull such a TAT back (repair_tat), so the lock-out lasts tau. */
+    int64_t pending = 0;
+    if (tat > now) {
+        uint64_t ahead = (uint64_t)tat - (uint64_t)now;
+        pending = ahead > (uint64_t)p->tau_ns ? p->tau_ns : (int64_t)ahead;
+    }
+    int64_t need = cost * p->interval_ns; /* <= tau: cost <= burst */
     res->policy = 0;
-    if (diff <= p->tau_ns) {
+    if (pending <= p->tau_ns - need) {
+        int64_t diff = pending + need;
         res->allowed = 1;
         res->remaining = (p->tau_ns - diff) / p->interval_ns;
         res->reset_after_ns = diff;
@@ -64,11 +73,19 @@ an_gcra_eval(const an_gcra_policy *p, int64_t tat, int64_t now, int64_t cost,
         res->new_tat = now + diff;
     } else {
         res->allowed = 0;
-        res->remaining = pending >= p->tau_ns ? 0 : (p->tau_ns - pending) / p->interval_ns;
+        res->remaining = (p->tau_ns - pending) / p->interval_ns;
         res->reset_after_ns = pending;
-        res->retry_after_ns = diff - p->tau_ns;
+        res->retry_after_ns = pending - (p->tau_ns - need);
         res->new_tat = tat;
     }
+}
+
+/* tat, or now + tau when tat is further ahead (see an_gcra_eval). */
+static inline int64_t
+repair_tat(const an_gcra_policy *p, int64_t tat, int64_t now)
+{
+    return tat > now && (uint64_t)tat - (uint64_t)now > (uint64_t)p->tau_ns ? now + p->tau_ns
+                                                                           : tat;
 }
 
 void
@@ -369,6 +386,15 @@ an_gcra_apply(an_gcra_store *s, uint32_t ns, const void *key, size_t keylen,
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? e->tat[i] : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
+    if (mode == AN_GCRA_HIT && e != NULL && !(res->allowed && cost > 0)) {
+        int64_t expires = 0;
+        for (int i = 0; i < npol; i++) {
+            e->tat[i] = repair_tat(&pol[i], e->tat[i], now);
+            if (e->tat[i] > expires)
+                expires = e->tat[i];
+        }
+        e->expires = expires;
+    }
     if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
         if (e == NULL) {
             if (sh->count >= sh->cap)
@@ -546,6 +572,9 @@ an_gcra_stripe_apply(uint64_t *stripe, uint64_t me, uint64_t tag, const an_gcra_
     for (int i = 0; i < npol; i++)
         an_gcra_eval(&pol[i], e != NULL ? (int64_t)wload(&e[1 + i]) : 0, now, cost, &each[i]);
     an_gcra_combine(each, npol, res);
+    if (mode == AN_GCRA_HIT && e != NULL && !(res->allowed && cost > 0))
+        for (int i = 0; i < npol; i++)
+            wstore(&e[1 + i], (uint64_t)repair_tat(&pol[i], (int64_t)wload(&e[1 + i]), now));
     if (mode == AN_GCRA_HIT && res->allowed && cost > 0) {
         if (e == NULL) {
             /* an empty entry, else one without state, else the one ending first */

@@ -459,14 +459,26 @@ limiter_dealloc(limiterobject *self)
     Py_DECREF(tp);
 }
 
-/* The key's bytes (borrowed from key), or -1 with ValidationError. */
+/* The key's bytes (borrowed from key, or from *tmp, which the caller
+ * releases), or -1 with ValidationError.  A str is UTF-8 with surrogatepass,
+ * as the Python layer (and so the Redis store) encodes it: a lone surrogate
+ * is a key, not a UnicodeEncodeError. */
 static int
-key_bytes(PyObject *self, PyObject *key, const char **data, Py_ssize_t *len)
+key_bytes(PyObject *self, PyObject *key, const char **data, Py_ssize_t *len, PyObject **tmp)
 {
+    *tmp = NULL;
     if (PyUnicode_Check(key)) {
         *data = PyUnicode_AsUTF8AndSize(key, len);
-        if (*data == NULL)
-            return -1;
+        if (*data == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+                return -1;
+            PyErr_Clear();
+            *tmp = PyUnicode_AsEncodedString(key, "utf-8", "surrogatepass");
+            if (*tmp == NULL)
+                return -1;
+            *data = PyBytes_AS_STRING(*tmp);
+            *len = PyBytes_GET_SIZE(*tmp);
+        }
     } else if (PyBytes_Check(key)) {
         *data = PyBytes_AS_STRING(key);
         *len = PyBytes_GET_SIZE(key);
@@ -478,6 +490,7 @@ key_bytes(PyObject *self, PyObject *key, const char **data, Py_ssize_t *len)
     if (*len > AN_GCRA_MAX_KEY) {
         raise_status((PyObject *)self, AN_ERR_RATELIMIT_KEY, "key",
                      "a rate limit key is at most %d bytes, got %zd", AN_GCRA_MAX_KEY, *len);
+        Py_CLEAR(*tmp);
         return -1;
     }
     return 0;
@@ -549,7 +562,7 @@ parse_key_cost(PyObject *self, int64_t max_cost, const char *fname, PyObject *co
     *cost = 1;
     if (c == NULL)
         return 0;
-    if (!PyLong_Check(c)) {
+    if (!PyLong_Check(c) || PyBool_Check(c)) {
         raise_status((PyObject *)self, AN_ERR_RATELIMIT_COST, "cost",
                      "the cost must be an int, not %.100s", Py_TYPE(c)->tp_name);
         return -1;
@@ -582,11 +595,16 @@ limiter_decide(limiterobject *self, const char *fname, PyObject *const *args, Py
     else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
                             &cost) < 0)
         return NULL;
-    if (key_bytes((PyObject *)self, key, &data, &len) < 0 ||
-        clock_now((PyObject *)self, self->clock, &now) < 0)
+    PyObject *tmp;
+    if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
         return NULL;
+    if (clock_now((PyObject *)self, self->clock, &now) < 0) {
+        Py_XDECREF(tmp);
+        return NULL;
+    }
     an_status s = an_gcra_apply(self->store->store, self->ns, data, (size_t)len, self->pol,
                                 self->npol, cost, now, mode, &res);
+    Py_XDECREF(tmp);
     if (s != AN_OK)
         return raise_status((PyObject *)self, s, "key", "rate limit store: %s",
                             an_error_lookup(s)->message);
@@ -613,9 +631,12 @@ limiter_forget(limiterobject *self, PyObject *key)
 {
     const char *data;
     Py_ssize_t len;
-    if (key_bytes((PyObject *)self, key, &data, &len) < 0)
+    PyObject *tmp;
+    if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
         return NULL;
-    return PyBool_FromLong(an_gcra_forget(self->store->store, self->ns, data, (size_t)len));
+    int found = an_gcra_forget(self->store->store, self->ns, data, (size_t)len);
+    Py_XDECREF(tmp);
+    return PyBool_FromLong(found);
 }
 
 static PyObject *
@@ -860,10 +881,13 @@ shared_decide(sharedobject *self, const char *fname, PyObject *const *args, Py_s
     else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
                             &cost) < 0)
         return NULL;
-    if (key_bytes((PyObject *)self, key, &data, &len) < 0 ||
-        clock_now((PyObject *)self, self->clock, &now) < 0)
+    PyObject *tmp;
+    if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
         return NULL;
-    uint64_t *stripe = shared_stripe(self, data, len, &tag);
+    uint64_t *stripe = NULL;
+    if (clock_now((PyObject *)self, self->clock, &now) == 0)
+        stripe = shared_stripe(self, data, len, &tag);
+    Py_XDECREF(tmp); /* only the hash (tag, stripe) is used from here on */
     if (stripe == NULL)
         return NULL;
     an_status s = an_gcra_stripe_apply(stripe, atomic_load(&my_pid), tag, self->pol, self->npol,
@@ -897,9 +921,11 @@ shared_forget(sharedobject *self, PyObject *key)
     const char *data;
     Py_ssize_t len;
     uint64_t tag;
-    if (key_bytes((PyObject *)self, key, &data, &len) < 0)
+    PyObject *tmp;
+    if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
         return NULL;
     uint64_t *stripe = shared_stripe(self, data, len, &tag);
+    Py_XDECREF(tmp);
     if (stripe == NULL)
         return NULL;
     return PyBool_FromLong(an_gcra_stripe_forget(stripe, atomic_load(&my_pid), tag, self->npol));
