@@ -521,3 +521,22 @@ def test_nothing_on_stderr_and_no_growth() -> None:
                           timeout=600, check=False, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr == ""
+
+
+def test_webp_decodes_as_bytes_arrive() -> None:
+    """A still WebP is decoded by WebPIDecoder while it streams in (rows
+    complete before the end), not collected; 1-byte feeding stays linear."""
+    data = save(photo(600, 800, 3, seed=8), "WEBP", quality=95)
+    assert len(data) > 4 * 32768
+    dec = an.IncrementalDecoder()
+    cut = len(data) * 3 // 4
+    for i in range(0, cut, 4096):
+        dec.feed(data[i : min(i + 4096, cut)])
+    assert 0 < dec.rows_done < dec.rows_total == 600
+    dec.feed(data[cut:])
+    assert np.array_equal(dec.finish(), an.decode(data))
+    lossless = save(photo(200, 300, 3, seed=9), "WEBP", lossless=True)
+    dec = an.IncrementalDecoder()
+    for i in range(len(lossless)):
+        dec.feed(lossless[i : i + 1])
+    assert np.array_equal(dec.finish(), an.decode(lossless))
