@@ -7,9 +7,9 @@
  * costs memory or time is bounded from the bytes' own structure before giflib
  * decodes a pixel: the probe walks the blocks (sizes only, no LZW) to count the
  * frames, and open() walks them again up to the requested frame, checking each
- * frame rectangle against the size limits and summing the LZW output those
- * frames will produce.  That sum is the decoding work; it may not exceed
- * AN_GIF_WORK_FACTOR x max_pixels.  Frames are read with DGifGetLine into one
+ * frame rectangle against the size limits and summing the work those frames
+ * will cost (each frame's LZW output plus one canvas: disposal may copy the
+ * whole canvas); that sum may not exceed AN_GIF_WORK_FACTOR x max_pixels.  Frames are read with DGifGetLine into one
  * row buffer of ours (never DGifSlurp, which keeps every frame in memory), so
  * giflib's own allocations are its small per-frame records.
  *
@@ -157,6 +157,7 @@ an_gif_probe(const uint8_t *d, size_t len, an_info *info, an_error *err)
 
 typedef struct work_ctx {
     const an_limits *lim;
+    uint64_t canvas;    /* canvas pixels: each frame may touch all of them */
     uint64_t work;
 } work_ctx;
 
@@ -164,9 +165,11 @@ static an_status
 check_rect(void *ctx, uint32_t index, uint32_t w, uint32_t h, an_error *err)
 {
     work_ctx *c = ctx;
-    if (w == 0 || h == 0)
-        return AN_OK; /* an empty frame decodes nothing */
-    if (an_check_dims(c->lim, w, h, err) != AN_OK) {
+    /* A frame costs its LZW output plus up to a canvas of copying (disposal
+     * 3 saves and restores the whole canvas), even when its rectangle is
+     * tiny: 4096 one-pixel frames on a 100-megapixel canvas are a bomb too. */
+    c->work += c->canvas;
+    if (w != 0 && h != 0 && an_check_dims(c->lim, w, h, err) != AN_OK) {
         size_t n = strlen(err->detail);
         if (n + 24 < sizeof(err->detail))
             snprintf(err->detail + n, sizeof(err->detail) - n, " (frame %u)", index);
@@ -209,7 +212,7 @@ an_gif_open(an_gif **out, const uint8_t *data, size_t len, const an_decode_opts 
     *out = NULL;
     uint32_t frames;
     int ft, truncated;
-    work_ctx wc = {&opts->limits, 0};
+    work_ctx wc = {&opts->limits, (uint64_t)info->width * info->height, 0};
     if (walk(data, len, &frames, &ft, &truncated, check_rect, &wc, opts->frame, err) != AN_OK)
         return err->status;
     if (opts->limits.max_frames && frames > opts->limits.max_frames) {

@@ -25,6 +25,10 @@
 #include "an_incr.h"
 #include "an_internal.h"
 
+/* As AN_GIF_WORK_FACTOR: reaching a frame may compose at most this many times
+ * max_pixels canvas pixels. */
+#define AN_ANIM_WORK_FACTOR 8u
+
 struct an_webp {
     const uint8_t *data;
     size_t len;
@@ -160,6 +164,18 @@ an_webp_open(an_webp **out, const uint8_t *data, size_t len, const an_decode_opt
         err->limit = frames;
         an_error_set(err, AN_ERR_FRAME_RANGE, "frame %u requested, the WebP has %u", opts->frame,
                      frames);
+        return err->status;
+    }
+    /* Reaching frame k composes k + 1 frames, each of which may clear or blend
+     * the whole canvas: bounded like a GIF's work (gif.c). */
+    uint64_t work = ((uint64_t)opts->frame + 1) * info->width * info->height;
+    uint64_t max_work = opts->limits.max_pixels * (uint64_t)AN_ANIM_WORK_FACTOR;
+    if (opts->limits.max_pixels && opts->frame > 0 && work > max_work) {
+        err->actual = work;
+        err->limit = max_work;
+        an_error_set(err, AN_ERR_LIMIT_FRAMES,
+                     "decoding WebP frame %u composes %llu canvas pixels, more than %u x "
+                     "max_pixels", opts->frame, (unsigned long long)work, AN_ANIM_WORK_FACTOR);
         return err->status;
     }
     an_webp *w = an_calloc(opts->alloc, 1, sizeof(*w));
