@@ -23,6 +23,8 @@ DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libtur
 DEB_PKGS += libisal-dev libdeflate-dev prometheus
 # the reference system's browser test (issue 14)
 DEB_PKGS += chromium chromium-driver
+# codecs of issue 15: libheif1 brings its HEVC/AV1 plugins (libde265, dav1d, aom) as dependencies
+DEB_PKGS += libwebp-dev libgif-dev libheif-dev libde265-0 libdav1d6 libaom3
 CORPUS ?= $(abspath $(or $(AMULET_CORPUS),../shared/corpus))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 120
@@ -114,12 +116,13 @@ sanitize: build
 	  ../../$(VPY) -m pytest -q -p no:cacheprovider -m "not slow or sanitize" tests \
 	    --ignore=tests/test_leaks.py  # RSS/heap readings mean nothing under ASan's allocator
 
-fuzz: system
+fuzz: system $(VENV)/.deps
 	@command -v clang >/dev/null || { echo "make: installing clang (libFuzzer)"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq clang >/dev/null; }
 	@# FUZZ_SECONDS is shared: half for whole-file decode, half for the incremental decoder.
 	$(MAKE) -C tests/fuzz run SECONDS=$$(( ($(FUZZ_SECONDS) + 1) / 2 ))
 	$(MAKE) -C tests/fuzz run-incr SECONDS=$$(( ($(FUZZ_SECONDS) + 1) / 2 ))
+	$(MAKE) -C tests/fuzz run-formats SECONDS=$$(( ($(FUZZ_SECONDS) + 1) / 2 )) PYTHON=$(abspath $(VPY))
 
 lint: build
 	$(VPY) -m ruff check amulet_native tests benchmarks python

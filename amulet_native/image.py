@@ -90,9 +90,9 @@ class Limits:
     """Bounds checked from the header before any output memory is allocated.
 
     0 disables a bound.  Defaults: 64 MiB input, 100 megapixels, 32768 px per
-    side, 256 progressive JPEG scans, 4096 frames (GIF, animated WebP; a GIF's
-    decoding work up to the requested frame is also bounded by 8 x
-    max_pixels).  Process-wide defaults come from :func:`set_default_limits`
+    side, 256 progressive JPEG scans, 4096 frames (GIF, animated WebP; the work
+    of composing frames 0..k for ``frame=k`` -- each frame's pixels plus one
+    canvas -- is also bounded, by 8 x max_pixels, with code ``limits.frames``).  Process-wide defaults come from :func:`set_default_limits`
     or the environment (``AMULET_MAX_BYTES``, ``AMULET_MAX_PIXELS``,
     ``AMULET_MAX_WIDTH``, ``AMULET_MAX_HEIGHT``, ``AMULET_MAX_JPEG_SCANS``,
     ``AMULET_MAX_FRAMES``) read at import.

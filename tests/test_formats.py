@@ -521,3 +521,40 @@ def test_nothing_on_stderr_and_no_growth() -> None:
                           timeout=600, check=False, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr == ""
+
+
+def test_webp_decodes_as_bytes_arrive() -> None:
+    """A still WebP is decoded by WebPIDecoder while it streams in (rows
+    complete before the end), not collected; 1-byte feeding stays linear."""
+    data = save(photo(600, 800, 3, seed=8), "WEBP", quality=95)
+    assert len(data) > 4 * 32768
+    dec = an.IncrementalDecoder()
+    cut = len(data) * 3 // 4
+    for i in range(0, cut, 4096):
+        dec.feed(data[i : min(i + 4096, cut)])
+    assert 0 < dec.rows_done < dec.rows_total == 600
+    dec.feed(data[cut:])
+    assert np.array_equal(dec.finish(), an.decode(data))
+    lossless = save(photo(200, 300, 3, seed=9), "WEBP", lossless=True)
+    dec = an.IncrementalDecoder()
+    for i in range(len(lossless)):
+        dec.feed(lossless[i : i + 1])
+    assert np.array_equal(dec.finish(), an.decode(lossless))
+
+
+def test_animation_work_is_bounded() -> None:
+    """Reaching frame k composes k + 1 canvases: bounded by 8 x max_pixels for
+    WebP and GIF alike, even when the frames themselves are tiny."""
+    frames = [Image.fromarray(photo(20, 30, 4, seed=s)) for s in range(10)]
+    webp = save(frames[0], "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    lim = an.Limits(max_pixels=20 * 30)
+    assert an.decode(webp, frame=7, limits=lim).shape == (20, 30, 3)
+    with pytest.raises(an.ImageTooLargeError) as ei:
+        an.decode(webp, frame=8, limits=lim)
+    assert ei.value.code == "limits.frames"
+    # one-pixel GIF frames on a large canvas still cost a canvas each
+    gif = _gif(1000, 1000, [(0, 0, 1, 1)] * 50, b"\x44\x01")
+    lim = an.Limits(max_pixels=1000 * 1000)
+    with pytest.raises(an.ImageTooLargeError) as ei:
+        an.decode(gif, frame=20, limits=lim, strict=False)
+    assert ei.value.code == "limits.frames"

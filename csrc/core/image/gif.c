@@ -7,9 +7,9 @@
  * costs memory or time is bounded from the bytes' own structure before giflib
  * decodes a pixel: the probe walks the blocks (sizes only, no LZW) to count the
  * frames, and open() walks them again up to the requested frame, checking each
- * frame rectangle against the size limits and summing the LZW output those
- * frames will produce.  That sum is the decoding work; it may not exceed
- * AN_GIF_WORK_FACTOR x max_pixels.  Frames are read with DGifGetLine into one
+ * frame rectangle against the size limits and summing the work those frames
+ * will cost (each frame's LZW output plus one canvas: disposal may copy the
+ * whole canvas); that sum may not exceed AN_GIF_WORK_FACTOR x max_pixels.  Frames are read with DGifGetLine into one
  * row buffer of ours (never DGifSlurp, which keeps every frame in memory), so
  * giflib's own allocations are its small per-frame records.
  *
@@ -38,7 +38,11 @@ struct an_gif {
     an_decode_opts opts;
     an_info info;
     GifFileType *gif;
-    uint8_t *canvas;        /* RGBA, width x height */
+    uint8_t *canvas;        /* width x height pixels of px bytes */
+    int px;                 /* 4 (RGBA composition), or the output's pixel size
+                             * when the canvas is the output (direct) */
+    int direct;             /* frame 0 (nothing to compose) or RGBA output:
+                             * drawn straight into the caller's buffer */
     uint8_t *saved;         /* disposal 3: the canvas before the frame */
     uint8_t *line;          /* one frame row of palette indices */
     int tolerated;          /* strict=0: the frame's data was damaged */
@@ -157,6 +161,7 @@ an_gif_probe(const uint8_t *d, size_t len, an_info *info, an_error *err)
 
 typedef struct work_ctx {
     const an_limits *lim;
+    uint64_t canvas;    /* canvas pixels: each frame may touch all of them */
     uint64_t work;
 } work_ctx;
 
@@ -164,9 +169,11 @@ static an_status
 check_rect(void *ctx, uint32_t index, uint32_t w, uint32_t h, an_error *err)
 {
     work_ctx *c = ctx;
-    if (w == 0 || h == 0)
-        return AN_OK; /* an empty frame decodes nothing */
-    if (an_check_dims(c->lim, w, h, err) != AN_OK) {
+    /* A frame costs its LZW output plus up to a canvas of copying (disposal
+     * 3 saves and restores the whole canvas), even when its rectangle is
+     * tiny: 4096 one-pixel frames on a 100-megapixel canvas are a bomb too. */
+    c->work += c->canvas;
+    if (w != 0 && h != 0 && an_check_dims(c->lim, w, h, err) != AN_OK) {
         size_t n = strlen(err->detail);
         if (n + 24 < sizeof(err->detail))
             snprintf(err->detail + n, sizeof(err->detail) - n, " (frame %u)", index);
@@ -209,7 +216,7 @@ an_gif_open(an_gif **out, const uint8_t *data, size_t len, const an_decode_opts 
     *out = NULL;
     uint32_t frames;
     int ft, truncated;
-    work_ctx wc = {&opts->limits, 0};
+    work_ctx wc = {&opts->limits, (uint64_t)info->width * info->height, 0};
     if (walk(data, len, &frames, &ft, &truncated, check_rect, &wc, opts->frame, err) != AN_OK)
         return err->status;
     if (opts->limits.max_frames && frames > opts->limits.max_frames) {
@@ -284,14 +291,26 @@ gif_error(an_gif *g, int code, an_error *err)
     return st;
 }
 
+/* One RGBA colour in the canvas's pixel format. */
 static void
-fill_rect(uint8_t *canvas, uint32_t cw, uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1,
-          const uint8_t rgba[4])
+canvas_pixel(const an_gif *g, const uint8_t rgba[4], uint8_t out[4])
 {
+    if (g->px == 4 && (!g->direct || g->opts.mode == AN_MODE_RGBA))
+        memcpy(out, rgba, 4);
+    else
+        an_convert_row8(AN_PIX_RGBA, g->opts.mode, rgba, out, 1);
+}
+
+static void
+fill_rect(an_gif *g, uint32_t x0, uint32_t y0, uint32_t x1, uint32_t y1, const uint8_t rgba[4])
+{
+    const size_t px = (size_t)g->px, cw = g->info.width;
+    uint8_t v[4];
+    canvas_pixel(g, rgba, v);
     for (uint32_t y = y0; y < y1; y++) {
-        uint8_t *p = canvas + ((size_t)y * cw + x0) * 4;
-        for (uint32_t x = x0; x < x1; x++, p += 4)
-            memcpy(p, rgba, 4);
+        uint8_t *p = g->canvas + ((size_t)y * cw + x0) * px;
+        for (uint32_t x = x0; x < x1; x++, p += px)
+            memcpy(p, v, px);
     }
 }
 
@@ -319,9 +338,12 @@ draw_frame(an_gif *g, const ColorMapObject *map, int transparent, int first, an_
     const uint32_t fw = (uint32_t)im->Width, fh = (uint32_t)im->Height;
     const uint32_t left = (uint32_t)im->Left, top = (uint32_t)im->Top;
     static const uint32_t start[4] = {0, 4, 2, 1}, step[4] = {8, 8, 4, 2};
-    uint8_t lut[256][4];
-    for (int i = 0; i < 256; i++)
-        palette_rgba(map, i, i == transparent ? 0 : 255, lut[i]);
+    const size_t px = (size_t)g->px;
+    uint8_t lut[256][4], rgba[4];
+    for (int i = 0; i < 256; i++) {
+        palette_rgba(map, i, i == transparent ? 0 : 255, rgba);
+        canvas_pixel(g, rgba, lut[i]);
+    }
 
     uint32_t row = 0, pass = 0;
     for (uint32_t n = 0; n < fh; n++) {
@@ -347,12 +369,21 @@ draw_frame(an_gif *g, const ColorMapObject *map, int transparent, int first, an_
         if (cy >= ch || left >= cw)
             continue;
         uint32_t x1 = fw < cw - left ? fw : cw - left;
-        uint8_t *dst = g->canvas + ((size_t)cy * cw + left) * 4;
-        for (uint32_t x = 0; x < x1; x++, dst += 4) {
+        uint8_t *dst = g->canvas + ((size_t)cy * cw + left) * px;
+        if (px == 3 && (first || transparent < 0)) {
+            for (uint32_t x = 0; x < x1; x++, dst += 3) {
+                const uint8_t *v = lut[g->line[x]];
+                dst[0] = v[0];
+                dst[1] = v[1];
+                dst[2] = v[2];
+            }
+            continue;
+        }
+        for (uint32_t x = 0; x < x1; x++, dst += px) {
             int idx = g->line[x];
             if (idx == transparent && !first)
                 continue;
-            memcpy(dst, lut[idx], 4);
+            memcpy(dst, lut[idx], px);
         }
     }
     return AN_OK;
@@ -367,11 +398,13 @@ an_gif_run(an_gif *g, uint8_t *out, an_error *err)
     int gerr = 0;
     size_t n;
 
-    if (!an_mul4_size(cw, ch, 4, 1, &n)) {
+    g->direct = g->opts.frame == 0 || mode == AN_MODE_RGBA;
+    g->px = g->direct ? an_mode_channels(mode) : 4;
+    if (!an_mul4_size(cw, ch, (size_t)g->px, 1, &n)) {
         an_error_set(err, AN_ERR_LIMIT_PIXELS, "image size overflows");
         return err->status;
     }
-    g->canvas = mode == AN_MODE_RGBA ? out : an_malloc(a, n);
+    g->canvas = g->direct ? out : an_malloc(a, n);
     g->line = an_malloc(a, 65536);
     if (g->canvas == NULL || g->line == NULL) {
         if (g->canvas == out)
@@ -439,7 +472,7 @@ an_gif_run(an_gif *g, uint8_t *out, an_error *err)
             uint8_t init[4];
             int fill = transparent >= 0 ? transparent : 0;
             palette_rgba(map, fill, transparent >= 0 ? 0 : 255, init);
-            fill_rect(g->canvas, cw, 0, 0, cw, ch, init);
+            fill_rect(g, 0, 0, cw, ch, init);
         }
         int last = index == g->opts.frame;
         if (!last && disposal == DISPOSE_PREVIOUS) {
@@ -463,7 +496,7 @@ an_gif_run(an_gif *g, uint8_t *out, an_error *err)
                 palette_rgba(map, transparent, 0, bg);
             else
                 palette_rgba(g->gif->SColorMap, g->gif->SBackGroundColor, 255, bg);
-            fill_rect(g->canvas, cw, x0, y0, x1, y1, bg);
+            fill_rect(g, x0, y0, x1, y1, bg);
         } else if (disposal == DISPOSE_PREVIOUS) {
             memcpy(g->canvas, g->saved, n);
         }
@@ -475,7 +508,7 @@ an_gif_run(an_gif *g, uint8_t *out, an_error *err)
         err->warned = 1;
         an_error_set(err, AN_OK, "GIF frame data ends early or is damaged");
     }
-    if (mode != AN_MODE_RGBA) {
+    if (!g->direct) {
         const size_t oc = (size_t)an_mode_channels(mode);
         for (uint32_t y = 0; y < ch; y++)
             an_convert_row8(AN_PIX_RGBA, mode, g->canvas + (size_t)y * cw * 4,

@@ -25,6 +25,10 @@
 #include "an_incr.h"
 #include "an_internal.h"
 
+/* As AN_GIF_WORK_FACTOR: reaching a frame may compose at most this many times
+ * max_pixels canvas pixels. */
+#define AN_ANIM_WORK_FACTOR 8u
+
 struct an_webp {
     const uint8_t *data;
     size_t len;
@@ -160,6 +164,18 @@ an_webp_open(an_webp **out, const uint8_t *data, size_t len, const an_decode_opt
         err->limit = frames;
         an_error_set(err, AN_ERR_FRAME_RANGE, "frame %u requested, the WebP has %u", opts->frame,
                      frames);
+        return err->status;
+    }
+    /* Reaching frame k composes k + 1 frames, each of which may clear or blend
+     * the whole canvas: bounded like a GIF's work (gif.c). */
+    uint64_t work = ((uint64_t)opts->frame + 1) * info->width * info->height;
+    uint64_t max_work = opts->limits.max_pixels * (uint64_t)AN_ANIM_WORK_FACTOR;
+    if (opts->limits.max_pixels && opts->frame > 0 && work > max_work) {
+        err->actual = work;
+        err->limit = max_work;
+        an_error_set(err, AN_ERR_LIMIT_FRAMES,
+                     "decoding WebP frame %u composes %llu canvas pixels, more than %u x "
+                     "max_pixels", opts->frame, (unsigned long long)work, AN_ANIM_WORK_FACTOR);
         return err->status;
     }
     an_webp *w = an_calloc(opts->alloc, 1, sizeof(*w));
@@ -372,6 +388,9 @@ struct an_iwebp {
     int tmp_ch;
     int done, broken;       /* complete / libwebp refused the data (tolerant) */
     int pixels_done;        /* every row is decoded (the RIFF may still be short) */
+    uint8_t *pend;          /* owned: bytes not yet handed to libwebp */
+    size_t pend_len, pend_cap;
+    uint64_t appended;      /* bytes handed to libwebp */
     uint64_t fed, riff_end; /* bytes so far / the RIFF size plus its header */
     size_t reserved;
 };
@@ -448,6 +467,37 @@ convert_tmp(an_iwebp *w)
                         w->width);
 }
 
+/* Hands the pending bytes to libwebp. */
+static an_status
+flush(an_iwebp *w, an_error *err)
+{
+    if (w->pend_len == 0 || w->pixels_done || w->broken)
+        return AN_OK;
+    VP8StatusCode s = WebPIAppend(w->idec, w->pend, w->pend_len);
+    w->appended += w->pend_len;
+    w->pend_len = 0;
+    if (s == VP8_STATUS_OK) {
+        w->pixels_done = 1;
+        convert_tmp(w);
+        return AN_OK;
+    }
+    if (s == VP8_STATUS_SUSPENDED)
+        return AN_OK;
+    if (!w->strict) {
+        w->broken = 1; /* keep the rows; finish() reports it */
+        return AN_OK;
+    }
+    return map_status(s, "data", err);
+}
+
+/* Bytes are batched before WebPIAppend: a lossless stream that runs out of
+ * data mid-batch is re-decoded from the last checkpoint on the next append,
+ * so tiny chunks would multiply the work.  A batch is flushed once it holds
+ * AN_IWEBP_BATCH bytes and a quarter of what was appended before (so a
+ * hostile 1-byte feeder costs O(log n) + n / AN_IWEBP_BATCH appends), and
+ * when the container is complete. */
+#define AN_IWEBP_BATCH 32768u
+
 an_status
 an_iwebp_feed(an_iwebp *w, const uint8_t *data, size_t len, int *done, an_error *err)
 {
@@ -459,26 +509,33 @@ an_iwebp_feed(an_iwebp *w, const uint8_t *data, size_t len, int *done, an_error 
     w->fed += len;
     /* As decode() (WebPDecode): the image is complete when every row is
      * decoded and the RIFF container has all its bytes. */
-    if (w->pixels_done) {
-        if (w->fed >= w->riff_end)
-            w->done = *done = 1;
-        return AN_OK;
+    if (!w->pixels_done) {
+        if (len > w->pend_cap - w->pend_len) {
+            size_t cap = w->pend_cap ? w->pend_cap : AN_IWEBP_BATCH;
+            while (cap - w->pend_len < len)
+                cap = cap > SIZE_MAX / 2 ? w->pend_len + len : cap * 2;
+            uint8_t *nb = an_malloc(w->alloc, cap);
+            if (nb == NULL) {
+                an_error_set(err, an_nomem(w->alloc), "cannot allocate %zu bytes", cap);
+                return err->status;
+            }
+            if (w->pend_len)
+                memcpy(nb, w->pend, w->pend_len);
+            an_free(w->alloc, w->pend);
+            w->pend = nb;
+            w->pend_cap = cap;
+        }
+        memcpy(w->pend + w->pend_len, data, len);
+        w->pend_len += len;
+        if (w->fed >= w->riff_end ||
+            (w->pend_len >= AN_IWEBP_BATCH && w->pend_len >= w->appended / 4)) {
+            if (flush(w, err) != AN_OK)
+                return err->status;
+        }
     }
-    VP8StatusCode s = WebPIAppend(w->idec, data, len);
-    if (s == VP8_STATUS_OK) {
-        w->pixels_done = 1;
-        convert_tmp(w);
-        if (w->fed >= w->riff_end)
-            w->done = *done = 1;
-        return AN_OK;
-    }
-    if (s == VP8_STATUS_SUSPENDED)
-        return AN_OK;
-    if (!w->strict) {
-        w->broken = 1; /* keep the rows; finish() reports it */
-        return AN_OK;
-    }
-    return map_status(s, "data", err);
+    if (w->pixels_done && w->fed >= w->riff_end)
+        w->done = *done = 1;
+    return AN_OK;
 }
 
 uint32_t
@@ -495,6 +552,10 @@ an_iwebp_rows(const an_iwebp *w)
 an_status
 an_iwebp_finish(an_iwebp *w, an_error *err)
 {
+    if (flush(w, err) != AN_OK)
+        return err->status;
+    if (!w->done && w->pixels_done && w->fed >= w->riff_end)
+        w->done = 1;
     if (!w->done && w->pixels_done) {
         if (w->strict) {
             an_error_set(err, AN_ERR_TRUNCATED, "WebP data is truncated");
@@ -529,5 +590,6 @@ an_iwebp_close(an_iwebp *w)
     if (w->reserved)
         an_release(w->alloc, w->reserved);
     an_free(w->alloc, w->tmp);
+    an_free(w->alloc, w->pend);
     an_free(w->alloc, w);
 }

@@ -44,7 +44,16 @@ an_py_probe(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     an_info info;
     an_error err;
     memset(&err, 0, sizeof(err));
-    an_status s = an_probe(view.buf, (size_t)view.len, &info, &err);
+    an_status s;
+    an_format f = an_sniff(view.buf, (size_t)view.len);
+    if (f == AN_FMT_JPEG || f == AN_FMT_PNG) {
+        s = an_probe(view.buf, (size_t)view.len, &info, &err); /* sub-microsecond */
+    } else {
+        /* GIF and animated WebP walk every block; HEIF parses its boxes. */
+        Py_BEGIN_ALLOW_THREADS
+        s = an_probe(view.buf, (size_t)view.len, &info, &err);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&view);
     if (s != AN_OK)
         return an_raise(st, &err);
