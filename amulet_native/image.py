@@ -296,13 +296,14 @@ def decode(
 
     =============  ==============================  ================================
     ``strict``     problems that lose no pixels    data loss: truncation, a missing
-                   (junk/fill bytes between JPEG   scan, corrupt entropy or zlib
-                   markers, an APPn/COM segment    data, a bad IDAT/critical-chunk
-                   with a bad length, a malformed  CRC or Adler-32
-                   EXIF block - orientation then
-                   ignored -, an ancillary PNG
-                   chunk with a bad CRC or invalid
-                   content - skipped)
+                   (junk bytes between JPEG        scan, corrupt entropy data (also
+                   header markers, an APPn/COM     bytes left over after a scan),
+                   segment with a bad length, a    corrupt zlib data, a bad IDAT or
+                   malformed EXIF block -          critical-chunk CRC, a bad
+                   orientation then ignored -,     Adler-32
+                   an ancillary PNG chunk with a
+                   bad CRC or invalid content -
+                   skipped)
     =============  ==============================  ================================
     ``None``       decoded, one                    :class:`DecodeError`
     (default)      :class:`AmuletWarning`
