@@ -116,7 +116,8 @@ def test_png_fast_inflate_matches_incremental_and_pillow(size: tuple[int, int],
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=6)
     data = buf.getvalue()
-    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[channels]
+    modes: dict[int, an.Mode] = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+    mode = modes[channels]
     whole = an.decode(data, mode)
     dec = an.IncrementalDecoder(mode)
     for k in range(0, len(data), 4096):
