@@ -8,6 +8,7 @@ and the median of the per-round ratios to the current build (noise-robust on a
 shared machine, as benchmarks/abtest.py).
 
     .venv/bin/python benchmarks/codecs_fast_ab.py BEFORE_SO [--rounds N] [--json OUT]
+        [--only GROUP-SUBSTRING ...]
 
 Example: build main, copy amulet_native/_core*.so to /tmp/before.so, then run
 from this branch's worktree.
@@ -50,7 +51,12 @@ def load_before(path: str) -> Any:
     return mod
 
 
+ONLY: list[str] = []  # --only: run the groups whose name contains one of these
+
+
 def run_group(name: str, contenders: dict[str, Callable[[], Any]], rounds: int) -> dict[str, Any]:
+    if ONLY and not any(o in name for o in ONLY):
+        return {}
     times: dict[str, list[float]] = {k: [] for k in contenders}
     ratios: dict[str, list[float]] = {k: [] for k in contenders}
     for f in contenders.values():  # warm-up
@@ -81,7 +87,9 @@ def main() -> None:
     ap.add_argument("before")
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--json")
+    ap.add_argument("--only", action="append", default=[])
     args = ap.parse_args()
+    ONLY.extend(args.only)
     old = load_before(args.before)
     import cv2
     import pybase64
@@ -105,6 +113,8 @@ def main() -> None:
             "amulet_native before": lambda p=px: old.encode_png(p.rgb, 6, False),
             "OpenCV (BGR)": lambda p=px: cv2.imencode(".png", p.bgr, [cv2.IMWRITE_PNG_COMPRESSION, 6]),
         }, 3 if big else r)
+        if not res:
+            continue
         res["sizes"] = {
             "amulet_native": len(_core.encode_png(px.rgb, 6, False)),
             "amulet_native before": len(old.encode_png(px.rgb, 6, False)),
