@@ -1,7 +1,7 @@
 """Build of amulet_native._core: every C file under csrc/ in one extension.
 
-System libraries (libjpeg-turbo, libpng, zlib) are located with pkg-config, with a
-fallback to the default include/library paths.  A missing library stops the build
+System libraries (libjpeg-turbo, libpng, zlib, ISA-L, libdeflate) are located with
+pkg-config, with a fallback to the default include/library paths.  A missing library stops the build
 with one message that names the Debian package to install.  Environment switches:
 
   AMULET_NATIVE_SANITIZE=1   build with AddressSanitizer + UndefinedBehaviorSanitizer

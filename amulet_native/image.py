@@ -314,7 +314,31 @@ def decode(
 
     ``strict`` chooses what damage is tolerated (JPEG and PNG alike):
 
-    =============  ==============================  =========================
+=======
+    =============  ==============================  ================================
+    ``strict``     problems that lose no pixels    data loss: truncation, a missing
+                   (junk bytes between JPEG        scan, corrupt entropy data (also
+                   header markers, an APPn/COM     bytes left over after a scan),
+                   segment with a bad length, a    corrupt zlib data, a bad IDAT or
+                   malformed EXIF block -          critical-chunk CRC, a bad
+                   orientation then ignored -,     Adler-32
+                   an ancillary PNG chunk with a
+                   bad CRC or invalid content -
+                   skipped)
+    =============  ==============================  ================================
+    ``None``       decoded, one                    :class:`DecodeError`
+    (default)      :class:`AmuletWarning`
+    ``True``       :class:`DecodeError`            :class:`DecodeError`
+    ``False``      decoded, one                    what can be decoded (the rest
+                   :class:`AmuletWarning`          zero-filled), one
+                                                   :class:`AmuletWarning`
+    =============  ==============================  ================================
+
+    Orientation comes from the EXIF block (JPEG APP1, PNG eXIf before or after
+    the image data) and, without an EXIF orientation tag, from XMP's
+    ``tiff:Orientation`` (JPEG APP1, PNG iTXt/tEXt), as Pillow's
+    ``ImageOps.exif_transpose`` reads them.
+
     Raises :class:`UnsupportedFormatError`, :class:`ImageTooLargeError`,
     :class:`DecodeError` or :class:`ValidationError`.
 

@@ -240,7 +240,11 @@ test_probe_refusals(void)
     CHECK_ST(probe_bytes(b, n, &info, &err), AN_ERR_UNSUPPORTED);
 
     current = "probe jpeg bad segment length";
+    /* APPn/COM with a length below 2: libjpeg skips nothing and looks for the
+     * next marker (here: none before the end). */
     memcpy(b, "\xFF\xD8\xFF\xE0\x00\x01", 6);
+    CHECK_ST(probe_bytes(b, 6, &info, &err), AN_ERR_TRUNCATED);
+    memcpy(b, "\xFF\xD8\xFF\xDB\x00\x01", 6); /* DQT: an error as in libjpeg */
     CHECK_ST(probe_bytes(b, 6, &info, &err), AN_ERR_HEADER);
     memcpy(b, "\xFF\xD8\xFF\xE0\xFF\xFF\x00", 7); /* claims 64 KB, has 1 byte */
     CHECK_ST(probe_bytes(b, 7, &info, &err), AN_ERR_TRUNCATED);

@@ -30,6 +30,7 @@ typedef struct an_jpeg_base {
     int created;
     int strict;
     int pedantic;           /* strict: warnings that lose no pixels are errors too */
+    int in_scans;           /* the header is parsed: now reading entropy-coded data */
     int truncated;          /* the source ran out: errors are truncation */
     uint32_t max_scans;
     an_limits limits;

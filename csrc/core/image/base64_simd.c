@@ -91,12 +91,24 @@ encode_avx2(const uint8_t *in, size_t n, char *out, int urlsafe)
     const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)l));
     const __m256i shuf = _mm256_set_epi8(10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1,
                                          10, 11, 9, 10, 7, 8, 6, 7, 4, 5, 3, 4, 1, 2, 0, 1);
+    /* After the first group, one 32-byte load from in + i - 4 puts the
+     * group's first 12 bytes at offsets 4..15 of the low lane and the next 12
+     * at 0..11 of the high lane; the low lane's shuffle indexes 4 further. */
+    const __m256i shuf_off = _mm256_add_epi8(
+        shuf, _mm256_setr_epi8(4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0,
+                               0, 0, 0, 0, 0, 0, 0, 0, 0, 0));
     size_t i = 0, o = 0;
-    while (n - i >= 28) { /* reads 28, uses 24 */
-        __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)(in + i))),
-            _mm_loadu_si128((const __m128i *)(const void *)(in + i + 12)), 1);
-        v = _mm256_shuffle_epi8(v, shuf);
+    while (n - i >= 28) { /* reads up to 28 from i, uses 24 */
+        __m256i v;
+        if (i == 0)
+            v = _mm256_shuffle_epi8(
+                _mm256_inserti128_si256(
+                    _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)in)),
+                    _mm_loadu_si128((const __m128i *)(const void *)(in + 12)), 1),
+                shuf);
+        else
+            v = _mm256_shuffle_epi8(
+                _mm256_loadu_si256((const __m256i *)(const void *)(in + i - 4)), shuf_off);
         __m256i t1 = _mm256_mulhi_epu16(_mm256_and_si256(v, _mm256_set1_epi32(0x0fc0fc00)),
                                         _mm256_set1_epi32(0x04000040));
         __m256i t3 = _mm256_mullo_epi16(_mm256_and_si256(v, _mm256_set1_epi32(0x003f03f0)),

@@ -92,10 +92,13 @@ on_emit_message(j_common_ptr cinfo, int level)
         return; /* metadata oddities that do not affect the pixels */
     cinfo->err->num_warnings++;
     an_status st = (code == JWRN_JPEG_EOF || j->truncated) ? AN_ERR_TRUNCATED : AN_ERR_CORRUPT;
-    /* Bytes between markers are skipped without losing a pixel (the
-     * "extraneous bytes before marker" of padded or badly cut segments);
-     * every other warning means libjpeg filled in data it did not have. */
-    int lossless = code == JWRN_EXTRANEOUS_DATA;
+    /* Bytes between header markers are skipped without losing a pixel (the
+     * "extraneous bytes before marker" of padded or badly cut segments).
+     * Once the scans are read, bytes left before a marker mean the entropy
+     * decoder lost step with its data (how libjpeg-turbo usually notices
+     * corrupt entropy data), and every other warning means libjpeg filled
+     * in data it did not have. */
+    int lossless = code == JWRN_EXTRANEOUS_DATA && !j->in_scans;
     if (j->strict && (j->pedantic || !lossless))
         jpeg_fail(j, st);
     if (!j->err->warned) {
@@ -195,6 +198,7 @@ an_jpeg_base_header(an_jpeg_base *b)
     struct jpeg_decompress_struct *c = &b->cinfo;
     if (an_check_dims(&b->limits, c->image_width, c->image_height, b->err) != AN_OK)
         longjmp(b->jmp, 1);
+    b->in_scans = 1;
     b->direct = choose_color(b);
     c->scale_num = 1;
     c->scale_denom = (unsigned)b->denom;

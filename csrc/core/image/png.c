@@ -32,6 +32,7 @@ struct an_png {
     an_error *err;
     int strict;
     int pedantic;
+    int armed;              /* jmp is set: a warning may jump (not during creation) */
     an_mode mode;
     uint32_t w, h;
     int bps;                /* bytes per output sample */
@@ -78,7 +79,8 @@ on_warning(png_structp png, png_const_charp msg)
     an_png *p = png_get_error_ptr(png);
     /* Policy (an_core.h): in strict mode only an ancillary chunk's problem is
      * a warning, and not even that when pedantic. */
-    if (p->strict && (p->pedantic || !an_png_lossless_warning(msg))) {
+    if (p->armed && !p->mem.nomem && p->strict &&
+        (p->pedantic || !an_png_lossless_warning(msg))) {
         if (p->err->status == AN_OK)
             an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
         longjmp(p->jmp, 1);
@@ -320,6 +322,7 @@ an_png_open(an_png **out, const uint8_t *data, size_t len, const an_decode_opts 
         an_png_close(p);
         return err->status;
     }
+    p->armed = 1;
     p->info = png_create_info_struct(p->png);
     if (p->info == NULL) {
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng info struct");

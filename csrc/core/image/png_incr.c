@@ -40,6 +40,7 @@ struct an_ipng {
     an_error *err;          /* the front end's record, for the decoder's life */
     int strict;
     int pedantic;
+    int armed;              /* jmp is set: a warning may jump (not during creation) */
     int depth16;
     an_mode mode;
     an_limits limits;
@@ -113,7 +114,8 @@ on_warning(png_structp png, png_const_charp msg)
 {
     an_ipng *p = png_get_error_ptr(png);
     /* The policy of png.c's reader (an_core.h). */
-    if (p->strict && (p->pedantic || !an_png_lossless_warning(msg)) && !p->rows_complete) {
+    if (p->armed && !p->mem.nomem && p->strict && (p->pedantic || !an_png_lossless_warning(msg)) &&
+        !p->rows_complete) {
         if (p->err->status == AN_OK)
             an_error_set(p->err, AN_ERR_CORRUPT, "%s", msg);
         longjmp(p->jmp, 1);
@@ -281,6 +283,7 @@ an_ipng_open(an_ipng **out, const an_decode_opts *opts, const an_geometry *g, ui
         an_ipng_close(p);
         return err->status;
     }
+    p->armed = 1;
     p->info = png_create_info_struct(p->png);
     if (p->info == NULL) {
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the libpng info struct");
