@@ -423,8 +423,45 @@ def main() -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     (runs / f"metrics-{stamp}.json").write_text(json.dumps(raw, indent=1))
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "metrics.md").write_text(report(raw))
-    print(report(raw))
+    text = report(raw) + runs_table(sorted(runs.glob("metrics-*.json")))
+    (HERE / "results" / "metrics.md").write_text(text)
+    print(text)
+
+
+def runs_table(paths: list[Path]) -> str:
+    """Key numbers of every saved run, to show the spread on a shared machine."""
+    lines = [
+        "",
+        "## Every saved run (benchmarks/runs/metrics-*.json)",
+        "",
+        ("The spread between runs is the machine's load, not the code (except where noted "
+        "in the commit history: runs before 14:20 UTC predate the one-atomic-less "
+        "`observe`, runs before 14:33 predate the C rendering of counter/gauge families)."),
+        "",
+        ("| run | load avg | Counter.inc net | Histogram.observe net | inc ratio | observe ratio "
+        "| labels().inc ratio | exposition ratio | multiprocess ratio |"),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in paths:
+        r = json.loads(p.read_text())
+        loop, h = r["loop_s"], r["hot"]
+        mp = r["multiprocess"]
+        to = statistics.median(mp["amulet_native"]["times"])
+        tp = statistics.median(mp["prometheus_client"]["times"])
+
+        def net(op: str, h: Any = h, loop: float = loop) -> str:
+            return _ns(max(h[op]["median_s"]["amulet_native"] - loop, 0.0))
+
+        def rat(op: str, h: Any = h) -> str:
+            return f"{h[op]['ratio']['prometheus_client']:.0f}x"
+
+        expo = min(x["ratio"]["prometheus_client"] for x in r["exposition"].values())
+        lines.append(
+            f"| {p.stem.removeprefix('metrics-')} | {r['machine']['loadavg'][0]:.1f} "
+            f"| {net('counter.inc')} | {net('histogram.observe')} | {rat('counter.inc')} "
+            f"| {rat('histogram.observe')} | {rat('labels().inc')} | {expo:.1f}x | {tp / to:.0f}x |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _ns(s: float) -> str:
