@@ -155,9 +155,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model, gallery = await asyncio.to_thread(build_model, settings)
+        batch = settings.batch_max_size or (8 if getattr(model, "batchable", False) else 1)
         batcher = MicroBatcher(
             model,
-            max_batch=settings.batch_max_size,
+            max_batch=batch,
             max_wait=settings.batch_max_wait_ms / 1e3,
             threads=settings.thread_pool_size,
             concurrency=settings.model_concurrency,

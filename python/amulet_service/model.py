@@ -109,6 +109,7 @@ class GalleryRecognizer:
 
     name = "gallery-phash"
     version = "1"
+    batchable = False  # scores image by image: batching saves nothing
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -214,6 +215,7 @@ class OnnxClassifier:
         self.threads_per_session = threads_per_session
         self.name = f"onnx:{self.path.rsplit('/', 1)[-1]}"
         self.version = "1"
+        self.batchable = True  # one session run per batch amortises the call
         self._pool: an.ObjectPool[Any] = an.ObjectPool(self._new_session, max_size=sessions)
         with self._pool.acquire() as probe:
             self._input = probe.get_inputs()[0].name
