@@ -559,3 +559,27 @@ def test_health_statuses_with_a_failing_readiness_check() -> None:
         assert full.status_code == 503
         assert "database:connection" in json.dumps(full.json())
         assert c.get("/startupz").status_code == 200
+
+
+def test_metrics_summed_over_two_workers(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {"AMULET_METRICS_DIR": str(tmp_path)}
+    with _serve({}, workers=2, env=env) as srv:
+        def one(_: int) -> str:
+            r = httpx.get(srv.url + "/ping", headers={"connection": "close"})
+            assert r.status_code == 200
+            return r.headers["x-worker-pid"]
+
+        with ThreadPoolExecutor(8) as pool:
+            pids = set(pool.map(one, range(40)))
+        scrapes = [httpx.get(srv.url + "/metrics", headers={"connection": "close"}).text
+                   for _ in range(4)]
+    assert len(pids) == 2
+    for text in scrapes:  # whichever worker answers, it reports both workers' requests
+        total = sum(s.value for fam in text_string_to_metric_families(text)
+                    for s in fam.samples
+                    if s.name == "http_requests_total" and s.labels.get("route") == "/ping")
+        assert total == 40

@@ -259,18 +259,22 @@ def _route_template(scope: Scope) -> str:
 KeyFunc = Callable[[HTTPConnection], "str | None"]
 
 
-def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
-    """"ip", "header:<Name>" (falls back to the client address) or a callable."""
+def _key_function(rate_key: str | KeyFunc) -> Callable[[Scope], str | None]:
+    """"ip", "header:<Name>" (falls back to the client address) or a callable
+    taking a Starlette ``HTTPConnection``; returns a function of the scope."""
     if callable(rate_key):
-        return rate_key
+        user = rate_key
+        return lambda scope: user(HTTPConnection(scope))
     if rate_key == "ip":
         return _client_address
     if isinstance(rate_key, str) and rate_key.startswith("header:"):
-        name = rate_key[7:].strip().lower()
+        name = rate_key[7:].strip().lower().encode("latin-1")
 
-        def by_header(conn: HTTPConnection) -> str | None:
-            value = conn.headers.get(name)
-            return f"key:{value}" if value else _client_address(conn)
+        def by_header(scope: Scope) -> str | None:
+            for key, value in scope["headers"]:
+                if key == name and value:
+                    return f"key:{value.decode('latin-1')}"
+            return _client_address(scope)
 
         return by_header
     raise ValidationError(
@@ -279,8 +283,8 @@ def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
     )
 
 
-def _client_address(conn: HTTPConnection) -> str:
-    client = conn.scope.get("client")
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
     return f"ip:{client[0]}" if client else "ip:unknown"
 
 
@@ -618,7 +622,7 @@ class AmuletMiddleware:
             return
         limiter = self.limiter
         if limiter is not None:
-            key = self.rate_key(HTTPConnection(scope))
+            key = self.rate_key(scope)
             # A local store decides in one native call: no coroutine for it.
             decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
             extra.extend([(k.lower().encode(), v.encode())
@@ -637,7 +641,9 @@ class AmuletMiddleware:
                 extra={"limit": limit, "declared": int(declared)},
             )
             return
-        counter = _BodyCounter(receive, limit, exchange)
+        # No body coming: the app gets the server's receive as it is.
+        counter = _BodyCounter(receive, limit, exchange) if has_body else None
+        app_receive: Receive = counter if counter is not None else receive
         self.in_flight += 1
         m = self.metrics
         start = 0.0
@@ -649,12 +655,12 @@ class AmuletMiddleware:
         try:
             with self.memory if self.memory is not None else _NO_SCOPE:
                 if task is None:
-                    await self.app(scope, counter, exchange)
+                    await self.app(scope, app_receive, exchange)
                 else:
                     assert deadlines is not None
                     deadlines.add(task)
                     try:
-                        await self.app(scope, counter, exchange)
+                        await self.app(scope, app_receive, exchange)
                     except asyncio.CancelledError:
                         if not deadlines.expired(task):
                             raise
@@ -673,7 +679,7 @@ class AmuletMiddleware:
                     extra={"deadline": self.deadline},
                 ))
         except Exception as exc:
-            if counter.over:
+            if counter is not None and counter.over:
                 await self._answer_too_large(scope, counter, exchange)
             elif exchange.started:
                 _log.error("error after the response started", exc_info=exc)
@@ -681,7 +687,7 @@ class AmuletMiddleware:
             else:
                 await self._answer_exception(scope, exc, exchange)
         else:
-            if counter.over:
+            if counter is not None and counter.over:
                 await self._answer_too_large(scope, counter, exchange)
         finally:
             self.in_flight -= 1
@@ -690,7 +696,7 @@ class AmuletMiddleware:
                 drained.set_result(None)
             if m is not None:
                 m.observe(scope, exchange.status or 500, time.perf_counter() - start,
-                          counter.total)
+                          counter.total if counter is not None else 0)
             if self.log_requests:
                 _log.info("%s %s -> %d", scope["method"], path, exchange.status)
 
