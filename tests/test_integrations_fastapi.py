@@ -583,3 +583,16 @@ def test_metrics_summed_over_two_workers(tmp_path: Any) -> None:
                     for s in fam.samples
                     if s.name == "http_requests_total" and s.labels.get("route") == "/ping")
         assert total == 40
+
+
+def test_per_route_body_caps() -> None:
+    options = {"max_body": 1000, "body_limits": {"/echo-len": 5000}, "metrics": False}
+    with _serve(options) as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.post("/echo-len", content=b"x" * 3000).json() == {"bytes": 3000}
+        assert_problem(c.post("/echo-len", content=b"x" * 6000), 413, "input.too_large")
+        assert_problem(c.post("/items/1", content=b"x" * 3000), 413, "input.too_large")
+        # an ImageUpload route gets the cap its dependency allows, above max_body
+        data = jpeg_bytes(200, 200, seed=5)
+        assert len(data) > 1000
+        r = c.post("/upload", content=data, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
