@@ -13,7 +13,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip
-DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server
+DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server prometheus
 CORPUS ?= $(abspath $(or $(AMULET_CORPUS),../shared/corpus))
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZ_SECONDS ?= 120

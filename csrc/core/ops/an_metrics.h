@@ -12,7 +12,8 @@
  *                                 of the last write (mode "mostrecent"), so the
  *                                 arena's MAX/MIN/LATEST folds skip unset copies
  *   histogram  [bucket_0 .. bucket_n, sum, count]   bucket_i counts values in
- *                                 (bound_{i-1}, bound_i]; bucket_n is +Inf
+ *                                 (bound_{i-1}, bound_i]; bucket_n is +Inf;
+ *                                 count is left 0: readers sum the buckets
  *   summary    the sketch: [count, sum, zero, max, neg bins.., pos bins..]
  */
 #ifndef AN_METRICS_H
@@ -30,7 +31,8 @@ extern "C" {
 /* Index of the first bound >= v among n ascending finite bounds (n when v is
  * above them all, i.e. the +Inf bucket).  NaN goes to +Inf.  Binary search. */
 size_t an_hist_index(const double *bounds, size_t n, double v);
-/* Counts v into a histogram cell of n + 3 words (n finite bounds). */
+/* Counts v into a histogram cell of n + 3 words (n finite bounds): its bucket
+ * and the sum (the count word is not written; it is the sum of the buckets). */
 void an_hist_observe(uint64_t *cell, const double *bounds, size_t n, double v);
 
 /* ---- gauge ------------------------------------------------------------------ */
@@ -51,7 +53,7 @@ double an_wall_time(void);
  * so two sketches merge by adding word for word -- exactly the sketch of the
  * union of the data, which is what lets several workers' Summaries merge. */
 #define AN_SKETCH_ALPHA 0.01
-#define AN_SKETCH_BINS 2304u /* per sign: covers 1e-9 .. ~1e11 */
+#define AN_SKETCH_BINS 2432u /* per sign: covers 1e-9 .. 1.29e12 */
 #define AN_SKETCH_MIN 1e-9
 #define AN_SKETCH_HEADER 4u /* count, sum, zero count, max |v| seen (unused: 0) */
 #define AN_SKETCH_WORDS (AN_SKETCH_HEADER + 2u * AN_SKETCH_BINS)

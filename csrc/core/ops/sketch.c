@@ -5,8 +5,8 @@
  * Fixed bins instead of DDSketch's growable or collapsing stores: the cell must
  * have one size for its whole life (it can live in the shared arena, where
  * records never move) and must be updatable by concurrent threads and
- * processes with plain atomics.  2 x 2304 bins at 1% cover 1e-9 .. 1e11 in
- * 36 KiB; values outside are counted as zero or clamped, and the relative
+ * processes with plain atomics.  2 x 2432 bins at 1% cover 1e-9 .. 1.29e12 in
+ * 38 KiB; values outside are counted as zero or clamped, and the relative
  * error bound is stated for the covered range only.
  */
 #include <math.h>
