@@ -70,6 +70,7 @@ from .resilience import (
     CircuitState,
     RedisBreakerStore,
     RetryBudget,
+    RetryThrottle,
     backoff,
     breakers,
     error_context,
@@ -104,7 +105,6 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
-    # resilience
     "Bulkhead",
     "BulkheadFullError",
     "Cache",
@@ -147,6 +147,7 @@ __all__ = [
     "ReentrantCallError",
     "ResilienceWarning",
     "RetryBudget",
+    "RetryThrottle",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",
