@@ -71,6 +71,7 @@ from .resilience import (
     CircuitState,
     RedisBreakerStore,
     RetryBudget,
+    RetryThrottle,
     backoff,
     breakers,
     error_context,
@@ -105,7 +106,6 @@ __all__ = [
     "AsyncObjectPool",
     "AsyncTieredCache",
     "AtomicCounter",
-    # resilience
     "Bulkhead",
     "BulkheadFullError",
     "Cache",
@@ -148,6 +148,7 @@ __all__ = [
     "ReentrantCallError",
     "ResilienceWarning",
     "RetryBudget",
+    "RetryThrottle",
     "SecurityError",
     "SerializationError",
     "ThreadSafeDict",

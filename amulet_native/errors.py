@@ -29,7 +29,10 @@ table, listed by ``amulet_native._core.error_table()``.
     └── PoolClosedError (also RuntimeError)
     ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
     ├── QueueClosed                        (ThreadSafeQueue.close() was called)
-    └── RateLimitExceeded                  .decision, .retry_after, http_status 429
+    ├── RateLimitExceeded                  .decision, .retry_after, http_status 429
+    ├── CircuitOpenError                   .name, .retry_after, .state
+    ├── BulkheadFullError                  .name, .max_concurrent, .max_wait
+    └── OperationTimeoutError (also TimeoutError) .seconds, .operation
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -413,6 +416,8 @@ class RateLimitExceeded(AmuletError):
             _rebuild_exceeded,
             (type(self), self.message, self.code, self.context, self.decision),
         )
+
+
 # ---- resilience (amulet_native.resilience) --------------------------------------------
 
 

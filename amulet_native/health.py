@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import datetime as _dt
 import enum
+import functools
 import importlib
 import inspect
 import itertools
@@ -135,6 +136,11 @@ class CheckResult:
     cached: bool = False
     component_type: str | None = None
 
+    @functools.cached_property
+    def iso_time(self) -> str:
+        """``time`` as RFC 3339 UTC (computed once)."""
+        return _iso(self.time)
+
     def to_json(self) -> dict[str, Any]:
         """The draft-inadarei check object."""
         out: dict[str, Any] = {}
@@ -145,7 +151,7 @@ class CheckResult:
         if self.observed_unit:
             out["observedUnit"] = self.observed_unit
         out["status"] = self.status
-        out["time"] = _iso(self.time)
+        out["time"] = self.iso_time
         if self.output:
             out["output"] = self.output
         return out
@@ -299,7 +305,8 @@ def circuit_breakers(names: Iterable[str] | None = None) -> BuiltinCheck:
         for name, breaker in items:
             if wanted is not None and name not in wanted:
                 continue
-            state = str(getattr(getattr(breaker, "state", ""), "value", breaker.state)).lower()
+            raw = getattr(breaker, "state", "")
+            state = str(getattr(raw, "name", None) or raw).lower()  # CircuitState is an IntEnum
             if "half" in state:
                 half.append(name)
             elif "open" in state:
@@ -419,6 +426,7 @@ class _Check:
     component_type: str | None
     history: deque[CheckResult]
     last: CheckResult | None = None
+    last_cached: CheckResult | None = None  # last, marked cached (made once)
     last_at: float = -math.inf
     last_status: Status | None = None
     inflight: Any = None  # concurrent.futures.Future (sync) or asyncio.Task (async)
@@ -725,8 +733,8 @@ class HealthMonitor:
 
     async def _run(self, c: _Check) -> CheckResult:
         now = self._clock()
-        if c.last is not None and now - c.last_at < c.ttl:
-            return replace(c.last, cached=True)
+        if c.last_cached is not None and now - c.last_at < c.ttl:
+            return c.last_cached
         loop = asyncio.get_running_loop()
         run = self._start(c, loop)
         waited = self._clock() - c.inflight_since
@@ -759,6 +767,7 @@ class HealthMonitor:
             component_type=c.component_type,
         )
         c.last, c.last_at = result, self._clock()
+        c.last_cached = replace(result, cached=True)
         c.history.append(result)
         if status != c.last_status and not (c.last_status is None and status == "pass"):
             self._transition(c.name, c.last_status, status, output)
@@ -792,7 +801,20 @@ class HealthMonitor:
         if startup_done:
             results = [c.last for c in chosen if c.last is not None]
         else:
-            results = list(await asyncio.gather(*(self._run(c) for c in chosen)))
+            # cached results inline; only the checks due run, concurrently
+            clock_now = self._clock()
+            slots: list[CheckResult | None] = [
+                c.last_cached
+                if c.last_cached is not None and clock_now - c.last_at < c.ttl
+                else None
+                for c in chosen
+            ]
+            due = [i for i, r in enumerate(slots) if r is None]
+            if due:
+                fresh = await asyncio.gather(*(self._run(chosen[i]) for i in due))
+                for i, r in zip(due, fresh, strict=True):
+                    slots[i] = r
+            results = [r for r in slots if r is not None]
         weights = {c.name: (c.weight, c.critical) for c in chosen}
         synthetic: list[CheckResult] = []
         now = self._wall()

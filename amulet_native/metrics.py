@@ -182,7 +182,7 @@ def _float(v: float) -> str:
         return "+Inf"
     if v == -INF:
         return "-Inf"
-    if math.isnan(v):
+    if v != v:  # noqa: PLR0124 - NaN, without a function call
         return "NaN"
     s = repr(float(v))
     dot = s.find(".")
@@ -214,6 +214,7 @@ def _braces(inner: str) -> str:
 # ---- the shared arena (multi-worker mode) ------------------------------------------
 
 _ARENA_FILE = "metrics.arena"
+_KEY_SIZE = 512  # bytes of a series key: JSON of name, type and label values
 _mp_lock = threading.RLock()
 _mp_arena: _core.Arena | None = None
 _mp_dir: str | None = None
@@ -229,7 +230,7 @@ def multiprocess(
     directory: str | os.PathLike[str],
     *,
     max_workers: int = 64,
-    max_records: int = 16384,
+    max_records: int = 8192,
     slot_units: int = 32768,
 ) -> _core.Arena:
     """Switch to multi-worker mode: every metric (existing ones included) writes
@@ -251,7 +252,7 @@ def multiprocess(
             os.path.join(path, _ARENA_FILE),
             max_records=max_records,
             max_slots=max_workers + 1,
-            key_size=1024,
+            key_size=_KEY_SIZE,
             slot_units=slot_units,
         )
         _mp_arena, _mp_dir = arena, path
@@ -419,6 +420,7 @@ class _MetricBase:
         self._lock = threading.Lock()
         self._max_series = max_series
         self._dropped = 0
+        self._version = 0
         self._created = time.time()
         self._lbl = ""
         self._parent = None
@@ -513,6 +515,7 @@ class _MetricBase:
                 self._dropped += 1
                 return self._overflow_child()
             self._children[key] = child
+            self._version += 1
             return child
 
     def _make_child(self, values: tuple[str, ...]) -> Any:
@@ -532,6 +535,7 @@ class _MetricBase:
         if over is None:
             over = self._make_child(tuple(OVERFLOW_VALUE for _ in self._labelnames))
             self.__dict__["_overflow"] = over
+            self._version += 1
         return over
 
     def remove(self, *values: Any) -> None:
@@ -540,11 +544,13 @@ class _MetricBase:
         vals = tuple(_check_value(v) for v in values)
         with self._lock:
             self._children.pop(vals[0] if len(vals) == 1 else vals, None)
+            self._version += 1
 
     def clear(self) -> None:
         """Forget every label set."""
         with self._lock:
             self._children.clear()
+            self._version += 1
 
     @property
     def dropped_series(self) -> int:
@@ -838,8 +844,9 @@ class _FastFamily:
     doc: str
     unit: str
     labelnames: tuple[str, ...]
-    rows: list[tuple[str, tuple[str, ...], list[float], float | None]]
+    rows: list[tuple[str, tuple[str, ...], list[float], tuple[float, str] | None]]
     le: tuple[str, ...] = ()
+    src: Any = None  # counters and gauges in process memory: rendered in C from the cells
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
 
@@ -855,6 +862,9 @@ class _FastFamily:
             _view.fill(fam)
             return fam
         fn = m.__dict__.get("_function")
+        if fn is None and fam.kind in ("counter", "gauge"):
+            fam.src = m
+            return fam
         for s in m._series():
             if isinstance(s, Summary):
                 vals = s._get() + s._quantiles(fam.qs)
@@ -862,10 +872,25 @@ class _FastFamily:
                 vals = [float(fn()), 1.0]
             else:
                 vals = s._get()
-            fam.rows.append((s._lbl, s._labelvalues, vals, s._created))
+            if fam.kind == "histogram":
+                vals[-1] = sum(vals[:-2])  # the count is the sum of the buckets
+            ct = s.__dict__.get("_ctext")
+            if ct is None or ct[0] != s._created:  # the created time, formatted once
+                ct = s.__dict__["_ctext"] = (s._created, _float(s._created))
+            fam.rows.append((s._lbl, s._labelvalues, vals, ct))
         return fam
 
+    def materialize(self) -> None:
+        """Rows from the cells of a C-rendered family (for the generic paths)."""
+        if self.src is None:
+            return
+        for s in self.src._series():
+            ct = (s._created, _float(s._created))
+            self.rows.append((s._lbl, s._labelvalues, s._get(), ct))
+        self.src = None
+
     def to_metric(self) -> Metric:
+        self.materialize()
         typ = self.kind
         m = Metric(self.name, self.doc, typ, self.unit)
         for _lbl, values, vals, created in self.rows:
@@ -873,7 +898,7 @@ class _FastFamily:
             if typ == "counter":
                 m.add_sample(self.name + "_total", labels, vals[0])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
             elif typ == "gauge":
                 m.add_sample(self.name, labels, vals[0])
             elif typ == "histogram":
@@ -884,14 +909,14 @@ class _FastFamily:
                 m.add_sample(self.name + "_count", labels, vals[-1])
                 m.add_sample(self.name + "_sum", labels, vals[-2])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
             elif typ == "summary":
                 for q, v in zip(self.qtext, vals[2:]):
                     m.add_sample(self.name, {**labels, "quantile": q}, v)
                 m.add_sample(self.name + "_count", labels, vals[0])
                 m.add_sample(self.name + "_sum", labels, vals[1])
                 if created is not None:
-                    m.add_sample(self.name + "_created", labels, created)
+                    m.add_sample(self.name + "_created", labels, created[0])
         return m
 
 
@@ -906,6 +931,7 @@ class _ArenaView:
     def reset(self) -> None:
         self._seen: dict[int, Any] = {}
         self._by_name: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        self._lbl: dict[tuple[int, tuple[str, ...]], str] = {}
         self._meta: dict[str, list[Any]] = {}
         self._scanned = -1.0
 
@@ -950,9 +976,15 @@ class _ArenaView:
             if kind != fam.kind:
                 continue
             vals = arena.read(rid, nwords)
+            if fam.kind == "histogram":
+                vals[-1] = sum(vals[:-2])  # the count is the sum of the buckets
             if fam.kind == "summary":
                 vals = vals[:2] + _core.sketch_quantiles(vals, fam.qs)
-            fam.rows.append((_label_text(fam.labelnames, values), values, vals, None))
+            lkey = (rid, fam.labelnames)
+            lbl = self._lbl.get(lkey)
+            if lbl is None:
+                lbl = self._lbl[lkey] = _label_text(fam.labelnames, values)
+            fam.rows.append((lbl, values, vals, None))
 
 
 _view = _ArenaView()
@@ -973,7 +1005,7 @@ def _family_record(m: _MetricBase) -> None:
     for cut in (len(doc), 200, 0):
         key = json.dumps(["f", m._name, m._kind, list(m._labelnames), m._unit, doc[:cut], *extra],
                          ensure_ascii=False, separators=(",", ":"))
-        if len(key.encode("utf-8")) <= 1024:
+        if len(key.encode("utf-8")) <= _KEY_SIZE:
             try:
                 arena.record(key, 1, "shared")
             except AmuletError:  # full: the family stays local-only
@@ -1000,6 +1032,24 @@ def _orphan_family(name: str) -> _FastFamily | None:
 # ---- exposition ----------------------------------------------------------------------
 
 
+def _render_cells(fam: _FastFamily, om: bool) -> str:
+    """The sample lines of a counter or gauge family, formatted in C from the
+    cells; the per-series prefixes are built once per label-set version."""
+    m = fam.src
+    key = (m._version, om, fam.name)
+    cache = m.__dict__.get("_expo")
+    if cache is None or cache[0] != key:
+        series = m._series()
+        name = fam.name + ("_total" if fam.kind == "counter" else "")
+        prefixes = [f"{name}{_braces(s._lbl)} " for s in series]
+        extras = None
+        if om and fam.kind == "counter":
+            extras = [f"{fam.name}_created{_braces(s._lbl)} {_float(s._created)}\n" for s in series]
+        cache = m.__dict__["_expo"] = (key, series, prefixes, extras)
+    _, series, prefixes, extras = cache
+    return _core.render_cells(series, prefixes, 0, extras)
+
+
 def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
     name, kind = fam.name, fam.kind
     doc = _escape_help(fam.doc, om)
@@ -1011,13 +1061,16 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
         out.append(f"# HELP {name}_total {doc}\n# TYPE {name}_total counter\n")
     else:
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+    if fam.src is not None:
+        out.append(_render_cells(fam, om))
+        return
     f = _float
     if kind == "counter":
         for lbl, _v, vals, created in fam.rows:
             b = "{" + lbl + "}" if lbl else ""
             out.append(f"{name}_total{b} {f(vals[0])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
     elif kind == "gauge":
         for lbl, _v, vals, _c in fam.rows:
             out.append(f"{name}{'{' + lbl + '}' if lbl else ''} {f(vals[0])}\n")
@@ -1032,7 +1085,7 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
                 out.append(f'{name}_bucket{{{pre}le="{le}"}} {f(acc)}\n')
             out.append(f"{name}_count{b} {f(vals[-1])}\n{name}_sum{b} {f(vals[-2])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
     elif kind == "summary":
         for lbl, _v, vals, created in fam.rows:
             pre = lbl + "," if lbl else ""
@@ -1041,7 +1094,7 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
                 out.append(f'{name}{{{pre}quantile="{q}"}} {f(v)}\n')
             out.append(f"{name}_count{b} {f(vals[0])}\n{name}_sum{b} {f(vals[1])}\n")
             if om and created is not None:
-                out.append(f"{name}_created{b} {f(created)}\n")
+                out.append(f"{name}_created{b} {created[1]}\n")
 
 
 _OM_TYPES = {"counter", "gauge", "histogram", "summary", "info", "stateset", "gaugehistogram",
@@ -1370,6 +1423,21 @@ class LibraryCollector:
                 sample("amulet_decodes", "counter", "Decodes by format and outcome.", lb, n)
                 sample("amulet_decode_bytes", "counter", "Encoded bytes decoded.", lb, nbytes)
                 sample("amulet_decode_pixels", "counter", "Pixels decoded.", lb, pixels)
+        hists = getattr(_core, "decode_time_histograms", None)
+        if hists is not None:
+            bounds, rows = hists()
+            m = Metric("amulet_decode_duration_seconds", "Decode time by format.", "histogram")
+            les = [_float(b) for b in bounds] + ["+Inf"]
+            for fmt, vals in rows:
+                acc = 0.0
+                for le, c in zip(les, vals):
+                    acc += c
+                    m.add_sample("amulet_decode_duration_seconds_bucket",
+                                 {"format": fmt, "le": le}, acc)
+                m.add_sample("amulet_decode_duration_seconds_count", {"format": fmt}, vals[-1])
+                m.add_sample("amulet_decode_duration_seconds_sum", {"format": fmt}, vals[-2])
+            if m.samples:
+                fams[m.name] = m
         return list(fams.values())
 
 

@@ -24,6 +24,7 @@ default, or "deny") and the failures are counted in ``store_errors``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import os
@@ -427,15 +428,19 @@ class RedisStore:
         self._sha: str | None = None
         self._sync: Any = None
         self._async: Any = None
+        self._async_loop: Any = None
         self._down_until = 0.0
         self._lock = threading.Lock()
+        try:
+            from redis import exceptions as rex
+        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+            raise ImportError(
+                "RedisStore needs redis-py: pip install 'amulet_native[redis]'"
+            ) from exc
+        self._noscript: type[BaseException] = rex.NoScriptError
+        self._errors: tuple[type[BaseException], ...] = (rex.RedisError, OSError)
 
     # -- plumbing --
-
-    def _errors(self) -> tuple[type[BaseException], ...]:
-        from redis import exceptions as rex
-
-        return (rex.RedisError, OSError)
 
     def _client(self) -> Any:
         if self._sync is None:
@@ -445,17 +450,17 @@ class RedisStore:
         return self._sync
 
     def _aclient(self) -> Any:
-        if self._async is None:
+        # an asyncio client belongs to one event loop: a new loop gets a new one
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async_loop is not loop:
             self._async = _redis_client(self.url, self.timeout, asynchronous=True)
+            self._async_loop = loop
         return self._async
 
     def _args(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> list[Any]:
-        keys = [self.prefix + b"{" + key + b"}:" + p.name.encode() for p in limiter.policies]
-        argv: list[Any] = [1 if hit else 0, cost]
-        for p in limiter.policies:
-            t_us = -(-round(p.period * 1_000_000) // p.limit)
-            argv += [t_us, t_us * p.capacity]
-        return [len(keys), *keys, *argv]
+        suffixes, params = limiter._redis_layout
+        head = self.prefix + b"{" + key + b"}:"
+        return [len(suffixes), *[head + s for s in suffixes], 1 if hit else 0, cost, *params]
 
     @staticmethod
     def _decision(limiter: RateLimiter, r: Sequence[Any]) -> Decision:
@@ -480,8 +485,6 @@ class RedisStore:
     def decide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Decision:
         if not self._available():
             raise NetworkError("Redis marked down after a recent failure", code="ratelimit.store")
-        from redis.exceptions import NoScriptError
-
         client = self._client()
         args = self._args(limiter, key, cost, hit)
         try:
@@ -489,10 +492,10 @@ class RedisStore:
                 self._sha = client.script_load(_LUA)
             try:
                 r = client.evalsha(self._sha, *args)
-            except NoScriptError:  # the server restarted or SCRIPT FLUSH ran
+            except self._noscript:  # the server restarted or SCRIPT FLUSH ran
                 self._sha = client.script_load(_LUA)
                 r = client.evalsha(self._sha, *args)
-        except self._errors() as exc:
+        except self._errors as exc:
             self._failed()
             raise NetworkError(f"Redis rate limit store: {exc}", code="ratelimit.store") from exc
         return self._decision(limiter, r)
@@ -500,8 +503,6 @@ class RedisStore:
     async def adecide(self, limiter: RateLimiter, key: bytes, cost: int, hit: bool) -> Decision:
         if not self._available():
             raise NetworkError("Redis marked down after a recent failure", code="ratelimit.store")
-        from redis.exceptions import NoScriptError
-
         client = self._aclient()
         args = self._args(limiter, key, cost, hit)
         try:
@@ -509,10 +510,10 @@ class RedisStore:
                 self._sha = await client.script_load(_LUA)
             try:
                 r = await client.evalsha(self._sha, *args)
-            except NoScriptError:
+            except self._noscript:
                 self._sha = await client.script_load(_LUA)
                 r = await client.evalsha(self._sha, *args)
-        except self._errors() as exc:
+        except self._errors as exc:
             self._failed()
             raise NetworkError(f"Redis rate limit store: {exc}", code="ratelimit.store") from exc
         return self._decision(limiter, r)
@@ -595,6 +596,16 @@ class RateLimiter:
         self.store_errors = 0
         self._errors_lock = threading.Lock()
         self._native: Any = None
+        # RedisStore: key suffixes and script arguments (T and tau in µs) per policy
+        self._redis_layout = (
+            tuple(p.name.encode() for p in self.policies),
+            tuple(
+                v
+                for p in self.policies
+                for t_us in [-(-round(p.period * 1_000_000) // p.limit)]
+                for v in (t_us, t_us * p.capacity)
+            ),
+        )
         if isinstance(self.store, MemoryStore):
             params = tuple((p.limit, p.period_ns, p.capacity) for p in self.policies)
             self._native = _core.GcraLimiter(self.store.native, self.policies, params, clock)

@@ -49,7 +49,7 @@ from amulet_native import health
 from amulet_native.ratelimit import RateLimiter, RedisStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_server import RedisServer, redis_server_binary  # noqa: E402
+from redis_server import RedisServer, redis_server_binary
 
 AMULET = "amulet_native"
 KEYS = [f"client-{i}" for i in range(1000)]
@@ -368,8 +368,10 @@ def health_call(peer: str, lp: asyncio.AbstractEventLoop) -> Callable[[Any], Any
 
         async def handwritten() -> bytes:
             results = await asyncio.gather(*(trivial() for _ in range(10)))
-            body = {"status": "pass", "checks": {f"c{i}:x": [{"status": "pass"}] for i, _ in
-                                                 enumerate(results)}}
+            body = {
+                "status": "pass",
+                "checks": {f"c{i}:x": [{"status": "pass"}] for i, _ in enumerate(results)},
+            }
             return json.dumps(body).encode()
 
         return lambda _: lp.run_until_complete(handwritten())

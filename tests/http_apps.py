@@ -59,7 +59,32 @@ def _options() -> dict[str, Any]:
         from amulet_native.ratelimit import SharedStore
 
         options["rate_store"] = SharedStore(store_dir)
+    failing = options.pop("failing_check", None)
+    if failing is not None:  # a HealthMonitor with one check that raises
+        from amulet_native.health import HealthMonitor
+
+        def broken() -> None:
+            raise ConnectionError("database unreachable")
+
+        monitor = HealthMonitor()
+        monitor.add_check("database:connection", broken, kind=failing, timeout=1.0)
+        options["health"] = monitor
     return options
+
+
+def worker_pid(app: Any) -> Any:
+    """Outermost pure ASGI layer: every response says which worker served it."""
+    pid = str(os.getpid()).encode()
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        async def send_pid(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-worker-pid", pid)]
+            await send(message)
+
+        await app(scope, receive, send_pid if scope["type"] == "http" else send)
+
+    return wrapped
 
 
 def make_app() -> FastAPI:
@@ -70,6 +95,7 @@ def make_app() -> FastAPI:
         logging.getLogger(name).setLevel(logging.DEBUG)
     log = logging.getLogger("tests.handler")
     install(app, **_options())
+    app.add_middleware(worker_pid)
 
     @app.get("/ping")
     async def ping() -> dict[str, bool]:
@@ -125,6 +151,26 @@ def make_app() -> FastAPI:
     async def ctx(user: Annotated[str, Depends(set_user)]) -> dict[str, str]:
         log.info("handler sees user %s", USER.get())
         return {"user": USER.get()}
+
+    from amulet_native.resilience import CircuitBreaker
+
+    breaker = CircuitBreaker("model", window=2, minimum_calls=2, wait_in_open=3600.0)
+
+    def failing() -> None:
+        raise ConnectionError("model server down")
+
+    for _ in range(2):  # two failures open the circuit for an hour
+        try:
+            breaker.call(failing)
+        except ConnectionError:
+            pass
+
+    @app.get("/model")
+    async def model() -> dict[str, str]:
+        async def predict() -> str:
+            return "cat"
+
+        return {"label": await breaker.acall(predict)}
 
     @app.get("/logs")
     async def logs() -> list[dict[str, str]]:

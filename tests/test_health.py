@@ -10,10 +10,11 @@ time.
 from __future__ import annotations
 
 import asyncio
-import functools
 import datetime as dt
+import functools
 import json
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -489,3 +490,40 @@ def test_redis_ping(monitor: HealthMonitor, tmp_path: Path) -> None:
         assert r.status == "fail" and r.checks[0].output
     finally:
         srv.stop()
+
+
+def test_circuit_breakers_from_the_registry(
+    monitor: HealthMonitor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry shape of amulet_native.resilience (branch resilience):
+    ``breakers() -> {name: breaker}`` with an IntEnum ``state``.  The module is
+    stood in for here only because that branch is not merged into this one."""
+    import enum
+    import types
+
+    class CircuitState(enum.IntEnum):
+        CLOSED = 0
+        OPEN = 1
+        HALF_OPEN = 2
+        FORCED_OPEN = 3
+
+    registry: dict[str, Any] = {}
+    fake = types.ModuleType("amulet_native.resilience")
+    fake.breakers = lambda: dict(registry)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "amulet_native.resilience", fake)
+    monitor.add_check("circuit:state", health.circuit_breakers())
+    monitor.add_check("circuit:model", health.circuit_breakers(["model"]))
+
+    def breaker(state: CircuitState) -> Any:
+        return types.SimpleNamespace(state=state)
+
+    registry.update(db=breaker(CircuitState.CLOSED), model=breaker(CircuitState.CLOSED))
+    assert run(monitor).status == "pass"
+    registry["db"] = breaker(CircuitState.HALF_OPEN)
+    r = run(monitor, verbose=True)
+    assert statuses(r) == {"circuit:state": "warn", "circuit:model": "pass"}
+    registry["model"] = breaker(CircuitState.FORCED_OPEN)
+    r = run(monitor, verbose=True)
+    assert statuses(r) == {"circuit:state": "fail", "circuit:model": "fail"}
+    assert {c.name: c.observed_value for c in r.checks} == {"circuit:state": 2, "circuit:model": 1}
+    assert "open: model" in r.checks[0].output and "half-open: db" in r.checks[0].output

@@ -329,6 +329,13 @@ def test_http_exception_and_validation_errors(client: httpx.Client) -> None:
     assert all(e["msg"] and e["type"] for e in body["errors"])
 
 
+def test_open_circuit_is_503_with_retry_after(client: httpx.Client) -> None:
+    r = client.get("/model")
+    body = assert_problem(r, 503, "circuit.open")
+    assert 3000 <= int(r.headers["retry-after"]) <= 3600
+    assert body["retry_after"] <= 3600
+
+
 def test_memory_budget_507_process_stays_healthy(client: httpx.Client) -> None:
     body = assert_problem(client.get("/alloc", params={"mb": 200}), 507, "memory.limit")
     assert body["limit"] == 64 << 20
@@ -468,3 +475,124 @@ def test_import_error_names_the_extra() -> None:
         capture_output=True, text=True, check=True,
         cwd=os.path.dirname(os.path.dirname(__file__))).stdout
     assert plain.strip() == "[]"
+
+
+# ---- metrics, rate limits, health (the metrics and ratelimit branches) -------------
+
+
+def test_metrics_parsed_by_prometheus_client() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with _serve({"max_body": 1000}) as srv, httpx.Client(base_url=srv.url) as c:
+        c.get("/ping")
+        for i in range(3):
+            c.get(f"/items/{i}")
+        c.get("/items/not-a-number")
+        c.post("/echo-len", content=b"x" * 500)
+        c.post("/echo-len", content=b"x" * 5000)  # 413 before reading
+        c.get("/error/decode.truncated")
+        text = c.get("/metrics").text
+        om = c.get("/metrics", headers={"accept": "application/openmetrics-text; version=1.0.0"})
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    assert om.text.rstrip().endswith("# EOF")
+    samples = [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    def value(name: str, **labels: str) -> float:
+        found = [s.value for s in samples
+                 if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+        assert found, (name, labels)
+        return sum(found)
+
+    assert value("http_requests_total", method="GET", route="/items/{item_id}",
+                 status="200") == 3
+    assert value("http_requests_total", route="/items/{item_id}", status="422") == 1
+    assert value("http_requests_total", route="/ping", status="200") == 1
+    assert value("http_request_duration_seconds_count", route="/ping") == 1
+    assert value("http_request_body_bytes_total", method="POST", route="/echo-len") == 500
+    assert value("http_requests_in_flight", method="GET") == 0
+    assert value("amulet_errors_total", code="input.too_large") == 1
+    assert value("amulet_errors_total", code="decode.truncated") == 1
+    assert value("amulet_errors_total", code="request.validation") == 1
+    routes = {s.labels.get("route") for s in samples if "route" in s.labels}
+    assert not any(r and r.startswith("/items/") and "{" not in r for r in routes)  # no raw paths
+
+
+def test_rate_limit_shared_by_two_workers(tmp_path: Any) -> None:
+    options = {"rate_limit": "6/hour", "shared_store": str(tmp_path), "metrics": False}
+    with _serve(options, workers=2) as srv:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(_: int) -> httpx.Response:  # a new connection each, 8 at a time:
+            return httpx.get(srv.url + "/ping", headers={"connection": "close"})
+
+        with ThreadPoolExecutor(8) as pool:  # the kernel spreads them over the workers
+            responses = list(pool.map(one, range(48)))
+        statuses = [r.status_code for r in responses]
+        pids = {r.headers["x-worker-pid"] for r in responses}
+        for r in responses:
+            assert r.headers["x-ratelimit-limit"] == "6"  # on every response
+            assert "ratelimit" in r.headers and "ratelimit-policy" in r.headers
+            if r.status_code == 429:
+                body = assert_problem(r, 429, "ratelimit.exceeded")
+                assert int(r.headers["retry-after"]) >= 1 and body["retry_after"] >= 1
+        assert statuses.count(200) == 6, statuses  # one budget for both workers
+        assert len(pids) == 2, "both workers served requests"
+        assert httpx.get(srv.url + "/livez").status_code == 200  # ops paths not limited
+
+
+def test_rate_limit_by_api_key_header() -> None:
+    options = {"rate_limit": "2/minute", "rate_key": "header:X-API-Key", "metrics": False}
+    with _serve(options) as srv, httpx.Client(base_url=srv.url) as c:
+        a = [c.get("/ping", headers={"x-api-key": "a"}).status_code for _ in range(3)]
+        b = [c.get("/ping", headers={"x-api-key": "b"}).status_code for _ in range(2)]
+    assert a == [200, 200, 429] and b == [200, 200]
+
+
+def test_health_statuses_with_a_failing_readiness_check() -> None:
+    with _serve({"metrics": False, "failing_check": "readiness"}) as srv, \
+            httpx.Client(base_url=srv.url) as c:
+        assert c.get("/livez").status_code == 200
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["status"] == "fail"
+        assert ready.headers["content-type"].startswith("application/health+json")
+        full = c.get("/health")
+        assert full.status_code == 503
+        assert "database:connection" in json.dumps(full.json())
+        assert c.get("/startupz").status_code == 200
+
+
+def test_metrics_summed_over_two_workers(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {"AMULET_METRICS_DIR": str(tmp_path)}
+    with _serve({}, workers=2, env=env) as srv:
+        def one(_: int) -> str:
+            r = httpx.get(srv.url + "/ping", headers={"connection": "close"})
+            assert r.status_code == 200
+            return r.headers["x-worker-pid"]
+
+        with ThreadPoolExecutor(8) as pool:
+            pids = set(pool.map(one, range(40)))
+        scrapes = [httpx.get(srv.url + "/metrics", headers={"connection": "close"}).text
+                   for _ in range(4)]
+    assert len(pids) == 2
+    for text in scrapes:  # whichever worker answers, it reports both workers' requests
+        total = sum(s.value for fam in text_string_to_metric_families(text)
+                    for s in fam.samples
+                    if s.name == "http_requests_total" and s.labels.get("route") == "/ping")
+        assert total == 40
+
+
+def test_per_route_body_caps() -> None:
+    options = {"max_body": 1000, "body_limits": {"/echo-len": 5000}, "metrics": False}
+    with _serve(options) as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.post("/echo-len", content=b"x" * 3000).json() == {"bytes": 3000}
+        assert_problem(c.post("/echo-len", content=b"x" * 6000), 413, "input.too_large")
+        assert_problem(c.post("/items/1", content=b"x" * 3000), 413, "input.too_large")
+        # an ImageUpload route gets the cap its dependency allows, above max_body
+        data = jpeg_bytes(200, 200, seed=5)
+        assert len(data) > 1000
+        r = c.post("/upload", content=data, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text

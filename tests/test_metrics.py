@@ -557,6 +557,18 @@ def test_process_and_library_collectors() -> None:
     metrics.instrument_library(caches={"c": cache}, queues={"q": q}, pools={"p": pool},
                                lock_managers={"l": lm}, registry=r)
     get = r.get_sample_value
+    import numpy as np
+
+    jpeg = an.encode_jpeg(np.zeros((16, 24, 3), np.uint8))
+    ok0 = get("amulet_decodes_total", {"format": "jpeg", "outcome": "ok"}) or 0.0
+    bad0 = get("amulet_decodes_total", {"format": "jpeg", "outcome": "decode.truncated"}) or 0.0
+    an.decode(jpeg)
+    with pytest.raises(an.DecodeError):
+        an.decode(jpeg[: len(jpeg) // 2])
+    assert get("amulet_decodes_total", {"format": "jpeg", "outcome": "ok"}) == ok0 + 1
+    assert get("amulet_decodes_total", {"format": "jpeg", "outcome": "decode.truncated"}) == bad0 + 1
+    assert cast_float(get("amulet_decode_pixels_total", {"format": "jpeg", "outcome": "ok"})) >= 384
+    assert cast_float(get("amulet_decode_duration_seconds_count", {"format": "jpeg"})) >= 2
     assert cast_float(get("process_resident_memory_bytes")) > 1e6
     assert cast_float(get("process_cpu_seconds_total")) > 0
     assert cast_float(get("process_open_fds")) > 2
@@ -641,3 +653,20 @@ def test_alert_rule() -> None:
     assert low.evaluate() is not None
     with pytest.raises(ValidationError):
         metrics.AlertRule("x")
+
+
+def test_c_float_formatting_matches_python() -> None:
+    rnd = random.Random(3)
+    values = [0.0, -0.0, 1.0, 1e6, 999999.0, 1234567.0, 1e21, 1e-300, 5e-324, 1.7976931348623157e308,
+              float("inf"), float("-inf"), float("nan"), 2.0**53, 123456789.125]
+    values += [rnd.uniform(-1e12, 1e12) for _ in range(300)]
+    values += [10 ** rnd.uniform(-20, 20) for _ in range(300)]
+    values += [float(rnd.randrange(10**12)) for _ in range(300)]
+    g = Gauge("fmt", "fmt", registry=None)
+    for v in values:
+        g.set(v)
+        assert _core.render_cells([g], ["x "], 0) == f"x {metrics._float(v)}\n", v
+    with pytest.raises(TypeError):
+        _core.render_cells([object()], ["x "], 0)
+    with pytest.raises(ValueError):
+        _core.render_cells([g], ["x "], 5)

@@ -590,3 +590,29 @@ def test_shared_store_basics(tmp_path: Path) -> None:
         a.check("k")
     with pytest.raises(ValidationError):
         SharedStore(tmp_path, max_keys=0)
+
+
+def test_no_leak_on_decisions_and_errors(tmp_path: Path) -> None:
+    """Decisions, refusals and raised ValidationErrors return all their memory
+    (C side included: RSS, not tracemalloc)."""
+    store = SharedStore(tmp_path, max_keys=256)
+    limiters = [
+        RateLimiter("5/second", store=MemoryStore(256)),
+        RateLimiter("5/second", store=store),
+    ]
+
+    def churn(n: int) -> None:
+        for lim in limiters:
+            for i in range(n):
+                lim.check(f"k{i % 300}")
+                lim.peek(b"k", cost=2)
+                try:
+                    lim.check("k", cost=99)
+                except ValidationError:
+                    pass
+
+    churn(20_000)
+    before = _rss_kib()
+    churn(100_000)
+    assert _rss_kib() - before < 4_000
+    store.close()

@@ -196,16 +196,23 @@ def test_async_client(server: RedisServer, prefix: str) -> None:
     limiter = RateLimiter("2/hour", store=store)
 
     async def main() -> list[int]:
+        got = [(await limiter.acheck("a")).remaining, (await limiter.apeek("a", 0)).remaining]
+        got.append(int((await limiter.acheck("a")).allowed))
+        got.append(int((await limiter.acheck("a")).allowed))
+        # the loop ends with the client still connected
+        return got
+
+    assert asyncio.run(main()) == [1, 1, 1, 0]
+    # sync and async share the keys; another event loop gets its own client
+
+    async def again() -> bool:
         try:
-            got = [(await limiter.acheck("a")).remaining, (await limiter.apeek("a", 0)).remaining]
-            got.append(int((await limiter.acheck("a")).allowed))
-            got.append(int((await limiter.acheck("a")).allowed))
-            return got
+            return (await limiter.acheck("a")).allowed
         finally:
             await store.aclose()
 
-    assert asyncio.run(main()) == [1, 1, 1, 0]
-    # sync and async share the keys
+    assert asyncio.run(again()) is False
+    assert limiter.store_errors == 0
     assert not limiter.check("a").allowed
     store.close()
 

@@ -376,7 +376,7 @@ def test_budget_shared_by_name_and_native_path() -> None:
 )
 def test_bad_arguments(kwargs: dict[str, Any], code: str) -> None:
     with pytest.raises(ValidationError) as ei:
-        an.retry(**kwargs)
+        an.retry(**({"on": ConnectionError} | kwargs))
     assert ei.value.code == code
 
 
@@ -389,3 +389,53 @@ def test_bad_backoff_and_budget() -> None:
         an.RetryBudget(ratio=-0.1)
     with pytest.raises(ValidationError):
         an.RetryBudget(ttl=0)
+
+
+def test_native_wrappers_do_not_leak_references() -> None:
+    import gc
+    import sys
+
+    arg = object()
+
+    @an.retry(on=ConnectionError, attempts=2)
+    def retried(x: object, *, k: object = None) -> None:
+        raise ConnectionError
+
+    breaker = an.CircuitBreaker("t-refs", failure_rate=1.0, window=10**4, minimum_calls=10**4)
+
+    @breaker
+    def guarded(x: object, *, k: object = None) -> object:
+        if k is None:
+            raise KeyError
+        return x
+
+    before = sys.getrefcount(arg)
+    for _ in range(500):
+        with pytest.raises(ConnectionError):
+            retried(arg, k=arg)
+        with pytest.raises(KeyError):
+            guarded(arg)
+        assert guarded(arg, k=arg) is arg
+    gc.collect()
+    assert sys.getrefcount(arg) <= before + 2  # the last exception's frames, at most
+
+
+def test_grpc_style_throttle() -> None:
+    throttle = an.RetryThrottle(max_tokens=10, token_ratio=0.5, name="t-throttle")
+    assert an.RetryThrottle(name="t-throttle") is throttle
+    dep = Flaky(10**9)
+    g = an.retry(on=ConnectionError, attempts=5, budget=throttle, name="t-throttle")(dep)
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    # 10 tokens: failures take 1 each; retries stop once tokens <= 5
+    assert dep.calls == 5 and throttle.tokens == 5.0
+    with pytest.raises(ConnectionError) as ei:
+        g()
+    assert dep.calls == 6  # no retry at all now
+    assert "throttled" in ei.value.__notes__[-1]
+    ok = an.retry(on=ConnectionError, budget=throttle)(lambda: 1)
+    for _ in range(4):
+        ok()  # each success earns 0.5 back
+    assert throttle.tokens == 6.0 and throttle.allow()  # 5 - 1 + 4 x 0.5
+    with pytest.raises(ValidationError):
+        an.RetryThrottle(max_tokens=0)

@@ -31,6 +31,7 @@ _require("starlette", "fastapi")
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import json
 import logging
 import math
@@ -94,6 +95,26 @@ _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 #: An incoming X-Request-ID is echoed only when it looks like an id (no log
 #: injection, no header smuggling, bounded length); otherwise a new one is made.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+_ID_PREFIX = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def _reseed_ids() -> None:
+    global _ID_PREFIX, _id_counter
+    _ID_PREFIX = os.urandom(8).hex()
+    _id_counter = itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed_ids)  # forked workers: their own ids
+
+
+def _new_request_id() -> str:
+    """32 hex digits: a random per-process prefix and a counter (unique
+    without a system call per request)."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def current_request_id() -> str | None:
@@ -169,6 +190,35 @@ class _HttpMetrics:
         )
 
 
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._in_flight: dict[str, Any] = {}
+
+    def in_flight_child(self, method: str) -> Any:
+        child = self._in_flight.get(method)
+        if child is None:
+            child = self._in_flight[method] = self.in_flight.labels(method)
+        return child
+
+    def observe(self, scope: Scope, status: int, seconds: float, body_bytes: int) -> None:
+        """One finished request: the label children are looked up once per
+        (method, route template, status) and kept."""
+        method = scope["method"]
+        route = _route_template(scope)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            label = str(status)
+            children = (self.requests.labels(method, route, label),
+                        self.latency.labels(method, route, label))
+            if len(self._children) < 10000:
+                self._children[key] = children
+        self.in_flight_child(method).dec()
+        children[0].inc()
+        children[1].observe(seconds)
+        if body_bytes:
+            self.body_bytes.labels(method, route).inc(body_bytes)
+
+
 _metrics_by_registry: dict[int, tuple[Any, _HttpMetrics]] = {}
 
 
@@ -209,18 +259,22 @@ def _route_template(scope: Scope) -> str:
 KeyFunc = Callable[[HTTPConnection], "str | None"]
 
 
-def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
-    """"ip", "header:<Name>" (falls back to the client address) or a callable."""
+def _key_function(rate_key: str | KeyFunc) -> Callable[[Scope], str | None]:
+    """"ip", "header:<Name>" (falls back to the client address) or a callable
+    taking a Starlette ``HTTPConnection``; returns a function of the scope."""
     if callable(rate_key):
-        return rate_key
+        user = rate_key
+        return lambda scope: user(HTTPConnection(scope))
     if rate_key == "ip":
         return _client_address
     if isinstance(rate_key, str) and rate_key.startswith("header:"):
-        name = rate_key[7:].strip().lower()
+        name = rate_key[7:].strip().lower().encode("latin-1")
 
-        def by_header(conn: HTTPConnection) -> str | None:
-            value = conn.headers.get(name)
-            return f"key:{value}" if value else _client_address(conn)
+        def by_header(scope: Scope) -> str | None:
+            for key, value in scope["headers"]:
+                if key == name and value:
+                    return f"key:{value.decode('latin-1')}"
+            return _client_address(scope)
 
         return by_header
     raise ValidationError(
@@ -229,21 +283,20 @@ def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
     )
 
 
-def _client_address(conn: HTTPConnection) -> str:
-    client = conn.scope.get("client")
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
     return f"ip:{client[0]}" if client else "ip:unknown"
 
 
 def _make_limiter(rate_limit: Any, store: Any) -> Any:
+    """A RateLimiter from one, or from policies ("100/minute", Policy, a list)."""
     if rate_limit is None:
         return None
-    from .. import ratelimit as rl  # the ratelimit branch
+    from .. import ratelimit as rl
 
     if isinstance(rate_limit, rl.RateLimiter):
         return rate_limit
-    specs = [rate_limit] if isinstance(rate_limit, (str, rl.Policy)) else list(rate_limit)
-    policies = [s if isinstance(s, rl.Policy) else rl.parse_policy(s) for s in specs]
-    return rl.RateLimiter(policies, store=store)
+    return rl.RateLimiter(rate_limit, store=store)
 
 
 # ---- the middleware --------------------------------------------------------------
@@ -251,6 +304,46 @@ def _make_limiter(rate_limit: Any, store: Any) -> Any:
 
 class _Deadline(Exception):
     pass
+
+
+_NO_SCOPE = contextlib.nullcontext()
+
+
+class _Deadlines:
+    """Per-request deadlines on one timer: a sweep every ``tick`` seconds
+    cancels the tasks past their deadline (no timer handle per request).
+    Resolution: ``tick`` (at most 50 ms, a tenth of the deadline)."""
+
+    __slots__ = ("_expired", "handle", "pending", "seconds", "tick")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = float(seconds)
+        self.tick = min(0.05, self.seconds / 10)
+        self.pending: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self.handle: asyncio.TimerHandle | None = None
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        self.pending[task] = time.monotonic() + self.seconds
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_later(self.tick, self._sweep)
+
+    def remove(self, task: asyncio.Task[Any]) -> None:
+        self.pending.pop(task, None)
+        self._expired.discard(task)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._expired
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        late = [task for task, when in self.pending.items() if when <= now]
+        for task in late:
+            del self.pending[task]
+            self._expired.add(task)
+            task.cancel()
+        self.handle = (asyncio.get_running_loop().call_later(self.tick, self._sweep)
+                       if self.pending else None)
 
 
 class _Exchange:
@@ -390,13 +483,16 @@ class AmuletMiddleware:
         self.draining = False
         self.stopping = False
         self.started = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._drained: asyncio.Future[None] | None = None
+        self._deadlines = _Deadlines(deadline) if deadline else None
         self._route_limits: list[tuple[Any, int]] | None = None
+        self._rl_async = False
         if self.limiter is not None:
+            from ..ratelimit import RedisStore
             from ..ratelimit import headers as rl_headers
 
             self._rl_headers: Callable[[Any], Mapping[str, str]] = rl_headers
+            self._rl_async = isinstance(getattr(self.limiter, "store", None), RedisStore)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -404,9 +500,12 @@ class AmuletMiddleware:
         """Fail readiness, refuse new requests, wait for the in-flight ones
         (up to ``timeout``, default ``drain_timeout``).  True when drained."""
         self._set_draining()
+        if self.in_flight == 0:
+            return True
+        self._drained = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._idle.wait(), self.drain_timeout if timeout is None
-                                   else timeout)
+            await asyncio.wait_for(asyncio.shield(self._drained),
+                                   self.drain_timeout if timeout is None else timeout)
         except asyncio.TimeoutError:
             _log.warning("drain timed out with %d request(s) in flight", self.in_flight)
             return False
@@ -464,22 +563,31 @@ class AmuletMiddleware:
     # -- per request -------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            given = _header(scope, b"x-request-id")
-            if given is not None and _VALID_REQUEST_ID.fullmatch(given):
-                rid = given.decode("ascii")
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
             else:
-                rid = os.urandom(16).hex()
-            token = _REQUEST_ID.set(rid)
-            try:
-                await self._http(scope, receive, send, rid)
-            finally:
-                _REQUEST_ID.reset(token)
-        elif kind == "lifespan":
-            await self._lifespan(scope, receive, send)
+                await self.app(scope, receive, send)
+            return
+        # One pass over the headers for everything the middleware reads.
+        given = declared = None
+        chunked = False
+        for key, value in scope["headers"]:
+            if key == b"x-request-id":
+                given = value
+            elif key == b"content-length":
+                declared = value
+            elif key == b"transfer-encoding":
+                chunked = True
+        if given is not None and _VALID_REQUEST_ID.fullmatch(given):
+            rid = given.decode("ascii")
         else:
-            await self.app(scope, receive, send)
+            rid = _new_request_id()
+        token = _REQUEST_ID.set(rid)
+        try:
+            await self._http(scope, receive, send, rid, declared, chunked)
+        finally:
+            _REQUEST_ID.reset(token)
 
     def _body_limit(self, scope: Scope) -> int:
         if self._route_limits is None:
@@ -490,7 +598,10 @@ class AmuletMiddleware:
                 return limit
         return self.max_body
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+    async def _http(
+        self, scope: Scope, receive: Receive, send: Send, rid: str,
+        declared: bytes | None, chunked: bool,
+    ) -> None:
         extra: list[tuple[bytes, bytes]] = [(b"x-request-id", rid.encode())]
         exchange = _Exchange(send, extra)
         path = scope["path"]
@@ -502,7 +613,6 @@ class AmuletMiddleware:
             else:
                 await self.app(scope, receive, exchange)
             return
-        method = scope["method"]
         if self.draining:
             await self._refuse(exchange, scope, "server.draining", connection_close=True)
             return
@@ -510,21 +620,17 @@ class AmuletMiddleware:
             await self._refuse(exchange, scope, "server.overloaded",
                                detail=f"more than {self.max_in_flight} requests in flight")
             return
-        if self.limiter is not None:
-            decision = await self.limiter.acheck(self.rate_key(HTTPConnection(scope)))
-            extra.extend((k.lower().encode(), v.encode())
-                         for k, v in self._rl_headers(decision).items())
+        limiter = self.limiter
+        if limiter is not None:
+            key = self.rate_key(scope)
+            # A local store decides in one native call: no coroutine for it.
+            decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
+            extra.extend([(k.lower().encode(), v.encode())
+                          for k, v in self._rl_headers(decision).items()])
             if not decision.allowed:
                 await self._refuse(exchange, scope, "ratelimit.exceeded",
                                    extra={"retry_after": math.ceil(decision.retry_after)})
                 return
-        declared = None
-        chunked = False
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                declared = value
-            elif key == b"transfer-encoding":
-                chunked = True
         # Route caps are looked up only when a body is coming (a route match each).
         has_body = chunked or (declared is not None and declared != b"0")
         limit = self._body_limit(scope) if has_body else self.max_body
@@ -535,82 +641,64 @@ class AmuletMiddleware:
                 extra={"limit": limit, "declared": int(declared)},
             )
             return
-        counter = _BodyCounter(receive, limit, exchange)
+        # No body coming: the app gets the server's receive as it is.
+        counter = _BodyCounter(receive, limit, exchange) if has_body else None
+        app_receive: Receive = counter if counter is not None else receive
         self.in_flight += 1
-        self._idle.clear()
         m = self.metrics
+        start = 0.0
         if m is not None:
-            m.in_flight.labels(method).inc()
-        start = time.perf_counter()
+            m.in_flight_child(scope["method"]).inc()
+            start = time.perf_counter()
+        deadlines = self._deadlines
+        task = asyncio.current_task() if deadlines is not None else None
         try:
-            await self._run(scope, counter, exchange)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-            if m is not None:
-                route = _route_template(scope)
-                status_label = str(exchange.status or 500)
-                m.in_flight.labels(method).dec()
-                m.requests.labels(method, route, status_label).inc()
-                m.latency.labels(method, route, status_label).observe(
-                    time.perf_counter() - start
-                )
-                if counter.total:
-                    m.body_bytes.labels(method, route).inc(counter.total)
-            if self.log_requests:
-                _log.info("%s %s -> %d", method, path, exchange.status)
-
-    async def _run(self, scope: Scope, counter: _BodyCounter, exchange: _Exchange) -> None:
-        try:
-            with self.memory if self.memory is not None else contextlib.nullcontext():
-                if self.deadline is None:
-                    await self.app(scope, counter, exchange)
+            with self.memory if self.memory is not None else _NO_SCOPE:
+                if task is None:
+                    await self.app(scope, app_receive, exchange)
                 else:
-                    await self._with_deadline(scope, counter, exchange)
+                    assert deadlines is not None
+                    deadlines.add(task)
+                    try:
+                        await self.app(scope, app_receive, exchange)
+                    except asyncio.CancelledError:
+                        if not deadlines.expired(task):
+                            raise
+                        uncancel = getattr(task, "uncancel", None)
+                        if uncancel is not None:
+                            uncancel()
+                        raise _Deadline from None
+                    finally:
+                        deadlines.remove(task)
         except _Deadline:
             self._count_error("deadline.exceeded")
             if not exchange.started:
                 await exchange.problem(504, problem_body(
-                    "deadline.exceeded", request_id=_REQUEST_ID.get(), instance=scope["path"],
+                    "deadline.exceeded", request_id=rid, instance=path,
                     detail=f"the request took longer than {self.deadline} s",
                     extra={"deadline": self.deadline},
                 ))
-            return
         except Exception as exc:
-            if counter.over:
+            if counter is not None and counter.over:
                 await self._answer_too_large(scope, counter, exchange)
-                return
-            if exchange.started:
+            elif exchange.started:
                 _log.error("error after the response started", exc_info=exc)
                 raise
-            await self._answer_exception(scope, exc, exchange)
-            return
-        if counter.over:
-            await self._answer_too_large(scope, counter, exchange)
-
-    async def _with_deadline(self, scope: Scope, receive: Receive, exchange: _Exchange) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        handle = asyncio.get_running_loop().call_later(self.deadline or 0.0, expire)
-        try:
-            await self.app(scope, receive, exchange)
-        except asyncio.CancelledError:
-            if not expired:
-                raise
-            uncancel = getattr(task, "uncancel", None)
-            if uncancel is not None:
-                uncancel()
-            raise _Deadline from None
+            else:
+                await self._answer_exception(scope, exc, exchange)
+        else:
+            if counter is not None and counter.over:
+                await self._answer_too_large(scope, counter, exchange)
         finally:
-            handle.cancel()
+            self.in_flight -= 1
+            drained = self._drained
+            if self.in_flight == 0 and drained is not None and not drained.done():
+                drained.set_result(None)
+            if m is not None:
+                m.observe(scope, exchange.status or 500, time.perf_counter() - start,
+                          counter.total if counter is not None else 0)
+            if self.log_requests:
+                _log.info("%s %s -> %d", scope["method"], path, exchange.status)
 
     async def _answer_too_large(
         self, scope: Scope, counter: _BodyCounter, exchange: _Exchange
@@ -651,7 +739,7 @@ class AmuletMiddleware:
     ) -> None:
         headers: list[tuple[bytes, bytes]] = []
         status = http_status_for(code)
-        if status in (429, 503):
+        if status in (429, 503) and not any(k == b"retry-after" for k, _ in exchange.extra):
             retry = (extra or {}).get("retry_after", self.retry_after)
             headers.append((b"retry-after", str(max(1, int(retry))).encode()))
         if connection_close:

@@ -259,7 +259,8 @@ def thumbnail_bytes(
 def _health_summary(health: Any) -> dict[str, Any] | None:
     if health is None:
         return None
-    report = asyncio.run(health.report(kind="all"))
+    sync = getattr(health, "report_sync", None)
+    report = sync(kind="all") if callable(sync) else asyncio.run(health.report(kind="all"))
     return {"status": report.status, "http_status": report.http_status}
 
 

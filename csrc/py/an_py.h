@@ -176,6 +176,13 @@ PyObject *an_py_image_descriptor(PyObject *module, PyObject *arg);
 /* ops/arena.c: _core.Arena; ops/metrics.c: the native metric cells. */
 int an_arena_exec(PyObject *m, an_state *st);
 int an_metrics_exec(PyObject *m, an_state *st);
+/* ops/metrics.c: the decoder's counters (read at scrape time by
+ * metrics.instrument_library): one decode of fmt that ended with status (or,
+ * when code is not NULL, with that error code), its encoded bytes, output
+ * pixels and wall time.  A few relaxed atomics; never fails. */
+void an_decode_stats_record(int fmt, an_status status, const char *code, uint64_t nbytes,
+                            uint64_t pixels, double seconds);
+double an_decode_clock(void);
 /* ops/ratelimit.c: Decision, GcraStore, GcraLimiter. */
 int an_ratelimit_exec(PyObject *m, an_state *st);
 

@@ -67,7 +67,6 @@ test_threads(void)
         pthread_join(th[i], NULL);
     double total = THREADS * (double)PER_THREAD;
     CHECK(an_aw_load_f64(counter) == total);
-    CHECK(an_aw_load_f64(&hist[9]) == total);
     CHECK(an_aw_load_f64(&sketch[0]) == total);
     double buckets = 0;
     for (int i = 0; i < 8; i++)
@@ -195,7 +194,10 @@ test_arena_cells(void)
         pthread_join(th[i], NULL);
     double out[10];
     CHECK_ST(an_arena_read(a, r.id, out, 10), AN_OK);
-    CHECK(out[9] == 3.0 * PER_THREAD);
+    double count = 0;
+    for (int k = 0; k < 8; k++)
+        count += out[k];
+    CHECK(count == 3.0 * PER_THREAD);
     an_arena_close(a);
 }
 

@@ -12,7 +12,8 @@
  *                                 of the last write (mode "mostrecent"), so the
  *                                 arena's MAX/MIN/LATEST folds skip unset copies
  *   histogram  [bucket_0 .. bucket_n, sum, count]   bucket_i counts values in
- *                                 (bound_{i-1}, bound_i]; bucket_n is +Inf
+ *                                 (bound_{i-1}, bound_i]; bucket_n is +Inf;
+ *                                 count is left 0: readers sum the buckets
  *   summary    the sketch: [count, sum, zero, max, neg bins.., pos bins..]
  */
 #ifndef AN_METRICS_H
@@ -30,7 +31,8 @@ extern "C" {
 /* Index of the first bound >= v among n ascending finite bounds (n when v is
  * above them all, i.e. the +Inf bucket).  NaN goes to +Inf.  Binary search. */
 size_t an_hist_index(const double *bounds, size_t n, double v);
-/* Counts v into a histogram cell of n + 3 words (n finite bounds). */
+/* Counts v into a histogram cell of n + 3 words (n finite bounds): its bucket
+ * and the sum (the count word is not written; it is the sum of the buckets). */
 void an_hist_observe(uint64_t *cell, const double *bounds, size_t n, double v);
 
 /* ---- gauge ------------------------------------------------------------------ */

@@ -188,12 +188,24 @@ entry_at(const an_arena *a, uint32_t i)
     return (dir_entry *)(a->dir + (size_t)i * a->entry_size);
 }
 
+/* The checksum of an entry; a corrupt key_len (past key_size) never matches
+ * and is never read past. */
 static uint64_t
-entry_checksum(const dir_entry *e)
+entry_checksum(const an_arena *a, const dir_entry *e)
 {
+    if (e->key_len > a->key_size)
+        return ~e->check;
     uint64_t h = fnv1a(FNV_INIT, &e->hash, sizeof(e->hash));
     h = fnv1a(h, &e->offset, 4 * sizeof(uint32_t));
     return fnv1a(h, e->key, e->key_len);
+}
+
+/* A published entry that can be used: checksum, size and bounds. */
+static int
+entry_valid(const an_arena *a, const dir_entry *e)
+{
+    return e->check == entry_checksum(a, e) && e->units >= 1 &&
+           e->units <= AN_ARENA_MAX_RECORD_UNITS && e->offset + (uint64_t)e->units <= a->slot_units;
 }
 
 static uint64_t *
@@ -633,7 +645,7 @@ lookup(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fo
             e->fold = fold;
             e->key_len = (uint32_t)key_len;
             memcpy(e->key, key, key_len);
-            e->check = entry_checksum(e);
+            e->check = entry_checksum(a, e);
             an_aw_add(&a->hdr->records, 1);
             an_aw_store(&e->state, DE_READY);
             fill_record(a, i, e, rec);
@@ -649,7 +661,7 @@ lookup(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fo
         }
         if (e->hash != h || e->key_len != key_len || memcmp(e->key, key, key_len) != 0)
             continue;
-        if (e->check != entry_checksum(e) || e->offset + (uint64_t)e->units > a->slot_units) {
+        if (!entry_valid(a, e)) {
             an_aw_add(&a->hdr->corrupt, 1);
             if (err != NULL)
                 an_error_set(err, AN_ERR_ARENA_CORRUPT, "arena record %u fails its checksum", i);
@@ -708,7 +720,7 @@ an_arena_next(an_arena *a, uint32_t *cursor, an_arena_rec *rec)
         dir_entry *e = entry_at(a, i);
         if (an_aw_load(&e->state) != DE_READY)
             continue;
-        if (e->check != entry_checksum(e) || e->offset + (uint64_t)e->units > a->slot_units) {
+        if (!entry_valid(a, e)) {
             an_aw_add(&a->hdr->corrupt, 1);
             continue;
         }
@@ -750,8 +762,7 @@ fold_record(an_arena *a, uint32_t i, uint32_t slot)
 {
     dir_entry *e = entry_at(a, i);
     if (an_aw_load(&e->state) != DE_READY || e->fold == AN_FOLD_SHARED ||
-        (e->fold & AN_FOLD_DROP) || e->check != entry_checksum(e) ||
-        e->offset + (uint64_t)e->units > a->slot_units)
+        (e->fold & AN_FOLD_DROP) || !entry_valid(a, e))
         return;
     uint32_t n = e->units * AN_ARENA_WORDS_PER_UNIT, op = e->fold & AN_FOLD_OP_MASK;
     uint64_t *agg = copy_at(a, 0, e->offset);
@@ -807,6 +818,8 @@ finish_fold(an_arena *a)
     for (uint64_t i = an_aw_load(&a->hdr->fold_pos); i < a->max_records; i++)
         fold_record(a, (uint32_t)i, slot);
     uint64_t used = an_aw_load(&a->hdr->units_used);
+    if (used > a->slot_units)
+        used = a->slot_units; /* a corrupt counter must not zero past the region */
     uint64_t *w = copy_at(a, slot, 0);
     for (uint64_t k = 0; k < used * AN_ARENA_WORDS_PER_UNIT; k++)
         if (__atomic_load_n(&w[k], __ATOMIC_RELAXED) != 0)
@@ -879,6 +892,10 @@ an_arena_read(an_arena *a, uint32_t id, double *out, uint32_t nwords)
     dir_entry *e = entry_at(a, id);
     if (an_aw_load(&e->state) != DE_READY)
         return AN_ERR_ARENA_MISMATCH;
+    if (!entry_valid(a, e)) {
+        an_aw_add(&a->hdr->corrupt, 1);
+        return AN_ERR_ARENA_CORRUPT;
+    }
     uint32_t n = e->units * AN_ARENA_WORDS_PER_UNIT;
     if (nwords > n)
         nwords = n;
@@ -922,8 +939,7 @@ an_arena_check(an_arena *a, an_error *err)
         uint64_t st = an_aw_load(&e->state);
         if (st == DE_EMPTY || st == DE_BROKEN || (st & 3u) == DE_INIT)
             continue;
-        if (st != DE_READY || e->check != entry_checksum(e) ||
-            e->offset + (uint64_t)e->units > a->slot_units)
+        if (st != DE_READY || !entry_valid(a, e))
             bad++;
     }
     if (bad) {

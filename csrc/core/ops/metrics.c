@@ -36,7 +36,6 @@ an_hist_observe(uint64_t *cell, const double *bounds, size_t n, double v)
     size_t i = an_hist_index(bounds, n, v);
     an_aw_add_f64(&cell[i], 1.0);
     an_aw_add_f64(&cell[n + 1], v);
-    an_aw_add_f64(&cell[n + 2], 1.0);
 }
 
 void

@@ -227,10 +227,12 @@ an_py_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     opts.alloc = an_guard_allocator(&guard);
+    double t0 = an_decode_clock();
     Py_BEGIN_ALLOW_THREADS
     s = an_decoder_open(&dec, view.buf, (size_t)view.len, &opts, &err);
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
+        an_decode_stats_record(err.format, s, NULL, (uint64_t)view.len, 0, an_decode_clock() - t0);
         PyBuffer_Release(&view);
         an_raise_guarded(st, &err, opts.alloc);
         an_guard_release(&guard);
@@ -254,6 +256,9 @@ an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buff
     an_status s;
 
     const an_allocator *alloc = an_decoder_allocator(dec);
+    double t0 = an_decode_clock();
+    int fmt = an_decoder_info(dec)->format;
+    uint64_t nbytes = in != NULL ? (uint64_t)in->len : 0;
     an_decoder_shape(dec, &shape);
     if (out != Py_None) {
         if ((arr = check_out(st, out, &shape, in)) == NULL)
@@ -269,9 +274,12 @@ an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buff
     an_decoder_close(dec);
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
+        an_decode_stats_record(fmt, s, NULL, nbytes, 0, an_decode_clock() - t0);
         Py_DECREF(arr);
         return an_raise_guarded(st, &err, alloc);
     }
+    an_decode_stats_record(fmt, AN_OK, NULL, nbytes, (uint64_t)shape.width * shape.height,
+                           an_decode_clock() - t0);
     if (an_warn_decoded(st, &err, stacklevel) < 0) {
         Py_DECREF(arr);
         return NULL;
@@ -279,6 +287,7 @@ an_decode_into_array(an_state *st, an_decoder *dec, PyObject *out, const Py_buff
     return (PyObject *)arr;
 
 error:
+    an_decode_stats_record(fmt, AN_ERR_MEMORY_LIMIT, "refused", nbytes, 0, an_decode_clock() - t0);
     an_decoder_close(dec);
     return NULL;
 }

@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "../../core/ops/an_metrics.h"
 
@@ -605,6 +606,216 @@ py_hist_index(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return PyLong_FromSize_t(i);
 }
 
+/* ---- exposition ------------------------------------------------------------------------ */
+
+/* Appends v as Prometheus writes floats (Go's formatting, prometheus_client's
+ * rule): +Inf, -Inf, NaN, Python's shortest repr, and for positive numbers of
+ * more than 6 integer digits the exponent form ("1.5e+07"). */
+static int
+format_go_float(double v, char *out, size_t cap)
+{
+    if (isinf(v))
+        return snprintf(out, cap, "%s", v > 0 ? "+Inf" : "-Inf");
+    if (isnan(v))
+        return snprintf(out, cap, "NaN");
+    char *r = PyOS_double_to_string(v, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    int n;
+    char *dot = strchr(r, '.');
+    if (v > 0 && dot != NULL && dot - r > 6 && strchr(r, 'e') == NULL) {
+        /* mantissa = first digit . remaining digits, trailing zeros and dot stripped */
+        int intdigits = (int)(dot - r);
+        char mant[64];
+        size_t m = 0;
+        mant[m++] = r[0];
+        mant[m++] = '.';
+        for (char *p = r + 1; *p && m < sizeof(mant) - 1; p++)
+            if (*p != '.')
+                mant[m++] = *p;
+        while (m > 0 && (mant[m - 1] == '0' || mant[m - 1] == '.'))
+            m--;
+        mant[m] = '\0';
+        n = snprintf(out, cap, "%se+%02d", mant, intdigits - 1);
+    } else {
+        n = snprintf(out, cap, "%s", r);
+    }
+    PyMem_Free(r);
+    return n;
+}
+
+/* render_cells(children, prefixes, word, extras=None) -> str: for each child
+ * (a metric with a cell), prefix + its word as a Prometheus float + "\n",
+ * then extras[i] when given (e.g. the OpenMetrics _created line). */
+static PyObject *
+py_render_cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    an_state *st = an_get_state(module);
+    if (nargs < 3 || nargs > 4 || !PyList_Check(args[0]) || !PyList_Check(args[1]))
+        return PyErr_Format(PyExc_TypeError, "render_cells(children, prefixes, word, extras=None)");
+    PyObject *children = args[0], *prefixes = args[1];
+    PyObject *extras = nargs > 3 && args[3] != Py_None ? args[3] : NULL;
+    Py_ssize_t word = PyLong_AsSsize_t(args[2]);
+    if (word == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(children);
+    if (PyList_GET_SIZE(prefixes) != n || (extras && (!PyList_Check(extras) || PyList_GET_SIZE(extras) != n)))
+        return PyErr_Format(PyExc_ValueError, "children, prefixes and extras differ in length");
+    size_t cap = 4096, len = 0;
+    char *buf = (char *)PyMem_Malloc(cap);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *child = PyList_GET_ITEM(children, i);
+        int ok = 0;
+        for (int k = 0; k < 4 && !ok; k++)
+            ok = st->metric_types[k] != NULL &&
+                 PyObject_TypeCheck(child, (PyTypeObject *)st->metric_types[k]);
+        if (!ok) {
+            PyErr_SetString(PyExc_TypeError, "render_cells: not a metric");
+            goto done;
+        }
+        metricobject *m = (metricobject *)child;
+        if (m->cell == NULL || word < 0 || word >= m->nwords) {
+            PyErr_SetString(PyExc_ValueError, "render_cells: metric without that word");
+            goto done;
+        }
+        Py_ssize_t plen, elen = 0;
+        const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(prefixes, i), &plen);
+        const char *e = NULL;
+        if (p == NULL)
+            goto done;
+        if (extras != NULL && (e = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(extras, i), &elen)) == NULL)
+            goto done;
+        size_t need = len + (size_t)plen + (size_t)elen + 80;
+        if (need > cap) {
+            while (cap < need)
+                cap *= 2;
+            char *nb = (char *)PyMem_Realloc(buf, cap);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, p, (size_t)plen);
+        len += (size_t)plen;
+        int w = format_go_float(an_aw_load_f64(&m->cell[word]), buf + len, 64);
+        if (w < 0)
+            goto done;
+        len += (size_t)w;
+        buf[len++] = '\n';
+        if (e != NULL) {
+            memcpy(buf + len, e, (size_t)elen);
+            len += (size_t)elen;
+        }
+    }
+    result = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
+done:
+    PyMem_Free(buf);
+    return result;
+}
+
+/* ---- the decoder's counters ------------------------------------------------------ */
+
+/* Process-wide, updated with relaxed atomics from any thread (GIL or not) and
+ * read at scrape time: [format][status] -> decodes, encoded bytes, pixels; a
+ * "refused" slot per format for outputs refused before decoding (budget, out=);
+ * and per format a time histogram over DECODE_BOUNDS. */
+#define DECODE_NB 12
+static const double decode_bounds[DECODE_NB] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+static uint64_t decode_counts[AN_FMT_COUNT][AN_STATUS_COUNT + 1][3];
+static uint64_t decode_hist[AN_FMT_COUNT][DECODE_NB + 3];
+
+double
+an_decode_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void
+an_decode_stats_record(int fmt, an_status status, const char *code, uint64_t nbytes,
+                       uint64_t pixels, double seconds)
+{
+    if (fmt < 0 || fmt >= AN_FMT_COUNT)
+        fmt = AN_FMT_UNKNOWN;
+    unsigned idx = code != NULL ? AN_STATUS_COUNT : (unsigned)status;
+    if (idx > AN_STATUS_COUNT)
+        idx = AN_ERR_CORRUPT;
+    uint64_t *c = decode_counts[fmt][idx];
+    __atomic_add_fetch(&c[0], 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c[1], nbytes, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&c[2], pixels, __ATOMIC_RELAXED);
+    an_hist_observe(decode_hist[fmt], decode_bounds, DECODE_NB, seconds);
+}
+
+/* decode_stats() -> [(format, outcome, decodes, bytes, pixels)] (non-zero rows). */
+static PyObject *
+py_decode_stats(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *list = PyList_New(0);
+    if (list == NULL)
+        return NULL;
+    for (int f = 0; f < AN_FMT_COUNT; f++) {
+        for (unsigned s = 0; s <= AN_STATUS_COUNT; s++) {
+            uint64_t n = __atomic_load_n(&decode_counts[f][s][0], __ATOMIC_RELAXED);
+            if (n == 0)
+                continue;
+            const char *outcome = s == AN_STATUS_COUNT ? "refused" : an_error_lookup((an_status)s)->code;
+            PyObject *row = Py_BuildValue(
+                "(ssKKK)", an_format_name((an_format)f), outcome, (unsigned long long)n,
+                (unsigned long long)__atomic_load_n(&decode_counts[f][s][1], __ATOMIC_RELAXED),
+                (unsigned long long)__atomic_load_n(&decode_counts[f][s][2], __ATOMIC_RELAXED));
+            if (row == NULL || PyList_Append(list, row) < 0) {
+                Py_XDECREF(row);
+                Py_DECREF(list);
+                return NULL;
+            }
+            Py_DECREF(row);
+        }
+    }
+    return list;
+}
+
+/* decode_time_histograms() -> (bounds, [(format, [bucket counts..., sum, count])]). */
+static PyObject *
+py_decode_time_histograms(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    PyObject *bounds = float_list(decode_bounds, DECODE_NB), *rows = PyList_New(0);
+    if (bounds == NULL || rows == NULL)
+        goto error;
+    for (int f = 0; f < AN_FMT_COUNT; f++) {
+        double v[DECODE_NB + 3];
+        v[DECODE_NB + 2] = 0.0;
+        for (int k = 0; k < DECODE_NB + 2; k++)
+            v[k] = an_aw_load_f64(&decode_hist[f][k]);
+        for (int k = 0; k <= DECODE_NB; k++)
+            v[DECODE_NB + 2] += v[k]; /* the count: the sum of the buckets */
+        if (v[DECODE_NB + 2] == 0.0)
+            continue;
+        PyObject *vals = float_list(v, DECODE_NB + 3);
+        PyObject *row = vals == NULL ? NULL : Py_BuildValue("(sN)", an_format_name((an_format)f), vals);
+        if (row == NULL || PyList_Append(rows, row) < 0) {
+            Py_XDECREF(row);
+            goto error;
+        }
+        Py_DECREF(row);
+    }
+    return Py_BuildValue("(NN)", bounds, rows);
+error:
+    Py_XDECREF(bounds);
+    Py_XDECREF(rows);
+    return NULL;
+}
+
 /* ---- types -------------------------------------------------------------------- */
 
 #define COMMON_METHODS                                                                       \
@@ -711,6 +922,12 @@ static PyMethodDef metrics_functions[] = {
      "sketch_quantiles(words, qs) -> list[float]"},
     {"hist_index", (PyCFunction)(void (*)(void))py_hist_index, METH_FASTCALL,
      "hist_index(bounds, value) -> int: the bucket of value."},
+    {"render_cells", (PyCFunction)(void (*)(void))py_render_cells, METH_FASTCALL,
+     "render_cells(children, prefixes, word, extras=None) -> str: exposition lines."},
+    {"decode_stats", py_decode_stats, METH_NOARGS,
+     "decode_stats() -> [(format, outcome, decodes, bytes, pixels)]"},
+    {"decode_time_histograms", py_decode_time_histograms, METH_NOARGS,
+     "decode_time_histograms() -> (bounds, [(format, [buckets..., sum, count])])"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -317,7 +317,14 @@ typedef struct {
     /* RetryCall */
     PyObject *engine;
     PyObject *budget;
+    /* calls through the wrapper: atomic on free-threaded builds; with the GIL
+     * a plain increment (the GIL orders it), which keeps a lock-prefixed
+     * instruction off the success path */
+#ifdef Py_GIL_DISABLED
     _Atomic uint64_t calls;
+#else
+    uint64_t calls;
+#endif
 } WrapObject;
 
 static int
@@ -372,7 +379,11 @@ static PyObject *
 wrap_get_calls(WrapObject *self, void *unused)
 {
     (void)unused;
+#ifdef Py_GIL_DISABLED
     return PyLong_FromUnsignedLongLong(atomic_load_explicit(&self->calls, memory_order_relaxed));
+#else
+    return PyLong_FromUnsignedLongLong(self->calls);
+#endif
 }
 
 static PyMemberDef wrap_members[] = {
@@ -598,7 +609,11 @@ static PyType_Spec budget_spec = {
 static PyObject *
 retrycall_vectorcall(WrapObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+#ifdef Py_GIL_DISABLED
     atomic_fetch_add_explicit(&self->calls, 1, memory_order_relaxed);
+#else
+    self->calls++;
+#endif
     if (self->budget != NULL)
         an_rbudget_deposit(((BudgetObject *)self->budget)->r, an_monotonic_ns());
     PyObject *r = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
