@@ -244,7 +244,7 @@ class Conn:
                     # Like curl, stop sending once the server has answered (its
                     # 413 arrives mid-body); sending on would make the server's
                     # close a reset that can discard the answer in flight.
-                    if self.reader._buffer:  # bytes already received
+                    if self.reader._buffer:  # type: ignore[attr-defined]  # bytes received
                         break
                 else:
                     w.write(b"0\r\n\r\n")

@@ -117,7 +117,9 @@ class Service:
 
 
 def _results_cache(settings: Settings) -> Any:
-    l1 = an.Cache(max_items=settings.cache_max_size, ttl=settings.cache_default_ttl)
+    l1: an.Cache[str, str] = an.Cache(
+        max_items=settings.cache_max_size, ttl=settings.cache_default_ttl
+    )
     if not settings.redis_url:
         return l1
     return an.TieredCache(

@@ -91,7 +91,10 @@ _POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 def _hamming_many(hashes: npt.NDArray[np.uint64], h: int) -> npt.NDArray[np.int64]:
     x = np.bitwise_xor(hashes, np.uint64(h))
-    return _POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int64)
+    bits: npt.NDArray[np.int64] = _POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(
+        axis=1, dtype=np.int64
+    )
+    return bits
 
 
 class GalleryRecognizer:
