@@ -124,7 +124,11 @@ def make_app() -> FastAPI:
 
     @app.get("/slow")
     async def slow(seconds: float = 1.0) -> dict[str, float]:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            log.warning("slow handler cancelled")
+            raise
         return {"slept": seconds}
 
     @app.get("/error/{code}")

@@ -187,7 +187,11 @@ def test_slow_body_past_the_deadline_gets_504(server: UvicornServer) -> None:
 
 
 def test_slow_handler_past_the_deadline_is_cancelled(client: httpx.Client) -> None:
-    assert_problem(client.get("/slow", params={"seconds": 5}), 504, "deadline.exceeded")
+    r = client.get("/slow", params={"seconds": 5})
+    assert_problem(r, 504, "deadline.exceeded")
+    rid = r.headers["x-request-id"]
+    logs = [rec["message"] for rec in client.get("/logs").json() if rec["request_id"] == rid]
+    assert "slow handler cancelled" in logs  # the handler task itself was cancelled
     assert client.get("/slow", params={"seconds": 0.01}).status_code == 200
 
 
