@@ -14,7 +14,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip
-DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server prometheus
+DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server prometheus hey
 # the reference system's browser test (issue 14)
 DEB_PKGS += chromium chromium-driver
 CORPUS ?= $(abspath $(or $(AMULET_CORPUS),../shared/corpus))
@@ -97,3 +97,9 @@ lint: build
 clean:
 	rm -rf build *.egg-info amulet_native/*.so .pytest_cache .mypy_cache
 	$(MAKE) -C tests/c clean
+
+# HTTP integration benchmarks (issue 13): hey against uvicorn, bare vs install() vs the
+# slowapi/instrumentator stack -> benchmarks/results/http.md, raw runs in benchmarks/runs/
+.PHONY: bench-http
+bench-http: build
+	$(VPY) benchmarks/http/run.py

@@ -371,20 +371,18 @@ class _Exchange:
 
     async def respond(
         self, status: int, body: bytes, content_type: str,
-        headers: Iterable[tuple[bytes, bytes]] = (),
+        headers: Iterable[tuple[bytes, bytes]] = (), *, length: bool = True,
     ) -> None:
         """Send a whole response of the middleware's own (never the app's)."""
         self.started = True
         self.status = status
+        start = [(b"content-type", content_type.encode())]
+        if length:
+            start.append((b"content-length", str(len(body)).encode()))
         await self.send({
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-                *self.extra,
-            ],
+            "headers": [*start, *headers, *self.extra],
         })
         await self.send({"type": "http.response.body", "body": body})
 
@@ -609,7 +607,11 @@ class AmuletMiddleware:
             op = self.ops.get(path)
             if op is not None and scope["method"] in ("GET", "HEAD"):
                 status, body, ctype = await op(scope)
-                await exchange.respond(status, body, ctype)
+                if scope["method"] == "HEAD":
+                    extra.append((b"content-length", str(len(body)).encode()))
+                    await exchange.respond(status, b"", ctype, length=False)
+                else:
+                    await exchange.respond(status, body, ctype)
             else:
                 await self.app(scope, receive, exchange)
             return
