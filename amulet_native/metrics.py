@@ -847,6 +847,8 @@ class _FastFamily:
     rows: list[tuple[str, tuple[str, ...], list[float], tuple[float, str] | None]]
     le: tuple[str, ...] = ()
     src: Any = None  # counters and gauges in process memory: rendered in C from the cells
+    arena_ids: list[int] | None = None  # counters and gauges in the arena: rendered in C
+    arena_prefixes: list[str] | None = None
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
 
@@ -882,6 +884,15 @@ class _FastFamily:
 
     def materialize(self) -> None:
         """Rows from the cells of a C-rendered family (for the generic paths)."""
+        if self.arena_ids is not None:
+            arena = _arena()
+            assert arena is not None
+            series = {rid: values for rid, _k, values in _view._by_name.get(self.name, [])}
+            for rid in self.arena_ids:
+                vals = arena.read(rid, 2 if self.kind == "gauge" else 1)
+                values = series[rid]
+                self.rows.append((_label_text(self.labelnames, values), values, vals, None))
+            self.arena_ids = None
         if self.src is None:
             return
         for s in self.src._series():
@@ -932,6 +943,8 @@ class _ArenaView:
         self._seen: dict[int, Any] = {}
         self._by_name: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
         self._lbl: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._prefix_cache: dict[tuple[Any, ...], tuple[Any, list[int], list[str]]] = {}
+        self._known = -1
         self._meta: dict[str, list[Any]] = {}
         self._scanned = -1.0
 
@@ -941,6 +954,10 @@ class _ArenaView:
             return
         with self._lock:
             arena.reclaim()
+            known = arena.stats()["records"]
+            if known == self._known:
+                return  # records are never deleted: the same count is the same set
+            self._known = known
             for key, rid, _units, _fold, _drop in arena.records():
                 if rid in self._seen:
                     continue
@@ -957,6 +974,23 @@ class _ArenaView:
                 elif parsed[0] == "f":
                     self._meta.setdefault(parsed[1], parsed)
 
+    def _prefixes(self, fam: _FastFamily) -> tuple[list[int], list[str]]:
+        """Record ids and line prefixes of a counter or gauge family (cached
+        until a new series of that name appears)."""
+        series = self._by_name.get(fam.name, [])
+        key = (fam.name, fam.kind, fam.labelnames, len(series))
+        hit = self._prefix_cache.get(key[:3])
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        name = fam.name + ("_total" if fam.kind == "counter" else "")
+        ids, prefixes = [], []
+        for rid, kind, values in series:
+            if kind == fam.kind:
+                ids.append(rid)
+                prefixes.append(f"{name}{_braces(_label_text(fam.labelnames, values))} ")
+        self._prefix_cache[key[:3]] = (key, ids, prefixes)
+        return ids, prefixes
+
     def has(self, name: str) -> bool:
         return name in self._by_name
 
@@ -969,6 +1003,9 @@ class _ArenaView:
     def fill(self, fam: _FastFamily) -> None:
         arena = _arena()
         assert arena is not None
+        if fam.kind in ("counter", "gauge"):
+            fam.arena_ids, fam.arena_prefixes = self._prefixes(fam)
+            return
         nwords = {"counter": 1, "gauge": 2, "histogram": len(fam.le) + 2}.get(
             fam.kind, int(_core.SKETCH_WORDS)
         )
@@ -1063,6 +1100,12 @@ def _write_fast(out: list[str], fam: _FastFamily, om: bool) -> None:
         out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
     if fam.src is not None:
         out.append(_render_cells(fam, om))
+        return
+    if fam.arena_ids is not None and fam.arena_prefixes is not None:
+        arena = _arena()
+        assert arena is not None
+        out.append(_core.render_arena(arena, fam.arena_ids, fam.arena_prefixes, 0,
+                                      2 if kind == "gauge" else 1))
         return
     f = _float
     if kind == "counter":

@@ -670,3 +670,22 @@ def test_c_float_formatting_matches_python() -> None:
         _core.render_cells([object()], ["x "], 0)
     with pytest.raises(ValueError):
         _core.render_cells([g], ["x "], 5)
+
+
+def test_alert_manager_evaluates_periodically() -> None:
+    fired = threading.Event()
+    value = {"v": 0.0}
+    rule = metrics.AlertRule(lambda: value["v"], threshold_warning=1.0, name="periodic")
+
+    def on_change(r: metrics.AlertRule, a: metrics.Alert | None) -> None:
+        if a is not None:
+            fired.set()
+
+    mgr = metrics.AlertManager([rule], callbacks=[on_change])
+    mgr.start(interval=0.01)
+    try:
+        value["v"] = 5.0
+        assert fired.wait(30)
+        assert [a.name for a in mgr.active()] == ["periodic"]
+    finally:
+        mgr.stop()

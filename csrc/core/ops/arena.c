@@ -326,6 +326,15 @@ static an_status
 claim_slot(an_arena *a, an_error *err)
 {
     an_arena_reclaim(a);
+    /* Another starter may be folding right now: let it finish (bounded), so
+     * that the slots it frees are reused instead of fresh ones being touched. */
+    for (unsigned spins = 0; spins < 20000; spins++) {
+        uint64_t holder = an_aw_load(&a->hdr->fold_lease);
+        if (holder == 0 || !ident_alive(a, holder))
+            break;
+        sched_yield();
+    }
+    an_arena_reclaim(a);
     for (uint32_t s = 1; s < a->max_slots; s++) {
         uint64_t expected = 0;
         if (an_aw_cas(slot_word(a, s), &expected, a->ident | OW_LIVE)) {

@@ -717,6 +717,72 @@ done:
     return result;
 }
 
+/* render_arena(arena, ids, prefixes, word, nwords) -> str: like render_cells
+ * for records of a shared arena, each value combined over every worker by the
+ * record's fold (an_arena_read of nwords words, word printed). */
+static PyObject *
+py_render_arena(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    an_state *st = an_get_state(module);
+    if (nargs != 5 || !PyList_Check(args[1]) || !PyList_Check(args[2]))
+        return PyErr_Format(PyExc_TypeError, "render_arena(arena, ids, prefixes, word, nwords)");
+    an_arena *a = an_py_arena(st, args[0]);
+    if (a == NULL)
+        return NULL;
+    PyObject *ids = args[1], *prefixes = args[2];
+    Py_ssize_t word = PyLong_AsSsize_t(args[3]), nwords = PyLong_AsSsize_t(args[4]);
+    if ((word == -1 || nwords == -1) && PyErr_Occurred())
+        return NULL;
+    if (word < 0 || nwords <= word || nwords > 64)
+        return PyErr_Format(PyExc_ValueError, "render_arena: word %zd of %zd", word, nwords);
+    Py_ssize_t n = PyList_GET_SIZE(ids);
+    if (PyList_GET_SIZE(prefixes) != n)
+        return PyErr_Format(PyExc_ValueError, "ids and prefixes differ in length");
+    size_t cap = 4096, len = 0;
+    char *buf = (char *)PyMem_Malloc(cap);
+    if (buf == NULL)
+        return PyErr_NoMemory();
+    PyObject *result = NULL;
+    double vals[64];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned long id = PyLong_AsUnsignedLong(PyList_GET_ITEM(ids, i));
+        if (id == (unsigned long)-1 && PyErr_Occurred())
+            goto done;
+        memset(vals, 0, sizeof(vals));
+        an_status s = an_arena_read(a, (uint32_t)id, vals, (uint32_t)nwords);
+        if (s != AN_OK) {
+            an_raise_status(st, s, "cannot read arena record %lu", id);
+            goto done;
+        }
+        Py_ssize_t plen;
+        const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(prefixes, i), &plen);
+        if (p == NULL)
+            goto done;
+        size_t need = len + (size_t)plen + 80;
+        if (need > cap) {
+            while (cap < need)
+                cap *= 2;
+            char *nb = (char *)PyMem_Realloc(buf, cap);
+            if (nb == NULL) {
+                PyErr_NoMemory();
+                goto done;
+            }
+            buf = nb;
+        }
+        memcpy(buf + len, p, (size_t)plen);
+        len += (size_t)plen;
+        int w = format_go_float(vals[word], buf + len, 64);
+        if (w < 0)
+            goto done;
+        len += (size_t)w;
+        buf[len++] = '\n';
+    }
+    result = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
+done:
+    PyMem_Free(buf);
+    return result;
+}
+
 /* ---- the decoder's counters ------------------------------------------------------ */
 
 /* Process-wide, updated with relaxed atomics from any thread (GIL or not) and
@@ -924,6 +990,8 @@ static PyMethodDef metrics_functions[] = {
      "hist_index(bounds, value) -> int: the bucket of value."},
     {"render_cells", (PyCFunction)(void (*)(void))py_render_cells, METH_FASTCALL,
      "render_cells(children, prefixes, word, extras=None) -> str: exposition lines."},
+    {"render_arena", (PyCFunction)(void (*)(void))py_render_arena, METH_FASTCALL,
+     "render_arena(arena, ids, prefixes, word, nwords) -> str: exposition lines."},
     {"decode_stats", py_decode_stats, METH_NOARGS,
      "decode_stats() -> [(format, outcome, decodes, bytes, pixels)]"},
     {"decode_time_histograms", py_decode_time_histograms, METH_NOARGS,
