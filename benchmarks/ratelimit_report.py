@@ -184,7 +184,7 @@ def targets(rows: dict[tuple[str, str], list[dict[str, Any]]]) -> list[str]:
             "paired with an amulet_native round (conftest.measure), ratios are medians of the "
             "per-round ratios, then medians over runs.  Raw runs: `benchmarks/runs/ratelimit-*.json` "
             "(run1 predates two optimisations, RedisStore argument caching and inline cached health "
-            "results, and is not in these tables; run4 repeats the in-memory and health groups "
+            "results, and is not in these tables; run4 and run5 repeat the in-memory and health groups "
             "alone).  Regenerate with `python benchmarks/ratelimit_report.py "
             "benchmarks/results/ratelimit.md RUN.json...`."
         ),
