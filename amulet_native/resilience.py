@@ -774,7 +774,16 @@ def retry(
             if policy.budget._clock is not None:
                 return _python_wrapper(fn, policy)
             native_budget = policy.budget._native
-        if retry_if_result is not None or policy.custom_clock or policy.throttle is not None:
+        # The native wrapper starts the engine (and so the clock) at the first
+        # failure: a total timeout must count the first attempt too, and a
+        # throttle or a result check must see every success.
+        python_path = (
+            retry_if_result is not None
+            or policy.custom_clock
+            or policy.throttle is not None
+            or policy.timeout is not None
+        )
+        if python_path:
             return _python_wrapper(fn, policy)
         # the fast path: one native call on success, the engine on failure
         engine = functools.partial(_engine_after_first_failure, policy, fn)

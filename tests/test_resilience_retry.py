@@ -439,3 +439,28 @@ def test_grpc_style_throttle() -> None:
     assert throttle.tokens == 6.0 and throttle.allow()  # 5 - 1 + 4 x 0.5
     with pytest.raises(ValidationError):
         an.RetryThrottle(max_tokens=0)
+
+
+def test_deadline_counts_the_first_attempt() -> None:
+    ft = FakeTime()
+    n = [0]
+
+    def slow_then_fail() -> None:
+        n[0] += 1
+        ft.t += 11.0  # the first attempt alone outlasts the 10 s deadline
+        raise ConnectionError
+
+    with rs.testing(no_wait=False):
+        g = an.retry(on=ConnectionError, attempts=5, timeout=10, clock=ft.clock, sleep=ft.sleep)(
+            slow_then_fail
+        )
+        with pytest.raises(ConnectionError):
+            g()
+    assert n[0] == 1
+
+
+def test_a_total_timeout_starts_the_clock_before_the_first_attempt() -> None:
+    # the native wrapper only enters Python at the first failure, which would
+    # start the deadline late: with a timeout the Python wrapper is used
+    assert type(an.retry(on=ConnectionError, timeout=5)(Flaky(0))).__name__ == "function"
+    assert type(an.retry(on=ConnectionError)(Flaky(0))).__name__ == "RetryCall"
