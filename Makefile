@@ -20,7 +20,7 @@ VENV   := .venv
 VPY    := $(VENV)/bin/python
 PIP    := $(VPY) -m pip
 DEB_PKGS := gcc make pkg-config libjpeg62-turbo-dev libpng-dev zlib1g-dev libturbojpeg0 redis-server
-DEB_PKGS += libisal-dev libdeflate-dev prometheus
+DEB_PKGS += libisal-dev libdeflate-dev prometheus hey
 # the reference system's browser test (issue 14)
 DEB_PKGS += chromium chromium-driver
 # codecs of issue 15: libheif1 brings its HEVC/AV1 plugins (libde265, dav1d, aom) as dependencies
@@ -152,3 +152,9 @@ sdist: system $(VENV)/.wheel-tools
 clean:
 	rm -rf build dist *.egg-info amulet_native/*.so .pytest_cache .mypy_cache
 	$(MAKE) -C tests/c clean
+
+# HTTP integration benchmarks (issue 13): hey against uvicorn, bare vs install() vs the
+# slowapi/instrumentator stack -> benchmarks/results/http.md, raw runs in benchmarks/runs/
+.PHONY: bench-http
+bench-http: build
+	$(VPY) benchmarks/http/run.py

@@ -59,6 +59,11 @@ def _options() -> dict[str, Any]:
         from amulet_native.ratelimit import SharedStore
 
         options["rate_store"] = SharedStore(store_dir)
+    redis_url = options.pop("redis_store", None)
+    if redis_url is not None:
+        from amulet_native.ratelimit import RedisStore
+
+        options["rate_store"] = RedisStore(redis_url)
     failing = options.pop("failing_check", None)
     if failing is not None:  # a HealthMonitor with one check that raises
         from amulet_native.health import HealthMonitor
@@ -119,7 +124,11 @@ def make_app() -> FastAPI:
 
     @app.get("/slow")
     async def slow(seconds: float = 1.0) -> dict[str, float]:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            log.warning("slow handler cancelled")
+            raise
         return {"slept": seconds}
 
     @app.get("/error/{code}")

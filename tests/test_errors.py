@@ -48,11 +48,11 @@ HIERARCHY: dict[type[Exception], tuple[tuple[type, ...], dict[str, Any]]] = {
                                     {"module": "redis", "extra": "redis"}),
     errors.ArenaError: ((errors.AmuletError,), {"path": "/dev/shm/m.arena"}),
     errors.ArenaFullError: ((errors.ArenaError, errors.AmuletError), {"path": "/dev/shm/m.arena"}),
+    errors.RateLimitExceeded: ((errors.AmuletError,), {"retry_after": 1.5}),
     # resilience
     errors.CircuitOpenError: ((errors.AmuletError,), {"name": "db", "retry_after": 2.5}),
     errors.BulkheadFullError: ((errors.AmuletError,), {"name": "model", "max_concurrent": 4}),
     errors.OperationTimeoutError: ((errors.AmuletError, TimeoutError), {"seconds": 1.0}),
-    errors.RateLimitExceeded: ((errors.AmuletError,), {"retry_after": 1.5}),
 }
 
 

@@ -54,14 +54,6 @@ def test_recognise_a_sample_picture(app: AppTest) -> None:
     assert len(app.get("image")) >= 1  # the thumbnail
 
 
-def test_add_to_gallery(app: AppTest) -> None:
-    sample = next(o for o in app.selectbox[0].options if o.startswith("amulet-05"))
-    app.selectbox[0].select(sample).run()
-    app.text_input[0].input("favourite")
-    app.button[0].click().run()  # the form submits the typed label with the click
-    assert "added as 'favourite'" in texts(app), texts(app)
-
-
 def test_batch_job_with_progress(app: AppTest) -> None:
     app.sidebar.radio[0].set_value("Batch job").run()
     app.checkbox[0].check().run()
@@ -92,3 +84,12 @@ def test_api_down_says_so_and_keeps_working(monkeypatch: pytest.MonkeyPatch) -> 
     at.sidebar.radio[0].set_value("Status").run()  # the other pages still render
     assert not at.exception and any("API unavailable" in w.value for w in at.warning)
     assert os.environ["AMULET_API_URL"].startswith("http://127.0.0.1:")
+
+
+def test_add_to_gallery(app: AppTest) -> None:
+    # Last: the picture it adds would tie with amulet-05 in the tests above.
+    sample = next(o for o in app.selectbox[0].options if o.startswith("amulet-05"))
+    app.selectbox[0].select(sample).run()
+    app.text_input[0].input("favourite")
+    app.button[0].click().run()  # the form submits the typed label with the click
+    assert "added as 'favourite'" in texts(app), texts(app)

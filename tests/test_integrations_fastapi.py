@@ -187,7 +187,11 @@ def test_slow_body_past_the_deadline_gets_504(server: UvicornServer) -> None:
 
 
 def test_slow_handler_past_the_deadline_is_cancelled(client: httpx.Client) -> None:
-    assert_problem(client.get("/slow", params={"seconds": 5}), 504, "deadline.exceeded")
+    r = client.get("/slow", params={"seconds": 5})
+    assert_problem(r, 504, "deadline.exceeded")
+    rid = r.headers["x-request-id"]
+    logs = [rec["message"] for rec in client.get("/logs").json() if rec["request_id"] == rid]
+    assert "slow handler cancelled" in logs  # the handler task itself was cancelled
     assert client.get("/slow", params={"seconds": 0.01}).status_code == 200
 
 
@@ -418,6 +422,9 @@ def test_health_endpoints(client: httpx.Client) -> None:
         assert r.status_code == 200, (path, r.text)
         assert r.headers["content-type"].startswith("application/health+json")
         assert r.json()["status"] == "pass"
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len(r.content))
 
 
 def test_graceful_shutdown_with_requests_in_flight() -> None:
@@ -559,3 +566,61 @@ def test_health_statuses_with_a_failing_readiness_check() -> None:
         assert full.status_code == 503
         assert "database:connection" in json.dumps(full.json())
         assert c.get("/startupz").status_code == 200
+
+
+def test_metrics_summed_over_two_workers(tmp_path: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    env = {"AMULET_METRICS_DIR": str(tmp_path)}
+    with _serve({}, workers=2, env=env) as srv:
+        def one(_: int) -> str:
+            r = httpx.get(srv.url + "/ping", headers={"connection": "close"})
+            assert r.status_code == 200
+            return r.headers["x-worker-pid"]
+
+        with ThreadPoolExecutor(8) as pool:
+            pids = set(pool.map(one, range(40)))
+        scrapes = [httpx.get(srv.url + "/metrics", headers={"connection": "close"}).text
+                   for _ in range(4)]
+    assert len(pids) == 2
+    for text in scrapes:  # whichever worker answers, it reports both workers' requests
+        total = sum(s.value for fam in text_string_to_metric_families(text)
+                    for s in fam.samples
+                    if s.name == "http_requests_total" and s.labels.get("route") == "/ping")
+        assert total == 40
+
+
+def test_per_route_body_caps() -> None:
+    options = {"max_body": 1000, "body_limits": {"/echo-len": 5000}, "metrics": False}
+    with _serve(options) as srv, httpx.Client(base_url=srv.url) as c:
+        assert c.post("/echo-len", content=b"x" * 3000).json() == {"bytes": 3000}
+        assert_problem(c.post("/echo-len", content=b"x" * 6000), 413, "input.too_large")
+        assert_problem(c.post("/items/1", content=b"x" * 3000), 413, "input.too_large")
+        # an ImageUpload route gets the cap its dependency allows, above max_body
+        data = jpeg_bytes(200, 200, seed=5)
+        assert len(data) > 1000
+        r = c.post("/upload", content=data, headers={"content-type": "image/jpeg"})
+        assert r.status_code == 200, r.text
+
+
+def test_rate_limit_in_redis_shared_by_two_workers(tmp_path: Any) -> None:
+    from redis_server import RedisServer, redis_server_binary
+
+    if redis_server_binary() is None:
+        pytest.skip("redis-server is not installed")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with RedisServer(tmp_path) as redis:
+        options = {"rate_limit": "5/hour", "redis_store": redis.url, "metrics": False}
+        with _serve(options, workers=2) as srv:
+            def one(_: int) -> httpx.Response:
+                return httpx.get(srv.url + "/ping", headers={"connection": "close"})
+
+            with ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(one, range(32)))
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 5, statuses
+    assert all(r.headers["x-ratelimit-limit"] == "5" for r in responses)
+    assert len({r.headers["x-worker-pid"] for r in responses}) == 2

@@ -93,3 +93,16 @@ def test_decode_upload_direct_errors_and_thumbnail() -> None:
     assert an_st.thumbnail_bytes(arr, (16, 16)) is thumb  # cached
     assert Image.open(io.BytesIO(an_st.thumbnail_bytes(jpeg(64, 32), (16, 16)))).size == (16, 8)
     assert an_st.decode_upload(None) is None
+
+
+def test_import_error_names_the_extra() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['streamlit'] = None\n"
+            "import amulet_native.integrations\n"
+            "try:\n    import amulet_native.integrations.streamlit\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent, check=True).stdout
+    assert "amulet_native[streamlit]" in out

@@ -389,3 +389,30 @@ def test_rate_limit_shared_by_two_workers(tmp_path: Path) -> None:
         )
         assert r.status_code == 429 and "retry-after" in r.headers
         assert r.json()["code"] == "ratelimit.exceeded"
+
+
+def test_refused_chunked_upload_is_answered_not_reset(server: UvicornServer) -> None:
+    """A client that keeps sending a chunked body past the limit still reads its
+    413: the service drains (bounded) before answering, so the close that
+    follows is not a reset that destroys the answer (LingeringClose)."""
+    import socket
+
+    part = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n'
+        b"Content-Type: image/jpeg\r\n\r\n"
+    )
+    chunk = b"%x\r\n" % 65536 + b"\0" * 65536 + b"\r\n"
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+            s.sendall(
+                b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
+                + b"%x\r\n" % len(part)
+                + part
+                + b"\r\n"
+            )
+            for _ in range(8 * 16):  # 8 MiB, far over the 2 MiB limit, sent whatever happens
+                s.sendall(chunk)
+            s.sendall(b"0\r\n\r\n")
+            head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 413"), head[:200]

@@ -40,31 +40,21 @@ import re
 import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match
 
-from .. import _core
-from .. import image as _image
 from ..cache import ImageCache
 from ..errors import (
     AmuletError,
-    PayloadTooLargeError,
-    UnsupportedFormatError,
     ValidationError,
 )
 from ..memory import memory_limit
-from ..stream import aread_limited
-from ._common import DECLARED_FORMATS, check_limits
 from ._problem import PROBLEM_JSON, http_status_for, problem_body
+from ._upload import DecodedImage, ImageUpload
 
 __all__ = [
     "AmuletMiddleware",
@@ -259,18 +249,22 @@ def _route_template(scope: Scope) -> str:
 KeyFunc = Callable[[HTTPConnection], "str | None"]
 
 
-def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
-    """"ip", "header:<Name>" (falls back to the client address) or a callable."""
+def _key_function(rate_key: str | KeyFunc) -> Callable[[Scope], str | None]:
+    """"ip", "header:<Name>" (falls back to the client address) or a callable
+    taking a Starlette ``HTTPConnection``; returns a function of the scope."""
     if callable(rate_key):
-        return rate_key
+        user = rate_key
+        return lambda scope: user(HTTPConnection(scope))
     if rate_key == "ip":
         return _client_address
     if isinstance(rate_key, str) and rate_key.startswith("header:"):
-        name = rate_key[7:].strip().lower()
+        name = rate_key[7:].strip().lower().encode("latin-1")
 
-        def by_header(conn: HTTPConnection) -> str | None:
-            value = conn.headers.get(name)
-            return f"key:{value}" if value else _client_address(conn)
+        def by_header(scope: Scope) -> str | None:
+            for key, value in scope["headers"]:
+                if key == name and value:
+                    return f"key:{value.decode('latin-1')}"
+            return _client_address(scope)
 
         return by_header
     raise ValidationError(
@@ -279,8 +273,8 @@ def _key_function(rate_key: str | KeyFunc) -> KeyFunc:
     )
 
 
-def _client_address(conn: HTTPConnection) -> str:
-    client = conn.scope.get("client")
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
     return f"ip:{client[0]}" if client else "ip:unknown"
 
 
@@ -367,20 +361,18 @@ class _Exchange:
 
     async def respond(
         self, status: int, body: bytes, content_type: str,
-        headers: Iterable[tuple[bytes, bytes]] = (),
+        headers: Iterable[tuple[bytes, bytes]] = (), *, length: bool = True,
     ) -> None:
         """Send a whole response of the middleware's own (never the app's)."""
         self.started = True
         self.status = status
+        start = [(b"content-type", content_type.encode())]
+        if length:
+            start.append((b"content-length", str(len(body)).encode()))
         await self.send({
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", content_type.encode()),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-                *self.extra,
-            ],
+            "headers": [*start, *headers, *self.extra],
         })
         await self.send({"type": "http.response.body", "body": body})
 
@@ -605,7 +597,11 @@ class AmuletMiddleware:
             op = self.ops.get(path)
             if op is not None and scope["method"] in ("GET", "HEAD"):
                 status, body, ctype = await op(scope)
-                await exchange.respond(status, body, ctype)
+                if scope["method"] == "HEAD":
+                    extra.append((b"content-length", str(len(body)).encode()))
+                    await exchange.respond(status, b"", ctype, length=False)
+                else:
+                    await exchange.respond(status, body, ctype)
             else:
                 await self.app(scope, receive, exchange)
             return
@@ -618,7 +614,7 @@ class AmuletMiddleware:
             return
         limiter = self.limiter
         if limiter is not None:
-            key = self.rate_key(HTTPConnection(scope))
+            key = self.rate_key(scope)
             # A local store decides in one native call: no coroutine for it.
             decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
             extra.extend([(k.lower().encode(), v.encode())
@@ -637,7 +633,9 @@ class AmuletMiddleware:
                 extra={"limit": limit, "declared": int(declared)},
             )
             return
-        counter = _BodyCounter(receive, limit, exchange)
+        # No body coming: the app gets the server's receive as it is.
+        counter = _BodyCounter(receive, limit, exchange) if has_body else None
+        app_receive: Receive = counter if counter is not None else receive
         self.in_flight += 1
         m = self.metrics
         start = 0.0
@@ -649,12 +647,12 @@ class AmuletMiddleware:
         try:
             with self.memory if self.memory is not None else _NO_SCOPE:
                 if task is None:
-                    await self.app(scope, counter, exchange)
+                    await self.app(scope, app_receive, exchange)
                 else:
                     assert deadlines is not None
                     deadlines.add(task)
                     try:
-                        await self.app(scope, counter, exchange)
+                        await self.app(scope, app_receive, exchange)
                     except asyncio.CancelledError:
                         if not deadlines.expired(task):
                             raise
@@ -673,7 +671,7 @@ class AmuletMiddleware:
                     extra={"deadline": self.deadline},
                 ))
         except Exception as exc:
-            if counter.over:
+            if counter is not None and counter.over:
                 await self._answer_too_large(scope, counter, exchange)
             elif exchange.started:
                 _log.error("error after the response started", exc_info=exc)
@@ -681,7 +679,7 @@ class AmuletMiddleware:
             else:
                 await self._answer_exception(scope, exc, exchange)
         else:
-            if counter.over:
+            if counter is not None and counter.over:
                 await self._answer_too_large(scope, counter, exchange)
         finally:
             self.in_flight -= 1
@@ -690,7 +688,7 @@ class AmuletMiddleware:
                 drained.set_result(None)
             if m is not None:
                 m.observe(scope, exchange.status or 500, time.perf_counter() - start,
-                          counter.total)
+                          counter.total if counter is not None else 0)
             if self.log_requests:
                 _log.info("%s %s -> %d", scope["method"], path, exchange.status)
 
@@ -783,224 +781,6 @@ def _image_uploads(route: Any) -> Iterable[ImageUpload]:
         if isinstance(dep.call, ImageUpload):
             yield dep.call
         stack.extend(dep.dependencies)
-
-
-# ---- the upload dependency -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DecodedImage:
-    """What :class:`ImageUpload` hands the endpoint."""
-
-    array: npt.NDArray[Any]
-    """The decoded pixels (read-only when it came through the cache)."""
-    info: _image.ImageInfo
-    """The probed header (format by magic bytes)."""
-    digest: str
-    """BLAKE2b hex digest of the uploaded bytes (computed while reading)."""
-    nbytes: int
-    """Size of the upload in bytes."""
-    cached: bool
-    """True when the decoded image came from the cache."""
-    content_type: str | None = None
-    """The declared media type (header or multipart part), if any."""
-    filename: str | None = None
-    type_mismatch: bool = False
-    """True when the declared image type differs from the detected format."""
-
-
-_MULTIPART_OVERHEAD = 16 << 10
-
-
-def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
-    if "Too many files" in text:
-        code, extra = "multipart.too_many_files", {"max_files": upload.max_files}
-    elif "Too many fields" in text:
-        code, extra = "multipart.too_many_fields", {"max_fields": upload.max_fields}
-    elif "maximum size" in text:
-        code, extra = "multipart.part_too_large", {"max_part_size": upload.max_part_size}
-    else:
-        code, extra = "multipart.malformed", {}
-    return ValidationError(text, code=code, context=extra)
-
-
-class _LimitedReceive:
-    """receive for the multipart parser: PayloadTooLargeError past ``limit``."""
-
-    __slots__ = ("limit", "receive", "total")
-
-    def __init__(self, receive: Receive, limit: int) -> None:
-        self.receive = receive
-        self.limit = limit
-        self.total = 0
-
-    async def __call__(self) -> Message:
-        message = await self.receive()
-        if message["type"] == "http.request":
-            self.total += len(message.get("body", b""))
-            if self.total > self.limit:
-                raise PayloadTooLargeError(
-                    f"multipart body exceeds {self.limit} bytes",
-                    limit=self.limit, received=self.total,
-                )
-        return message
-
-
-_default_cache: ImageCache | None = None
-
-
-def _shared_default_cache() -> ImageCache:
-    global _default_cache
-    if _default_cache is None:
-        _default_cache = ImageCache(max_bytes=256 * _MIB)
-    return _default_cache
-
-
-class ImageUpload:
-    """FastAPI dependency: the request's image, read under a cap, probed,
-    checked and decoded (through an :class:`ImageCache`, off the event loop).
-
-    ``upload: DecodedImage = Depends(ImageUpload(max_bytes=20 << 20))``
-
-    Accepts a raw body (``image/*``, ``application/octet-stream`` or no type)
-    and ``multipart/form-data`` (the file in ``field``, or the first file).
-    The format comes from the magic bytes, never from the declared type: a
-    mismatch is reported in :attr:`DecodedImage.type_mismatch` (and logged),
-    or refused with 415 ``format.mismatch`` when ``on_type_mismatch="reject"``.
-
-    ``cache``: an ImageCache, ``None`` for the app's (``install(image_cache=)``)
-    or a process-wide 256 MiB one, or ``False`` to decode uncached (writable
-    arrays).  Multipart: ``max_files``, ``max_fields`` and ``max_part_size``
-    (non-file parts) are Starlette's own knobs, set tight; the whole form is
-    capped at ``max_bytes`` plus the fields' allowance, so no spooled file
-    grows past it.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_bytes: int = 20 * _MIB,
-        limits: _image.Limits | None = None,
-        mode: _image.Mode = "RGB",
-        max_size: tuple[int, int] | None = None,
-        cache: ImageCache | None | bool = None,
-        field: str | None = "file",
-        max_files: int = 1,
-        max_fields: int = 8,
-        max_part_size: int = 64 << 10,
-        on_type_mismatch: str = "report",
-        strict: bool = True,
-    ) -> None:
-        if on_type_mismatch not in ("report", "reject"):
-            raise ValidationError("on_type_mismatch must be 'report' or 'reject'",
-                                  field="on_type_mismatch")
-        self.max_bytes = int(max_bytes)
-        self.limits = limits if limits is not None else _image.get_default_limits()
-        self.mode = mode
-        self.max_size = max_size
-        self.cache = cache
-        self.field = field
-        self.max_files = max_files
-        self.max_fields = max_fields
-        self.max_part_size = max_part_size
-        self.on_type_mismatch = on_type_mismatch
-        self.strict = strict
-        self._options, _ = _image._core_options(
-            mode, None, max_size, True, self.limits, strict, np.uint8, None
-        )
-
-    @property
-    def body_cap(self) -> int:
-        """The largest request body this dependency can accept."""
-        return self.max_bytes + self.max_fields * self.max_part_size + _MULTIPART_OVERHEAD
-
-    def __repr__(self) -> str:
-        return f"ImageUpload(max_bytes={self.max_bytes}, mode={self.mode!r})"
-
-    async def __call__(self, request: Request) -> DecodedImage:
-        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-        filename: str | None = None
-        if media == "multipart/form-data":
-            body, declared, filename = await self._read_multipart(request)
-        elif media in ("", "application/octet-stream") or media.startswith("image/"):
-            body = await aread_limited(request, self.max_bytes)
-            declared = media or None
-        else:
-            raise ValidationError(
-                f"expected an image body or multipart/form-data, got {media!r}",
-                code="input.content_type", field="content-type",
-            )
-        if body.size == 0:
-            raise ValidationError("the upload is empty", code="input.empty", field="file")
-        info = _image.probe(body.data)  # magic bytes: UnsupportedFormatError for non-images
-        expected = DECLARED_FORMATS.get(declared or "")
-        mismatch = expected is not None and expected != info.format
-        if mismatch:
-            ctx = {"declared_type": declared, "detected_type": info.format}
-            if self.on_type_mismatch == "reject":
-                raise UnsupportedFormatError(
-                    f"declared {declared} but the data is {info.format}",
-                    code="format.mismatch", format=info.format, context=ctx,
-                )
-            _log.warning("upload declared %s but is %s", declared, info.format)
-        check_limits(info, self.limits)
-        cache = self._cache_for(request)
-        assert body.digest is not None
-        array, hit = await asyncio.to_thread(self._decode, cache, body.data, body.digest)
-        return DecodedImage(array, info, body.digest, body.size, hit, declared, filename,
-                            mismatch)
-
-    def _cache_for(self, request: Request) -> ImageCache | None:
-        if self.cache is False:
-            return None
-        if isinstance(self.cache, ImageCache):
-            return self.cache
-        app_cache = getattr(getattr(request.app, "state", None), "amulet_image_cache", None)
-        return app_cache if isinstance(app_cache, ImageCache) else _shared_default_cache()
-
-    def _decode(
-        self, cache: ImageCache | None, data: Any, digest: str
-    ) -> tuple[npt.NDArray[Any], bool]:
-        if cache is None:
-            return _core.decode(data, *self._options, None), False
-        key = ("upload", digest, self._options)
-        hit = cache.cache.peek(key, None) is not None
-        return cache._get_or_decode(key, data, self._options), hit
-
-    async def _read_multipart(self, request: Request) -> tuple[Any, str | None, str | None]:
-        cap = self.body_cap
-        declared_len = request.headers.get("content-length")
-        if declared_len is not None and declared_len.isdigit() and int(declared_len) > cap:
-            raise PayloadTooLargeError(
-                f"multipart body of {declared_len} bytes exceeds {cap}",
-                limit=cap, received=0, context={"declared": int(declared_len)},
-            )
-        form_request = Request(request.scope, _LimitedReceive(request.receive, cap))
-        try:
-            form = await form_request.form(
-                max_files=self.max_files, max_fields=self.max_fields,
-                max_part_size=self.max_part_size,
-            )
-        except MultiPartException as exc:
-            raise _multipart_error(str(exc.message), self) from None
-        except HTTPException as exc:  # Starlette re-raises parser errors as a 400
-            if exc.status_code != 400:
-                raise
-            raise _multipart_error(str(exc.detail), self) from None
-        try:
-            upload = form.get(self.field) if self.field is not None else None
-            if not isinstance(upload, UploadFile):
-                upload = next((v for v in form.values() if isinstance(v, UploadFile)), None)
-            if upload is None:
-                raise ValidationError(
-                    f"no file in the form field {self.field!r}", code="input.missing",
-                    field=self.field,
-                )
-            body = await aread_limited(upload, self.max_bytes)
-            ctype = (upload.content_type or "").partition(";")[0].strip().lower() or None
-            return body, ctype, upload.filename
-        finally:
-            await form.close()
 
 
 # ---- exception handlers, ops routes, OpenAPI ------------------------------------

@@ -1,9 +1,10 @@
 """The three apps of the HTTP benchmarks, the same endpoints each:
 
 * ``make_bare``: FastAPI, nothing added (the overhead baseline);
-* ``make_ours``: FastAPI + ``amulet_native.integrations.fastapi.install``
-  with every feature on (request id, body cap, memory budget, rate limit that
-  never refuses, load shedding, deadline, metrics, problem+json);
+* ``make_ours_default``: FastAPI + ``install(app)`` with its defaults
+  (request id, body cap, problem+json, metrics, health endpoints);
+* ``make_ours``: the same with every feature on (plus a memory budget, a
+  rate limit that never refuses, load shedding and a deadline);
 * ``make_peer``: the stack a team assembles today: slowapi (rate limit,
   its SlowAPIMiddleware), prometheus-fastapi-instrumentator, a
   BaseHTTPMiddleware body limit and request id, JSON exception handlers.
@@ -15,7 +16,6 @@ others with ``UploadFile.read()`` + Pillow.
 
 
 import io
-import os
 import uuid
 from typing import Annotated, Any
 
@@ -53,15 +53,20 @@ def make_bare() -> FastAPI:
     return app
 
 
-def make_ours() -> FastAPI:
+def make_ours_default() -> FastAPI:
+    """install() with its defaults: request id, body cap, problem+json,
+    metrics, health; no rate limit, memory budget, shedding or deadline."""
+    return make_ours(everything=False)
+
+
+def make_ours(everything: bool = True) -> FastAPI:
     from amulet_native.integrations.fastapi import DecodedImage, ImageUpload, install
 
     app = FastAPI()
-    options: dict[str, Any] = {
-        "max_body": MAX_BODY, "memory_mb": 512, "max_in_flight": 4096, "deadline": 30.0,
-    }
-    if os.environ.get("AMULET_BENCH_RATE_LIMIT", "1") == "1":
-        options["rate_limit"] = "100000000/minute"
+    options: dict[str, Any] = {"max_body": MAX_BODY}
+    if everything:
+        options.update(memory_mb=512, max_in_flight=4096, deadline=30.0,
+                       rate_limit="100000000/minute")
     install(app, **options)
     image = Depends(ImageUpload(max_bytes=MAX_BODY, cache=False, max_files=1))
 

@@ -63,7 +63,8 @@ def generated_picture(seed: int, size: tuple[int, int] = (384, 256)) -> npt.NDAr
         u = (x - gx) * np.cos(ang) + (y - gy) * np.sin(ang)
         v = -(x - gx) * np.sin(ang) + (y - gy) * np.cos(ang)
         img[(np.abs(u) < gw) & (np.abs(v) < gh)] = rng.uniform(0, 255, 3)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    out: npt.NDArray[np.uint8] = np.clip(img, 0, 255).astype(np.uint8)
+    return out
 
 
 def sample_images(n: int = SAMPLE_SIZE) -> Iterator[tuple[str, bytes]]:

@@ -85,7 +85,7 @@ def classify_batch(keys: list[str], top_k: int = 5) -> list[dict[str, Any]]:
 
     def progress(done: int, total: int) -> None:
         job.meta["progress"] = {"done": done, "total": total}
-        job.save_meta()
+        job.save_meta()  # type: ignore[no-untyped-call]
 
     progress(0, len(keys))
     return classify_items(_worker_model, fetch, keys, top_k, progress)

@@ -91,7 +91,10 @@ _POPCOUNT = np.array([i.bit_count() for i in range(256)], dtype=np.uint8)
 
 def _hamming_many(hashes: npt.NDArray[np.uint64], h: int) -> npt.NDArray[np.int64]:
     x = np.bitwise_xor(hashes, np.uint64(h))
-    return _POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(axis=1, dtype=np.int64)
+    bits: npt.NDArray[np.int64] = _POPCOUNT[x.view(np.uint8).reshape(-1, 8)].sum(
+        axis=1, dtype=np.int64
+    )
+    return bits
 
 
 class GalleryRecognizer:
@@ -109,6 +112,7 @@ class GalleryRecognizer:
 
     name = "gallery-phash"
     version = "1"
+    batchable = False  # scores image by image: batching saves nothing
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -214,6 +218,7 @@ class OnnxClassifier:
         self.threads_per_session = threads_per_session
         self.name = f"onnx:{self.path.rsplit('/', 1)[-1]}"
         self.version = "1"
+        self.batchable = True  # one session run per batch amortises the call
         self._pool: an.ObjectPool[Any] = an.ObjectPool(self._new_session, max_size=sessions)
         with self._pool.acquire() as probe:
             self._input = probe.get_inputs()[0].name

@@ -123,7 +123,10 @@ class Settings:
     max_in_flight: int = 256  # AMULET_MAX_IN_FLIGHT (per worker)
     request_deadline: float = 30.0  # AMULET_REQUEST_DEADLINE: seconds
     rate_limit: str | None = None  # AMULET_RATE_LIMIT: "600/minute" or off
-    batch_max_size: int = 8  # AMULET_BATCH_MAX_SIZE
+    # AMULET_BATCH_MAX_SIZE: 0 = auto: 8 for a model that gains from batches (ONNX),
+    # 1 for the gallery recogniser (it scores image by image: a batch only
+    # serialises work the batch threads would otherwise share)
+    batch_max_size: int = 0
     batch_max_wait_ms: float = 0.0  # AMULET_BATCH_MAX_WAIT_MS (0: batch what is already queued)
     model_concurrency: int = 64  # AMULET_MODEL_CONCURRENCY: bulkhead size
     breaker_failures: int = 5  # AMULET_BREAKER_FAILURES: consecutive failures to open
@@ -175,7 +178,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "max_in_flight": _int(1, 100_000),
     "request_deadline": _float(0.1, 3600.0),
     "rate_limit": _rate,
-    "batch_max_size": _int(1, 256),
+    "batch_max_size": _int(0, 256),
     "batch_max_wait_ms": _float(0.0, 1000.0),
     "model_concurrency": _int(1, 100_000),
     "breaker_failures": _int(1, 1000),

@@ -59,7 +59,8 @@ class BodyLimit(BaseHTTPMiddleware):
                 return JSONResponse({"detail": "Content-Length required"}, status_code=411)
             if not length.isdigit() or int(length) > MAX_UPLOAD:
                 return JSONResponse({"detail": "payload too large"}, status_code=413)
-        return await call_next(request)
+        response: Response = await call_next(request)
+        return response
 
 
 class TransientModelError(Exception):
