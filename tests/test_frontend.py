@@ -86,8 +86,23 @@ def test_api_down_says_so_and_keeps_working(monkeypatch: pytest.MonkeyPatch) -> 
     assert os.environ["AMULET_API_URL"].startswith("http://127.0.0.1:")
 
 
-def test_add_to_gallery(app: AppTest) -> None:
-    # Last: the picture it adds would tie with amulet-05 in the tests above.
+@pytest.fixture
+def own_app(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[AppTest]:
+    """A front end on its own API server: the picture this test adds to the
+    gallery ties with amulet-05 and would change what the other tests see,
+    whatever order they run in."""
+    tmp = tmp_path_factory.mktemp("front-own")
+    with UvicornServer(APP, env=service_env(tmp), extra_args=APP_DIR, startup_timeout=60) as srv:
+        monkeypatch.setenv("AMULET_API_URL", srv.url)
+        at = AppTest.from_file(APP_FILE, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        yield at
+
+
+def test_add_to_gallery(own_app: AppTest) -> None:
+    app = own_app
     sample = next(o for o in app.selectbox[0].options if o.startswith("amulet-05"))
     app.selectbox[0].select(sample).run()
     app.text_input[0].input("favourite")
