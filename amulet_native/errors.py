@@ -6,35 +6,36 @@ bodies) and a ``context`` dict with the details a handler needs (format, limit,
 actual value, the codec's message).  The C core raises these classes from one
 table, listed by ``amulet_native._core.error_table()``.
 
-    AmuletError
-    ├── ValidationError (also ValueError)  .field
-    │   ├── UnsupportedFormatError         .format
-    │   └── PayloadTooLargeError           .limit, .received, http_status 413
+    AmuletError                              .code, .context
+    ├── ValidationError (also ValueError)    .field
+    │   ├── UnsupportedFormatError           .format
+    │   ├── PayloadTooLargeError             .limit, .received, http_status 413
+    │   └── SerializationError (also TypeError) .type_name
     ├── ModelError
-    ├── ProcessingError                    .stage
+    ├── ProcessingError                      .stage
     │   └── DecodeError
     ├── NetworkError
-    ├── SecurityError                      .severity
-    │   └── ImageTooLargeError             .limit_name, .actual, .limit
-    └── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
-    ValidationError
-    └── SerializationError (also TypeError) .type_name
-    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
-    └── ReentrantCallError (also RuntimeError) .function
-    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
+    ├── SecurityError                        .severity
+    │   └── ImageTooLargeError               .limit_name, .actual, .limit
+    ├── MemoryLimitError (also MemoryError)  .requested, .limit, .in_use
+    ├── ReentrantCallError (also RuntimeError) .function
     ├── LockTimeoutError (also TimeoutError) .name, .timeout
-    ├── DeadlockError (also RuntimeError)   .name, .cycle
+    ├── DeadlockError (also RuntimeError)    .name, .cycle
     ├── LockReleaseError (also RuntimeError) .name
     ├── PoolTimeoutError (also TimeoutError) .timeout, .max_size
-    └── PoolClosedError (also RuntimeError)
-    ├── MemoryLimitError (also MemoryError) .requested, .limit, .in_use
-    └── QueueClosed                        (ThreadSafeQueue.close() was called)
+    ├── PoolClosedError (also RuntimeError)
+    ├── QueueClosed                          (ThreadSafeQueue.close() was called)
     ├── MissingDependencyError (also ImportError) .module (= .name), .extra
-    ├── QueueClosed                        (ThreadSafeQueue.close() was called)
-    ├── RateLimitExceeded                  .decision, .retry_after, http_status 429
-    ├── CircuitOpenError                   .name, .retry_after, .state
-    ├── BulkheadFullError                  .name, .max_concurrent, .max_wait
-    └── OperationTimeoutError (also TimeoutError) .seconds, .operation
+    ├── ArenaError                           .path (the shared arena file)
+    │   └── ArenaFullError
+    ├── CircuitOpenError                     .name, .retry_after, .state
+    ├── BulkheadFullError                    .name, .max_concurrent, .max_wait
+    ├── OperationTimeoutError (also TimeoutError) .seconds, .operation
+    └── RateLimitExceeded                    .decision, .retry_after, http_status 429
+
+    AmuletWarning (a UserWarning)
+    ├── CacheCallbackWarning
+    └── ResilienceWarning
 
 All of them pickle (``context`` travels with them) so they cross process pools.
 """
@@ -242,6 +243,8 @@ class SerializationError(ValidationError, TypeError):
     def type_name(self) -> str | None:
         """Name of the refused type (or dtype)."""
         return self.context.get("type_name")
+
+
 class PayloadTooLargeError(ValidationError):
     """An upload or stream sent more than the configured number of bytes.
 
@@ -261,6 +264,8 @@ class PayloadTooLargeError(ValidationError):
     @property
     def received(self) -> int | None:
         return self.context.get("received")
+
+
 class LockTimeoutError(AmuletError, TimeoutError):
     """A named lock (LockManager) was not acquired within its timeout."""
 
@@ -346,6 +351,8 @@ class ReentrantCallError(AmuletError, RuntimeError):
 
 class CacheCallbackWarning(AmuletWarning):
     """A cache's ``on_evict`` callback raised; the cache itself is unaffected."""
+
+
 class QueueClosed(AmuletError):
     """A ``ThreadSafeQueue`` was closed: ``put`` after ``close()``, or ``get`` once
     the closed queue is drained.  Waiting producers and consumers get it too."""
@@ -377,6 +384,8 @@ class MissingDependencyError(AmuletError, ImportError):
 
 
 __all__ += ["MissingDependencyError"]
+
+
 class ArenaError(AmuletError):
     """The shared arena file is corrupt, foreign or of another version
     (``arena.corrupt``), or a record is absent / has another shape
@@ -459,6 +468,8 @@ class OperationTimeoutError(AmuletError, TimeoutError):
 class ResilienceWarning(AmuletWarning):
     """A breaker listener or a retry hook raised; the breaker and the retry
     loop are unaffected."""
+
+
 def _rebuild_exceeded(
     cls: type[RateLimitExceeded],
     message: str,
