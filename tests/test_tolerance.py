@@ -357,3 +357,43 @@ def test_incremental_follows_the_policy() -> None:
                 assert ok and np.array_equal(arr, an.decode(base_jpeg()))
             except an.DecodeError:
                 assert not ok
+
+
+def restream_png(data: bytes, cinfo: int, split: int) -> bytes:
+    """``data`` with its image data deflated again (32 KiB of history used),
+    the zlib header then claiming a 2**(cinfo+8)-byte window, and the stream
+    cut into IDAT chunks of ``split`` bytes."""
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    stream = bytearray(zlib.compress(zlib.decompress(data[idat + 4:idat + 4 + length]), 9))
+    stream[0] = (cinfo << 4) | 8
+    stream[1] &= 0xE0
+    stream[1] |= (31 - (stream[0] * 256 + stream[1]) % 31) % 31
+    chunks = b"".join(png_chunk(b"IDAT", bytes(stream[i:i + split]))
+                      for i in range(0, len(stream), split))
+    return data[:idat - 4] + chunks + data[idat + 8 + length:]
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "interlaced", "rgb16"])
+@pytest.mark.parametrize("split", [1 << 20, 1000, 7])
+def test_png_window_header_smaller_than_distances(kind: str, split: int) -> None:
+    """A zlib header may claim a smaller window than the encoder used (the
+    distances reach further back).  zlib checks a distance against the window
+    only when it leaves the current inflate call's output, so honouring the
+    claim makes the outcome depend on where IDAT chunks and feeds are cut.
+    Pillow inflates with the 32 KiB window; so must every path here."""
+    tile = photo(8, 300, 3, seed=9)
+    px = np.tile(tile, (12, 1, 1))  # each 8-row band repeats 7 KiB back
+    if kind == "rgb16":
+        clean = png_bytes(px.astype(np.uint16) * 257, 2, 16)
+    else:
+        clean = png_bytes(px, 2, interlace=kind == "interlaced")
+    data = restream_png(clean, 1, split)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), px)  # the oracle decodes it
+    assert np.array_equal(an.decode(data), px)
+    for step in (100, 4096, len(data)):
+        dec = an.IncrementalDecoder()
+        for i in range(0, len(data), step):
+            dec.feed(data[i:i + step])
+        assert np.array_equal(dec.finish(), px), step
