@@ -682,6 +682,11 @@ pump(an_idat *s, an_error *err)
     if (r != FAIL)
         return AN_OK;
     s->ph = P_DONE;
+    /* Any failure of the igzip path is decided again by zlib: igzip buffers
+     * input and output internally, so "its input ran out where the IDAT
+     * sequence ended" is not "the stream ended" (data after the last row). */
+    if (s->isal != NULL && err->status != an_nomem(s->job.alloc))
+        s->retry = 1;
     if (s->retry)
         return err->status; /* the caller starts again with zlib */
     /* Tolerant mode keeps what damaged data yields, even no complete row.
@@ -783,9 +788,11 @@ an_idat_new(an_idat **out, const an_idat_job *job, uint8_t *pixels, an_error *er
         return err->status;
     }
     if (job->fast) {
-        /* igzip only for a valid zlib header declaring a 32 KiB window; the
-         * first payload byte is CMF (0x78 = deflate, window 2^15). */
+        /* igzip only for a valid zlib header declaring a 32 KiB window and
+         * no preset dictionary (igzip ignores FDICT, zlib refuses it): CMF
+         * 0x78 (deflate, window 2^15), FLG bit 5 clear, FCHECK valid. */
         if (job->first_len >= 2 && job->data_len >= 2 && job->data[0] == 0x78 &&
+            (job->data[1] & 0x20) == 0 && (0x7800u | job->data[1]) % 31 == 0 &&
             (s->isal = an_malloc(a, sizeof(*s->isal))) != NULL) {
             isal_inflate_init(s->isal);
             s->isal->crc_flag = ISAL_ZLIB;
