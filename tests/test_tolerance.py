@@ -397,3 +397,35 @@ def test_png_window_header_smaller_than_distances(kind: str, split: int) -> None
         for i in range(0, len(data), step):
             dec.feed(data[i:i + step])
         assert np.array_equal(dec.finish(), px), step
+
+
+def tiff_orientation_entry(type_: int, value: int) -> bytes:
+    """A big-endian TIFF stream whose one IFD0 entry is the orientation tag of
+    the given TIFF type."""
+    data = (bytes([value, 0, 0, 0]) if type_ in (1, 6)
+            else struct.pack(">HH", value, 0) if type_ in (3, 8) else struct.pack(">I", value))
+    return b"MM" + struct.pack(">HIH", 42, 8, 1) + struct.pack(">HHI", 0x112, type_, 1) + data + (
+        b"\x00" * 4)
+
+
+@pytest.mark.parametrize("container", ["jpeg", "png"])
+@pytest.mark.parametrize(("type_", "value"), [(3, 9), (3, 0), (4, 77), (8, 3), (9, 3), (1, 8)])
+def test_exif_orientation_tag_read_as_pillow_with_xmp(container: str, type_: int,
+                                                      value: int) -> None:
+    """Pillow reads the EXIF orientation tag of any integer type, and an
+    orientation tag that is present shadows XMP's tiff:Orientation even when
+    its value means no rotation (exif_transpose then leaves the image)."""
+    t = tiff_orientation_entry(type_, value)
+    if container == "jpeg":
+        xmp = b"http://ns.adobe.com/xap/1.0/\x00" + xmp_packet(6)
+        data = insert_after_app0(base_jpeg(), segment(0xE1, b"Exif\x00\x00" + t)
+                                 + segment(0xE1, xmp))
+    else:
+        body, iend = split_iend(png_bytes(PX, 2, exif=t))
+        data = body + png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00"
+                                + xmp_packet(6)) + iend
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = pillow_pixels(data)
+        got = an.decode(data)
+    assert got.shape == expected.shape and np.array_equal(got, expected)
