@@ -213,3 +213,15 @@ def test_encode_png_not_larger_than_opencv() -> None:
     ours = an.encode_png(arr, compression=6)
     theirs = cv2.imencode(".png", arr[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 6])[1]
     assert len(ours) <= 1.01 * len(theirs)
+
+
+def test_encode_png_working_memory_is_charged_to_memory_limit() -> None:
+    """The writer holds the whole filtered image and the whole deflated stream
+    (about twice the image) at once: memory_limit() must see that memory, as
+    it sees the decoders' buffers."""
+    arr = noise((600, 800, 3), seed=4)  # 1.4 MB of pixels
+    with pytest.raises(an.MemoryLimitError), an.memory_limit(mb=1):
+        an.encode_png(arr)
+    with an.memory_limit(mb=16):
+        data = an.encode_png(arr)
+    assert np.array_equal(an.decode(data), arr)
