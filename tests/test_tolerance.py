@@ -429,3 +429,18 @@ def test_exif_orientation_tag_read_as_pillow_with_xmp(container: str, type_: int
         expected = pillow_pixels(data)
         got = an.decode(data)
     assert got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize(("color_type", "trns"), [(0, struct.pack(">H", 0x0105)),
+                                                  (2, struct.pack(">HHH", 1, 2, 0x0300))])
+def test_png_trns_out_of_range_is_an_ancillary_problem(color_type: int, trns: bytes,
+                                                       interlace: bool) -> None:
+    """A tRNS colour key beyond the bit depth is invalid content of an
+    ancillary chunk (libpng warns without a 'tRNS:' prefix): no pixel is lost,
+    so the default policy decodes with a warning, as Pillow decodes it."""
+    px = PX[..., 0] if color_type == 0 else PX
+    data = png_bytes(px, color_type, trns=trns, interlace=interlace)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), an.decode(data, strict=False))
+    assert_policy_lossless(data, an.decode(data, strict=False))

@@ -70,7 +70,10 @@ an_png_lossless_warning(const char *msg)
     for (int i = 0; i < 4; i++)
         if (!((msg[i] >= 'a' && msg[i] <= 'z') || (msg[i] >= 'A' && msg[i] <= 'Z')))
             return 0;
-    return msg[0] >= 'a' && msg[0] <= 'z' && msg[4] == ':';
+    /* "xxxx: ..." from png_chunk_warning/benign_error; "tRNS chunk has
+     * out-of-range samples for bit_depth" is png_set_tRNS's plain warning. */
+    return msg[0] >= 'a' && msg[0] <= 'z' &&
+           (msg[4] == ':' || strncmp(msg + 4, " chunk ", 7) == 0);
 }
 
 static void
