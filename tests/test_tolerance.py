@@ -444,3 +444,17 @@ def test_png_trns_out_of_range_is_an_ancillary_problem(color_type: int, trns: by
     with Image.open(io.BytesIO(data)) as im:
         assert np.array_equal(np.asarray(im.convert("RGB")), an.decode(data, strict=False))
     assert_policy_lossless(data, an.decode(data, strict=False))
+
+
+@pytest.mark.parametrize("where", ["png-before-idat", "png-after-idat", "jpeg-doubled"])
+def test_exif_with_an_extra_exif_prefix_as_pillow(where: str) -> None:
+    """Some writers put JPEG's "Exif\\0\\0" prefix in a PNG eXIf chunk, or twice
+    in a JPEG APP1; Pillow's Exif.load strips one or two of them and rotates."""
+    prefixed = exif_bytes(6)  # "Exif\0\0" + TIFF
+    assert prefixed.startswith(b"Exif\x00\x00")
+    if where == "jpeg-doubled":
+        data = insert_after_app0(base_jpeg(), segment(0xE1, b"Exif\x00\x00" + prefixed))
+    else:
+        data = png_bytes(PX, 2, exif=prefixed, exif_after_idat=where == "png-after-idat")
+    assert an.probe(data).orientation == 6
+    assert np.array_equal(an.decode(data), pillow_pixels(data))

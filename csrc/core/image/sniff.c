@@ -121,6 +121,13 @@ probe_warn(an_error *err, const char *fmt, ...)
 static int
 exif_orientation(const uint8_t *t, size_t len)
 {
+    /* One or two "Exif\0\0" prefixes are skipped, as Pillow's Exif.load
+     * does (JPEG's APP1 has one; some writers put it in a PNG eXIf chunk, or
+     * twice in APP1). */
+    for (int k = 0; k < 2 && len >= 6 && memcmp(t, "Exif\0\0", 6) == 0; k++) {
+        t += 6;
+        len -= 6;
+    }
     if (len < 8)
         return -1;
     int le;
@@ -328,7 +335,7 @@ probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
         } else if (m == 0xE1 && !o.have_exif && avail >= 6 && memcmp(seg, "Exif\0\0", 6) == 0) {
             /* A segment cut short by the end of the file still tells what it holds. */
             o.have_exif = 1;
-            o.exif = exif_orientation(seg + 6, avail - 6);
+            o.exif = exif_orientation(seg, avail); /* from its "Exif\0\0" */
         } else if (m == 0xE1 && !o.have_xmp && complete && n >= sizeof(xmp_id) &&
                    memcmp(seg, xmp_id, sizeof(xmp_id)) == 0) {
             o.have_xmp = 1;
