@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import json
 import os
 import random
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import noise, photo, png_bytes
+from conftest import PNG_SIG, noise, photo, png_bytes, png_chunk, png_ihdr
 from PIL import Image
 
 import amulet_native as an
@@ -141,6 +142,57 @@ def test_png_damaged_stream_errors_are_zlibs() -> None:
     assert exc.value.code == "decode.corrupt" and "zlib" in str(exc.value)
 
 
+def idat_png(h: int, w: int, stream: bytes, cuts: list[int]) -> bytes:
+    edges = [0, *cuts, len(stream)]
+    return (PNG_SIG + png_ihdr(w, h, 8, 2)
+            + b"".join(png_chunk(b"IDAT", stream[a:b]) for a, b in itertools.pairwise(edges))
+            + png_chunk(b"IEND", b""))
+
+
+def decode_both(data: bytes, strict: bool | None) -> tuple[Any, Any]:
+    def run(incremental: bool) -> Any:
+        try:
+            if not incremental:
+                return an.decode(data, strict=strict).tobytes()
+            dec = an.IncrementalDecoder(strict=strict)
+            dec.feed(data)
+            return dec.finish().tobytes()
+        except an.DecodeError as exc:
+            return exc.code, str(exc)
+    return run(False), run(True)
+
+
+@pytest.mark.parametrize("extra", [1, 151, 5000])
+@pytest.mark.parametrize("cuts", [[], [50]])
+def test_png_inflated_data_beyond_the_image_as_zlib(extra: int, cuts: list[int]) -> None:
+    """A stream that inflates to more bytes than the image needs (libpng: too
+    much image data, no pixel lost) decodes as Pillow and the zlib path do: the
+    igzip path buffers output internally, so its input running out after the
+    last row does not mean the stream ended."""
+    px = photo(90, 100, 3, seed=extra)
+    rows = b"".join(b"\x00" + px[y].tobytes() for y in range(90))
+    data = idat_png(90, 100, zlib.compress(rows + bytes(extra), 9), cuts)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), px)
+    for strict in (None, True, False):
+        whole, incremental = decode_both(data, strict)
+        assert whole == incremental == px.tobytes(), (strict, whole if whole != px.tobytes() else "")
+
+
+def test_png_preset_dictionary_flag_refused_on_every_path() -> None:
+    """FDICT (a preset dictionary PNG never has): zlib refuses the stream; the
+    igzip path must not decode it where the incremental decoder refuses."""
+    px = photo(20, 30, 3, seed=1)
+    rows = b"".join(b"\x00" + px[y].tobytes() for y in range(20))
+    stream = zlib.compress(rows)
+    fdict = bytes([0x78, 0xBB]) + b"\x00\x00\x00\x01" + stream[2:]  # FLG: FDICT set, FCHECK valid
+    data = idat_png(20, 30, fdict, [])
+    for strict in (None, True):
+        whole, incremental = decode_both(data, strict)
+        assert whole == incremental and whole[0] == "decode.corrupt", (whole, incremental)
+    whole, incremental = decode_both(data, False)
+    assert whole == incremental
+
+
 @pytest.mark.parametrize("level", [0, 1, 6, 9])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_encode_png_round_trip_and_size(level: int, dtype: Any) -> None:
@@ -161,3 +213,15 @@ def test_encode_png_not_larger_than_opencv() -> None:
     ours = an.encode_png(arr, compression=6)
     theirs = cv2.imencode(".png", arr[..., ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 6])[1]
     assert len(ours) <= 1.01 * len(theirs)
+
+
+def test_encode_png_working_memory_is_charged_to_memory_limit() -> None:
+    """The writer holds the whole filtered image and the whole deflated stream
+    (about twice the image) at once: memory_limit() must see that memory, as
+    it sees the decoders' buffers."""
+    arr = noise((600, 800, 3), seed=4)  # 1.4 MB of pixels
+    with pytest.raises(an.MemoryLimitError), an.memory_limit(mb=1):
+        an.encode_png(arr)
+    with an.memory_limit(mb=16):
+        data = an.encode_png(arr)
+    assert np.array_equal(an.decode(data), arr)

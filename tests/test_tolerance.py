@@ -357,3 +357,104 @@ def test_incremental_follows_the_policy() -> None:
                 assert ok and np.array_equal(arr, an.decode(base_jpeg()))
             except an.DecodeError:
                 assert not ok
+
+
+def restream_png(data: bytes, cinfo: int, split: int) -> bytes:
+    """``data`` with its image data deflated again (32 KiB of history used),
+    the zlib header then claiming a 2**(cinfo+8)-byte window, and the stream
+    cut into IDAT chunks of ``split`` bytes."""
+    idat = data.index(b"IDAT")
+    length = struct.unpack(">I", data[idat - 4:idat])[0]
+    stream = bytearray(zlib.compress(zlib.decompress(data[idat + 4:idat + 4 + length]), 9))
+    stream[0] = (cinfo << 4) | 8
+    stream[1] &= 0xE0
+    stream[1] |= (31 - (stream[0] * 256 + stream[1]) % 31) % 31
+    chunks = b"".join(png_chunk(b"IDAT", bytes(stream[i:i + split]))
+                      for i in range(0, len(stream), split))
+    return data[:idat - 4] + chunks + data[idat + 8 + length:]
+
+
+@pytest.mark.parametrize("kind", ["rgb8", "interlaced", "rgb16"])
+@pytest.mark.parametrize("split", [1 << 20, 1000, 7])
+def test_png_window_header_smaller_than_distances(kind: str, split: int) -> None:
+    """A zlib header may claim a smaller window than the encoder used (the
+    distances reach further back).  zlib checks a distance against the window
+    only when it leaves the current inflate call's output, so honouring the
+    claim makes the outcome depend on where IDAT chunks and feeds are cut.
+    Pillow inflates with the 32 KiB window; so must every path here."""
+    tile = photo(8, 300, 3, seed=9)
+    px = np.tile(tile, (12, 1, 1))  # each 8-row band repeats 7 KiB back
+    if kind == "rgb16":
+        clean = png_bytes(px.astype(np.uint16) * 257, 2, 16)
+    else:
+        clean = png_bytes(px, 2, interlace=kind == "interlaced")
+    data = restream_png(clean, 1, split)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), px)  # the oracle decodes it
+    assert np.array_equal(an.decode(data), px)
+    for step in (100, 4096, len(data)):
+        dec = an.IncrementalDecoder()
+        for i in range(0, len(data), step):
+            dec.feed(data[i:i + step])
+        assert np.array_equal(dec.finish(), px), step
+
+
+def tiff_orientation_entry(type_: int, value: int) -> bytes:
+    """A big-endian TIFF stream whose one IFD0 entry is the orientation tag of
+    the given TIFF type."""
+    data = (bytes([value, 0, 0, 0]) if type_ in (1, 6)
+            else struct.pack(">HH", value, 0) if type_ in (3, 8) else struct.pack(">I", value))
+    return b"MM" + struct.pack(">HIH", 42, 8, 1) + struct.pack(">HHI", 0x112, type_, 1) + data + (
+        b"\x00" * 4)
+
+
+@pytest.mark.parametrize("container", ["jpeg", "png"])
+@pytest.mark.parametrize(("type_", "value"), [(3, 9), (3, 0), (4, 77), (8, 3), (9, 3), (1, 8)])
+def test_exif_orientation_tag_read_as_pillow_with_xmp(container: str, type_: int,
+                                                      value: int) -> None:
+    """Pillow reads the EXIF orientation tag of any integer type, and an
+    orientation tag that is present shadows XMP's tiff:Orientation even when
+    its value means no rotation (exif_transpose then leaves the image)."""
+    t = tiff_orientation_entry(type_, value)
+    if container == "jpeg":
+        xmp = b"http://ns.adobe.com/xap/1.0/\x00" + xmp_packet(6)
+        data = insert_after_app0(base_jpeg(), segment(0xE1, b"Exif\x00\x00" + t)
+                                 + segment(0xE1, xmp))
+    else:
+        body, iend = split_iend(png_bytes(PX, 2, exif=t))
+        data = body + png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00"
+                                + xmp_packet(6)) + iend
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = pillow_pixels(data)
+        got = an.decode(data)
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+@pytest.mark.parametrize(("color_type", "trns"), [(0, struct.pack(">H", 0x0105)),
+                                                  (2, struct.pack(">HHH", 1, 2, 0x0300))])
+def test_png_trns_out_of_range_is_an_ancillary_problem(color_type: int, trns: bytes,
+                                                       interlace: bool) -> None:
+    """A tRNS colour key beyond the bit depth is invalid content of an
+    ancillary chunk (libpng warns without a 'tRNS:' prefix): no pixel is lost,
+    so the default policy decodes with a warning, as Pillow decodes it."""
+    px = PX[..., 0] if color_type == 0 else PX
+    data = png_bytes(px, color_type, trns=trns, interlace=interlace)
+    with Image.open(io.BytesIO(data)) as im:
+        assert np.array_equal(np.asarray(im.convert("RGB")), an.decode(data, strict=False))
+    assert_policy_lossless(data, an.decode(data, strict=False))
+
+
+@pytest.mark.parametrize("where", ["png-before-idat", "png-after-idat", "jpeg-doubled"])
+def test_exif_with_an_extra_exif_prefix_as_pillow(where: str) -> None:
+    """Some writers put JPEG's "Exif\\0\\0" prefix in a PNG eXIf chunk, or twice
+    in a JPEG APP1; Pillow's Exif.load strips one or two of them and rotates."""
+    prefixed = exif_bytes(6)  # "Exif\0\0" + TIFF
+    assert prefixed.startswith(b"Exif\x00\x00")
+    if where == "jpeg-doubled":
+        data = insert_after_app0(base_jpeg(), segment(0xE1, b"Exif\x00\x00" + prefixed))
+    else:
+        data = png_bytes(PX, 2, exif=prefixed, exif_after_idat=where == "png-after-idat")
+    assert an.probe(data).orientation == 6
+    assert np.array_equal(an.decode(data), pillow_pixels(data))

@@ -84,8 +84,9 @@ void an_png_free(png_structp png, png_voidp ptr);
 void an_png_setup_reader(png_structp png, const an_decode_opts *opts);
 
 /* 1 when a libpng warning (or benign error) concerns an ancillary chunk
- * ("tRNS: invalid", "eXIf: ...", "zTXt: CRC error"): the chunk is dropped and
- * no pixel is lost, so the default policy only warns. */
+ * ("tRNS: invalid", "eXIf: ...", "zTXt: CRC error", "tRNS chunk has
+ * out-of-range samples ..."): no pixel is lost, so the default policy only
+ * warns. */
 int an_png_lossless_warning(const char *msg);
 
 /* What an_png_configure() asked libpng for. */

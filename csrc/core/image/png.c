@@ -70,7 +70,10 @@ an_png_lossless_warning(const char *msg)
     for (int i = 0; i < 4; i++)
         if (!((msg[i] >= 'a' && msg[i] <= 'z') || (msg[i] >= 'A' && msg[i] <= 'Z')))
             return 0;
-    return msg[0] >= 'a' && msg[0] <= 'z' && msg[4] == ':';
+    /* "xxxx: ..." from png_chunk_warning/benign_error; "tRNS chunk has
+     * out-of-range samples for bit_depth" is png_set_tRNS's plain warning. */
+    return msg[0] >= 'a' && msg[0] <= 'z' &&
+           (msg[4] == ':' || strncmp(msg + 4, " chunk ", 7) == 0);
 }
 
 static void
@@ -115,6 +118,11 @@ an_png_setup_reader(png_structp png, const an_decode_opts *opts)
                         opts->limits.max_height ? opts->limits.max_height : 0x7FFFFFFF);
     png_set_chunk_cache_max(png, 1000);
     png_set_chunk_malloc_max(png, 8u << 20);
+    /* Inflate with a 32 KiB window whatever the zlib header declares, as
+     * Pillow does and png_idat.c does: a smaller declared window is checked by
+     * zlib only where a distance leaves the current call's output, so honouring
+     * it makes the result depend on how IDAT chunks are cut. */
+    png_set_option(png, PNG_MAXIMUM_INFLATE_WINDOW, PNG_OPTION_ON);
     /* Pedantic: libpng's "benign" errors (an invalid eXIf or tRNS, surplus
      * image data, ...) are errors like any other; the default policy and
      * tolerant mode keep them as warnings (an_png_warning decides). */

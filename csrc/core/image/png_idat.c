@@ -17,9 +17,11 @@
  * the byte stream, never on where it was cut, so both get identical results.
  * Rows are unfiltered when a batch of rows is full, and at each suspension.
  *
- * Validation matches libpng's defaults: IDAT CRCs are checked, the zlib stream
- * is inflated with the window its header declares (so "distance too far back"
- * is an error), an invalid filter byte or a stream that ends early is corrupt
+ * Validation: IDAT CRCs are checked; the zlib stream is inflated with a 32 KiB
+ * window whatever its header declares, as Pillow and browsers do (zlib checks
+ * a distance against a smaller declared window only where it leaves the
+ * current inflate call's output, so honouring the claim would make the result
+ * depend on where IDAT chunks or feeds are cut); an invalid filter byte or a stream that ends early is corrupt
  * data, missing bytes are truncation; in strict mode the zlib checksum and the
  * chunks after the image up to IEND (lengths and CRCs) are verified as well.
  * All memory is taken from the core allocator; there is no longjmp here.
@@ -29,9 +31,9 @@
  * same stream ~2x faster than zlib and, unlike libdeflate, as a stream: the
  * 256 KiB batch of rows stays the only buffer (its state is 87 KB), no
  * whole-image inflate buffer is charged to the caller's budget.  igzip only
- * runs on the common, clean case: a zlib header declaring the full 32 KiB
- * window (so "distance too far back" means the same for both).  On any error
- * it reports retry (an_idat_retry()) and the caller decodes again with zlib,
+ * runs on the common case: a zlib header declaring the full 32 KiB window
+ * (the same result as zlib's, which inflates any stream with 32 KiB).  On any
+ * error it reports retry (an_idat_retry()) and the caller decodes again with zlib,
  * so damaged files get zlib's exact errors and tolerant-mode pixels.  CRCs go
  * through ISA-L's PCLMUL crc32 in that mode (bit-identical to zlib's).
  */
@@ -680,6 +682,11 @@ pump(an_idat *s, an_error *err)
     if (r != FAIL)
         return AN_OK;
     s->ph = P_DONE;
+    /* Any failure of the igzip path is decided again by zlib: igzip buffers
+     * input and output internally, so "its input ran out where the IDAT
+     * sequence ended" is not "the stream ended" (data after the last row). */
+    if (s->isal != NULL && err->status != an_nomem(s->job.alloc))
+        s->retry = 1;
     if (s->retry)
         return err->status; /* the caller starts again with zlib */
     /* Tolerant mode keeps what damaged data yields, even no complete row.
@@ -781,9 +788,11 @@ an_idat_new(an_idat **out, const an_idat_job *job, uint8_t *pixels, an_error *er
         return err->status;
     }
     if (job->fast) {
-        /* igzip only for a valid zlib header declaring a 32 KiB window; the
-         * first payload byte is CMF (0x78 = deflate, window 2^15). */
+        /* igzip only for a valid zlib header declaring a 32 KiB window and
+         * no preset dictionary (igzip ignores FDICT, zlib refuses it): CMF
+         * 0x78 (deflate, window 2^15), FLG bit 5 clear, FCHECK valid. */
         if (job->first_len >= 2 && job->data_len >= 2 && job->data[0] == 0x78 &&
+            (job->data[1] & 0x20) == 0 && (0x7800u | job->data[1]) % 31 == 0 &&
             (s->isal = an_malloc(a, sizeof(*s->isal))) != NULL) {
             isal_inflate_init(s->isal);
             s->isal->crc_flag = ISAL_ZLIB;
@@ -799,7 +808,7 @@ an_idat_new(an_idat **out, const an_idat_job *job, uint8_t *pixels, an_error *er
     s->zs.zalloc = z_alloc;
     s->zs.zfree = z_free;
     s->zs.opaque = (voidpf)(uintptr_t)a;
-    if (inflateInit2(&s->zs, 0) != Z_OK) { /* 0: the window the stream declares */
+    if (inflateInit2(&s->zs, 15) != Z_OK) { /* 32 KiB; any header window <= 32 KiB is accepted */
         an_error_set(err, an_nomem(a), "cannot initialise zlib");
         an_idat_free(s);
         return err->status;

@@ -114,10 +114,20 @@ probe_warn(an_error *err, const char *fmt, ...)
 
 /* The orientation tag of a TIFF stream: 1..8, 0 when the stream is valid but
  * has no orientation tag, -1 when it is malformed (bad header, IFD out of
- * range, an orientation of the wrong type or out of range). */
+ * range), -2 when the tag is there but means no rotation (a value out of
+ * range or not an integer).  The integer types Pillow reads as integers
+ * (SHORT, LONG, SBYTE, SSHORT, SLONG) are read; BYTE comes out of Pillow as
+ * bytes, so it rotates nothing there either. */
 static int
 exif_orientation(const uint8_t *t, size_t len)
 {
+    /* One or two "Exif\0\0" prefixes are skipped, as Pillow's Exif.load
+     * does (JPEG's APP1 has one; some writers put it in a PNG eXIf chunk, or
+     * twice in APP1). */
+    for (int k = 0; k < 2 && len >= 6 && memcmp(t, "Exif\0\0", 6) == 0; k++) {
+        t += 6;
+        len -= 6;
+    }
     if (len < 8)
         return -1;
     int le;
@@ -146,14 +156,16 @@ exif_orientation(const uint8_t *t, size_t len)
         if (RD16(e) != 0x0112)
             continue;
         uint16_t type = RD16(e + 2);
-        uint32_t value;
-        if (type == 3)          /* SHORT */
-            value = RD16(e + 8);
-        else if (type == 4)     /* LONG */
-            value = RD32(e + 8);
-        else
-            return -1;
-        return (value >= 1 && value <= 8) ? (int)value : -1;
+        int64_t value;
+        switch (type) {
+        case 3: value = RD16(e + 8); break;               /* SHORT */
+        case 4: value = RD32(e + 8); break;               /* LONG */
+        case 6: value = (int8_t)e[8]; break;              /* SBYTE */
+        case 8: value = (int16_t)RD16(e + 8); break;      /* SSHORT */
+        case 9: value = (int32_t)RD32(e + 8); break;      /* SLONG */
+        default: return -2;
+        }
+        return (value >= 1 && value <= 8) ? (int)value : -2;
     }
     return 0;
 #undef RD16
@@ -188,9 +200,10 @@ xmp_orientation(const uint8_t *x, size_t len)
     return 0;
 }
 
-/* Orientation sources of one file, combined as Pillow does: a valid EXIF
- * orientation tag wins; otherwise XMP's; a malformed EXIF block is reported
- * (its orientation ignored). */
+/* Orientation sources of one file, combined as Pillow does: an EXIF
+ * orientation tag wins, even one meaning no rotation (then reported);
+ * otherwise XMP's; a malformed EXIF block is reported (its orientation
+ * ignored). */
 typedef struct orient_src {
     int exif;               /* exif_orientation() of the first EXIF block; 0 none */
     int have_exif;
@@ -201,10 +214,14 @@ typedef struct orient_src {
 static void
 orient_finish(const orient_src *o, an_info *info, an_error *err)
 {
-    if (o->have_exif && o->exif < 0)
+    if (o->have_exif && o->exif == -2)
+        probe_warn(err, "invalid EXIF orientation: no rotation");
+    else if (o->have_exif && o->exif < 0)
         probe_warn(err, "malformed EXIF block: orientation ignored");
     if (o->have_exif && o->exif > 0)
         info->orientation = o->exif;
+    else if (o->have_exif && o->exif == -2)
+        info->orientation = 1; /* the tag shadows XMP's, as in Pillow's getexif() */
     else if (o->have_xmp && o->xmp >= 1 && o->xmp <= 8)
         info->orientation = o->xmp;
 }
@@ -318,7 +335,7 @@ probe_jpeg(const uint8_t *d, size_t len, an_info *info, an_error *err)
         } else if (m == 0xE1 && !o.have_exif && avail >= 6 && memcmp(seg, "Exif\0\0", 6) == 0) {
             /* A segment cut short by the end of the file still tells what it holds. */
             o.have_exif = 1;
-            o.exif = exif_orientation(seg + 6, avail - 6);
+            o.exif = exif_orientation(seg, avail); /* from its "Exif\0\0" */
         } else if (m == 0xE1 && !o.have_xmp && complete && n >= sizeof(xmp_id) &&
                    memcmp(seg, xmp_id, sizeof(xmp_id)) == 0) {
             o.have_xmp = 1;

@@ -150,14 +150,24 @@ an_py_encode_png(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (array_view(st, args[0], 1, bgr, &view) < 0)
         return NULL;
+    /* The writer's working memory (the whole filtered image and the whole
+     * deflated stream) and the output chunks are charged to the budget. */
+    an_guard guard;
+    if (an_guard_begin(st, &guard) < 0)
+        return NULL;
+    opts.alloc = an_guard_allocator(&guard);
     memset(&err, 0, sizeof(err));
-    an_outbuf_init(&out, NULL, 0);
+    an_outbuf_init(&out, opts.alloc, 0);
     Py_BEGIN_ALLOW_THREADS
     s = an_encode_png(&view, &opts, &out, &err);
     Py_END_ALLOW_THREADS
     if (s != AN_OK) {
         an_outbuf_free(&out);
-        return an_raise(st, &err);
+        an_raise_guarded(st, &err, opts.alloc);
+        an_guard_release(&guard);
+        return NULL;
     }
-    return take_bytes(st, &out);
+    PyObject *res = take_bytes(st, &out); /* frees the chunks */
+    an_guard_release(&guard);
+    return res;
 }
