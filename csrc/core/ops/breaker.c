@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../sync/an_wait.h"
 #include "an_breaker.h"
 
 #define NS_PER_S 1000000000LL
@@ -186,6 +187,8 @@ transition_locked(an_breaker *b, uint64_t expect, an_brk_state to, int64_t now_n
     if (expect == UINT64_MAX && from == to)
         return AN_BRK_NONE;
     uint64_t epoch = (w >> 2) + 1;
+    if (now_ns == AN_BRK_NOW)
+        now_ns = an_monotonic_ns();
     if (to == AN_BRK_OPEN || to == AN_BRK_FORCED_OPEN)
         atomic_store_explicit(&b->opened_at_ns, now_ns, memory_order_relaxed);
     if (to == AN_BRK_CLOSED)

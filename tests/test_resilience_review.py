@@ -1,0 +1,174 @@
+"""Adversarial review of the resilience layer (issue 17): each test pins a
+defect found in review and fixed on branch review-17."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from amulet_native import resilience as rs
+from amulet_native.errors import CircuitOpenError, ResilienceWarning
+from amulet_native.resilience import CircuitState
+
+
+class Boom(Exception):
+    pass
+
+
+def _fail() -> None:
+    raise Boom
+
+
+def test_native_breaker_success_that_reopens_keeps_wait_in_open() -> None:
+    # The native wrapper skips the clock on a closed breaker without slow
+    # calls; a success completing a failed half-open trial used to open the
+    # circuit "at time 0", so the next call was let through at once.
+    b = rs.CircuitBreaker("review-ho-reopen", failure_rate=0.5, half_open_calls=2, wait_in_open=60)
+    flaky = iter([Boom(), None])
+
+    @b
+    def call() -> str:
+        e = next(flaky)
+        if e is not None:
+            raise e
+        return "ok"
+
+    b._transition(CircuitState.HALF_OPEN)
+    with pytest.raises(Boom):
+        call()
+    assert call() == "ok"  # completes the trial: 1 of 2 failed -> OPEN again
+    assert b.state == CircuitState.OPEN
+    ra = b.retry_after
+    assert ra is not None and ra > 30
+    with pytest.raises(CircuitOpenError):
+        call()
+
+
+def test_native_breaker_success_reaching_minimum_calls_opens_with_real_time() -> None:
+    b = rs.CircuitBreaker("review-min-open", failure_rate=0.5, minimum_calls=2, wait_in_open=60)
+    outcomes = iter([Boom(), None, None])
+
+    @b
+    def call() -> str:
+        e = next(outcomes)
+        if e is not None:
+            raise e
+        return "ok"
+
+    with pytest.raises(Boom):
+        call()
+    assert call() == "ok"  # 2 calls, 1 failure: 50% -> OPEN
+    assert b.state == CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        call()
+
+
+@pytest.mark.parametrize("which", ["record", "ignore"])
+@pytest.mark.parametrize("native", [True, False])
+def test_breaker_predicate_raising_never_leaks_a_half_open_permit(which: str, native: bool) -> None:
+    calls = {"n": 0}
+
+    def bad(e: BaseException) -> bool:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("predicate bug")
+        return isinstance(e, Boom)
+
+    kw: dict[str, Any] = {which: bad}
+    b = rs.CircuitBreaker(
+        f"review-pred-{which}-{native}", half_open_calls=1, wait_in_open=60, **kw
+    )
+    guarded = b(_fail) if native else (lambda: b.call(_fail))
+    b._transition(CircuitState.HALF_OPEN)
+    with pytest.raises(Boom), pytest.warns(ResilienceWarning, match="predicate"):
+        guarded()  # the original error, not the predicate's
+    # the permit was handed back (or the outcome recorded): the breaker is not
+    # stuck refusing every call in HALF_OPEN forever
+    try:
+        guarded()
+    except Boom:
+        pass
+    except CircuitOpenError:
+        assert b.state != CircuitState.HALF_OPEN, "half-open permit leaked"
+
+
+def test_retrying_object_reused_runs_the_body_again() -> None:
+    # State lived on the retrying object: a second loop over it ran nothing.
+    r = rs.retrying(on=Boom, attempts=3, wait=0)
+    ran = []
+    for _ in range(2):
+        for attempt in r:
+            with attempt:
+                ran.append(attempt.number)
+    assert ran == [1, 1]
+    assert r.statistics.outcome == "success"
+
+
+def test_retrying_deadline_starts_with_the_loop_not_construction() -> None:
+    now = [0.0]
+    r = rs.retrying(on=Boom, attempts=5, timeout=10, wait=0, clock=lambda: now[0])
+    now[0] = 100.0  # constructed long before the loop starts
+    n = 0
+    with pytest.raises(Boom):
+        for attempt in r:
+            with attempt:
+                n += 1
+                raise Boom
+    assert n == 5
+
+
+def test_error_context_instance_shared_by_tasks() -> None:
+    # One error_context object entered by two interleaving tasks: the tokens
+    # were kept on the instance, so a task reset the other task's token.
+    ctx = rs.error_context("review-shared")
+    entered, first_left = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with ctx:
+            await entered.wait()
+        first_left.set()
+
+    async def second() -> None:
+        async with ctx:
+            entered.set()
+            await first_left.wait()  # the first task leaves before this one
+
+    async def main() -> None:
+        t1 = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        t2 = asyncio.create_task(second())
+        await asyncio.gather(t1, t2)
+
+    asyncio.run(main())
+
+
+def test_bulkhead_release_from_a_thread_wakes_an_async_waiter_safely() -> None:
+    # A sync caller (a worker thread) releasing while an async caller waits:
+    # the waiter's future was resolved from the foreign thread (asyncio
+    # forbids it; in debug mode it raises, otherwise the loop may never wake).
+    bh = rs.Bulkhead(1, max_wait=None, name="review-threads")
+    bh.acquire()
+    errors: list[BaseException] = []
+
+    def release_later() -> None:
+        while not bh._waiters:  # an async caller is waiting
+            threading.Event().wait(0.001)
+        try:
+            bh.release()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        th = threading.Thread(target=release_later)
+        th.start()
+        await asyncio.wait_for(bh.aacquire(), 30)
+        bh.release()
+        await loop.run_in_executor(None, th.join)
+
+    asyncio.run(main(), debug=True)
+    assert errors == []
+    assert bh.in_flight == 0
