@@ -314,20 +314,36 @@ class CircuitBreaker:
             raise self._reject()
         return ticket, (now if now is not None else time.monotonic_ns())
 
+    def _classify(self, exc: BaseException) -> bool | None:
+        """True = a failure, False = a success, None = no outcome (cancelled,
+        ignored, or a record/ignore predicate that raised: warned, and the
+        permit handed back, so a buggy predicate never leaks a trial permit
+        nor replaces the call's own exception)."""
+        if _is_cancellation(exc):
+            return None
+        try:
+            if self._ignore(exc):
+                return None
+            return bool(self._record(exc))
+        except Exception as pred_exc:  # noqa: BLE001 - a predicate never breaks the breaker
+            _warn_hook(f"breaker {self.name!r} record/ignore predicate", pred_exc)
+            return None
+
     def _finish(self, ticket: int, start_ns: int, exc: BaseException | None) -> None:
         now = self._now_ns()
         end = now if now is not None else time.monotonic_ns()
-        if exc is not None and (_is_cancellation(exc) or self._ignore(exc)):
+        failed = False if exc is None else self._classify(exc)
+        if failed is None:
             self._native.release(ticket)
             return
-        failed = exc is not None and self._record(exc)
         self._on_transition(self._native.record(ticket, failed, end - start_ns, now))
 
     def _native_error(self, ticket: int, exc: BaseException, duration_ns: int) -> None:
-        if _is_cancellation(exc) or self._ignore(exc):
+        failed = self._classify(exc)
+        if failed is None:
             self._native.release(ticket)
         else:
-            self._on_transition(self._native.record(ticket, self._record(exc), duration_ns, None))
+            self._on_transition(self._native.record(ticket, failed, duration_ns, None))
         raise exc
 
     def call(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
