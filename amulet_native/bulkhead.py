@@ -76,11 +76,7 @@ class Bulkhead:
 
     def release(self) -> None:
         self._slots.release()
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        self._pass_on()
 
     async def aacquire(self) -> None:
         if self._slots.try_acquire():
@@ -113,11 +109,33 @@ class Bulkhead:
                 return
 
     def _pass_on(self) -> None:
+        """Wake the first async waiter still waiting.  A release may come from
+        a sync caller in another thread (or another loop): a future is only
+        ever resolved in its own loop's thread, else the loop is never woken
+        (and asyncio forbids it)."""
         while self._waiters:
             f = self._waiters.popleft()
+            loop = f.get_loop()
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                try:
+                    loop.call_soon_threadsafe(self._wake, f)
+                except RuntimeError:  # that loop is closed: try the next waiter
+                    continue
+                return
             if not f.done():
                 f.set_result(None)
                 return
+
+    def _wake(self, f: asyncio.Future[None]) -> None:
+        # in f's loop: a waiter that gave up meanwhile passes the wake-up on
+        if f.done():
+            self._pass_on()
+        else:
+            f.set_result(None)
 
     def __enter__(self) -> Self:
         self.acquire()

@@ -165,7 +165,7 @@ def test_bulkhead_release_from_a_thread_wakes_an_async_waiter_safely() -> None:
         loop = asyncio.get_running_loop()
         th = threading.Thread(target=release_later)
         th.start()
-        await asyncio.wait_for(bh.aacquire(), 30)
+        await asyncio.wait_for(bh.aacquire(), 10)  # hangs without the fix
         bh.release()
         await loop.run_in_executor(None, th.join)
 
