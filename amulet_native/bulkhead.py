@@ -190,6 +190,7 @@ class timeout:
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[Any] | None = None
         self._fired = False
+        self._cancelling = 0
 
     async def __aenter__(self) -> Self:
         task = asyncio.current_task()
@@ -197,6 +198,8 @@ class timeout:
             raise RuntimeError("timeout() must be used inside a task")
         self._task = task
         self._fired = False
+        # cancellations already requested: any beyond ours is someone else's
+        self._cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
         self._handle = asyncio.get_running_loop().call_later(self.seconds, self._fire)
         return self
 
@@ -212,8 +215,12 @@ class timeout:
             self._handle.cancel()
         if self._fired and isinstance(exc, asyncio.CancelledError):
             task = self._task
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
+            if (
+                task is not None
+                and hasattr(task, "uncancel")
+                and task.uncancel() > self._cancelling
+            ):
+                return  # also cancelled from outside: that cancellation wins
             raise OperationTimeoutError(
                 f"{self.operation or 'operation'} took longer than {self.seconds}s",
                 seconds=self.seconds,

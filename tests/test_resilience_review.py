@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -78,9 +79,7 @@ def test_breaker_predicate_raising_never_leaks_a_half_open_permit(which: str, na
         return isinstance(e, Boom)
 
     kw: dict[str, Any] = {which: bad}
-    b = rs.CircuitBreaker(
-        f"review-pred-{which}-{native}", half_open_calls=1, wait_in_open=60, **kw
-    )
+    b = rs.CircuitBreaker(f"review-pred-{which}-{native}", half_open_calls=1, wait_in_open=60, **kw)
     guarded = b(_fail) if native else (lambda: b.call(_fail))
     b._transition(CircuitState.HALF_OPEN)
     with pytest.raises(Boom), pytest.warns(ResilienceWarning, match="predicate"):
@@ -172,3 +171,33 @@ def test_bulkhead_release_from_a_thread_wakes_an_async_waiter_safely() -> None:
     asyncio.run(main(), debug=True)
     assert errors == []
     assert bh.in_flight == 0
+
+
+def test_timeout_never_swallows_an_outer_cancellation() -> None:
+    # The deadline fires and the task is also cancelled from outside: the
+    # cancellation must propagate (as asyncio.timeout does), not turn into an
+    # OperationTimeoutError that callers may catch and carry on after.
+    async def body() -> None:
+        async with rs.timeout(0.01):
+            time.sleep(0.05)  # noqa: ASYNC251 - the deadline passes while the body blocks
+            await asyncio.sleep(0)  # the due timer is queued behind this step
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # and someone cancels the task
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        t = asyncio.create_task(body())
+        with pytest.raises(asyncio.CancelledError):
+            await t
+
+    asyncio.run(main())
+
+
+def test_timeout_alone_still_raises_operation_timeout() -> None:
+    async def main() -> None:
+        with pytest.raises(rs.OperationTimeoutError):
+            async with rs.timeout(0.01):
+                await asyncio.sleep(10)
+
+    asyncio.run(main())
