@@ -5,6 +5,7 @@ ValidationError with a stable ``resilience.*`` code at construction."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import warnings
@@ -96,6 +97,16 @@ def _exc_predicate(name: str, on: ExcSpec) -> Callable[[BaseException], bool]:
     raise _bad(
         "resilience.invalid_on", name, f"{name} must be exception types or a predicate, got {on!r}"
     )
+
+
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (a
+    sync wrapper would return its coroutine unawaited: nothing retried or
+    counted)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's, not callable()
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
 
 
 def _is_cancellation(exc: BaseException) -> bool:

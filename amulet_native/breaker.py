@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextvars
 import enum
 import functools
-import inspect
 import threading
 import time
 import weakref
@@ -25,6 +24,7 @@ from ._resilience_args import (
     _bad,
     _count,
     _exc_predicate,
+    _is_async,
     _is_cancellation,
     _rate,
     _seconds,
@@ -368,7 +368,7 @@ class CircuitBreaker:
         return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -17,6 +16,7 @@ from ._resilience_args import (
     R,
     _bad,
     _count,
+    _is_async,
     _seconds,
 )
 from .errors import (
@@ -152,7 +152,7 @@ class Bulkhead:
         self.release()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
@@ -230,7 +230,7 @@ class timeout:
     def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
-        if not inspect.iscoroutinefunction(fn):
+        if not _is_async(fn):
             raise _bad(
                 "resilience.invalid_target", "fn", "timeout() decorates async functions only"
             )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from ._resilience_args import (
     R,
     _add_note,
     _bad,
+    _is_async,
     _is_cancellation,
     _seconds,
     log,
@@ -159,7 +159,7 @@ class error_context:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         op, ctx = self.operation, self.context
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import math
 import random
 import threading
@@ -64,6 +63,7 @@ from ._resilience_args import (
     _bad,
     _count,
     _exc_predicate,
+    _is_async,
     _is_cancellation,
     _seconds,
     _warn_hook,
@@ -760,7 +760,7 @@ def retry(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         policy = _Policy(*policy_args, name or _qualname(fn), clock, sleep, asleep)
         stats = _name_stats(policy.name)
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)

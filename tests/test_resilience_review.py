@@ -201,3 +201,34 @@ def test_timeout_alone_still_raises_operation_timeout() -> None:
                 await asyncio.sleep(10)
 
     asyncio.run(main())
+
+
+class _AsyncCallable:
+    """An object whose __call__ is ``async def`` (a common client shape)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls < 3:
+            raise Boom
+        return "ok"
+
+
+def test_retry_detects_an_async_callable_object() -> None:
+    # The native sync wrapper returned the coroutine at once: the exception
+    # raised when it was awaited was never retried.
+    target = _AsyncCallable()
+    wrapped: Any = rs.retry(on=Boom, attempts=3, wait=0)(target)
+    assert asyncio.run(wrapped()) == "ok"
+    assert target.calls == 3
+
+
+def test_breaker_counts_failures_of_an_async_callable_object() -> None:
+    target = _AsyncCallable()
+    b = rs.CircuitBreaker("review-async-callable", minimum_calls=1, failure_rate=1.0)
+    wrapped: Any = b(target)
+    with pytest.raises(Boom):
+        asyncio.run(wrapped())
+    assert b.state == CircuitState.OPEN
