@@ -114,13 +114,18 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 
 def _add_note(exc: BaseException, note: str) -> None:
+    """Best effort: an exception that refuses notes (``__notes__`` not a list,
+    a read-only attribute) is raised unannotated, never replaced."""
     add = getattr(exc, "add_note", None)
-    if add is not None:
-        add(note)
-    else:  # Python 3.10
-        notes = list(getattr(exc, "__notes__", []))
-        notes.append(note)
-        setattr(exc, "__notes__", notes)  # noqa: B010 - no add_note before 3.11
+    try:
+        if add is not None:
+            add(note)
+        else:  # Python 3.10
+            notes = list(getattr(exc, "__notes__", []))
+            notes.append(note)
+            setattr(exc, "__notes__", notes)  # noqa: B010 - no add_note before 3.11
+    except Exception:  # noqa: BLE001, S110 - the original exception matters more
+        pass
 
 
 def _warn_hook(what: str, exc: BaseException) -> None:

@@ -232,3 +232,25 @@ def test_breaker_counts_failures_of_an_async_callable_object() -> None:
     with pytest.raises(Boom):
         asyncio.run(wrapped())
     assert b.state == CircuitState.OPEN
+
+
+class _TupleNotes(Exception):
+    """An exception whose __notes__ is not a list (add_note() refuses it)."""
+
+    def __init__(self) -> None:
+        super().__init__("odd")
+        self.__notes__ = ("set by a library",)
+
+
+def test_error_context_never_replaces_an_exception_it_cannot_annotate() -> None:
+    with pytest.raises(_TupleNotes), rs.error_context("review-notes", k=1):
+        raise _TupleNotes
+
+
+def test_retry_give_up_never_replaces_an_exception_it_cannot_annotate() -> None:
+    @rs.retry(on=_TupleNotes, attempts=2, wait=0)
+    def f() -> None:
+        raise _TupleNotes
+
+    with pytest.raises(_TupleNotes):
+        f()
