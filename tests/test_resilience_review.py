@@ -239,7 +239,7 @@ class _TupleNotes(Exception):
 
     def __init__(self) -> None:
         super().__init__("odd")
-        self.__notes__ = ("set by a library",)
+        setattr(self, "__notes__", ("set by a library",))  # noqa: B010 - not a list on purpose
 
 
 def test_error_context_never_replaces_an_exception_it_cannot_annotate() -> None:
