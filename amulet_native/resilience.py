@@ -604,6 +604,9 @@ class _Policy:
         after = _retry_after(exc) if exc is not None else None
         if after is not None:
             wait = max(wait, after)
+            if exc is not None and after > threading.TIMEOUT_MAX:
+                # no sleep can honour it (time.sleep would raise OverflowError)
+                return None, self.give_up(st, exc, "gave_up", f"retry_after={after:g}s")
         if self.timeout is not None:
             remaining = st.start + self.timeout - self.clock()
             if remaining <= 0 or (after is not None and after >= remaining):

@@ -254,3 +254,23 @@ def test_retry_give_up_never_replaces_an_exception_it_cannot_annotate() -> None:
 
     with pytest.raises(_TupleNotes):
         f()
+
+
+class _Throttled(Exception):
+    retry_after = 1e300  # a hostile or broken Retry-After header
+
+
+def test_retry_after_beyond_any_sleep_raises_the_original_error() -> None:
+    # Without a timeout the wait was max(backoff, retry_after) and
+    # time.sleep(1e300) raised OverflowError in place of the caller's error.
+    calls = []
+
+    @rs.retry(on=_Throttled, attempts=3, wait=0)
+    def f() -> None:
+        calls.append(1)
+        raise _Throttled
+
+    with pytest.raises(_Throttled) as info:
+        f()
+    assert len(calls) == 1
+    assert any("retry_after" in n for n in getattr(info.value, "__notes__", []))
