@@ -225,7 +225,10 @@ class CircuitBreaker:
 
     def metrics(self) -> BreakerMetrics:
         st, calls, fails, slow, np_, tc, tf, tr, _ = self._native.metrics(self._now_ns())
-        enough = calls >= self.config.minimum_calls or st == CircuitState.HALF_OPEN and calls > 0
+        c = self.config
+        # the core caps minimum_calls at a count window's size: so do the rates
+        minimum = min(c.minimum_calls, c.window) if c.window_type == "count" else c.minimum_calls
+        enough = calls >= minimum or st == CircuitState.HALF_OPEN and calls > 0
         return BreakerMetrics(
             self.name,
             CircuitState(st),

@@ -274,3 +274,16 @@ def test_retry_after_beyond_any_sleep_raises_the_original_error() -> None:
         f()
     assert len(calls) == 1
     assert any("retry_after" in n for n in getattr(info.value, "__notes__", []))
+
+
+def test_metrics_rates_when_minimum_calls_exceeds_a_count_window() -> None:
+    # The core caps minimum_calls at the count window's size (and decides on
+    # it); metrics() compared with the uncapped value and reported -1 forever.
+    b = rs.CircuitBreaker("review-mc-window", window=4, minimum_calls=10, failure_rate=1.0)
+    for _ in range(3):
+        b.call(lambda: None)
+    with pytest.raises(Boom):
+        b.call(_fail)
+    m = b.metrics()
+    assert m.calls == 4
+    assert m.failure_rate == 0.25
