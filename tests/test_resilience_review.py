@@ -287,3 +287,16 @@ def test_metrics_rates_when_minimum_calls_exceeds_a_count_window() -> None:
     m = b.metrics()
     assert m.calls == 4
     assert m.failure_rate == 0.25
+
+
+def test_time_window_seconds_floor_below_zero() -> None:
+    # An injected clock below 0: -0.5 s and 0.5 s were both "second 0" (C
+    # division truncates), so the window held one second too many.
+    now = [-1.5]
+    b = rs.CircuitBreaker(
+        "review-tw-neg", window=2, window_type="time", minimum_calls=100, clock=lambda: now[0]
+    )
+    for t in (-1.5, -0.5, 0.5):
+        now[0] = t
+        b.call(lambda: None)
+    assert b.metrics().calls == 2  # seconds -1 and 0 only
