@@ -5,6 +5,7 @@ ValidationError with a stable ``resilience.*`` code at construction."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import warnings
@@ -98,18 +99,33 @@ def _exc_predicate(name: str, on: ExcSpec) -> Callable[[BaseException], bool]:
     )
 
 
+def _is_async(fn: object) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (a
+    sync wrapper would return its coroutine unawaited: nothing retried or
+    counted)."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the class's, not callable()
+    return not inspect.isfunction(fn) and inspect.iscoroutinefunction(call)
+
+
 def _is_cancellation(exc: BaseException) -> bool:
     return not isinstance(exc, Exception) or isinstance(exc, asyncio.CancelledError)
 
 
 def _add_note(exc: BaseException, note: str) -> None:
+    """Best effort: an exception that refuses notes (``__notes__`` not a list,
+    a read-only attribute) is raised unannotated, never replaced."""
     add = getattr(exc, "add_note", None)
-    if add is not None:
-        add(note)
-    else:  # Python 3.10
-        notes = list(getattr(exc, "__notes__", []))
-        notes.append(note)
-        setattr(exc, "__notes__", notes)  # noqa: B010 - no add_note before 3.11
+    try:
+        if add is not None:
+            add(note)
+        else:  # Python 3.10
+            notes = list(getattr(exc, "__notes__", []))
+            notes.append(note)
+            setattr(exc, "__notes__", notes)  # noqa: B010 - no add_note before 3.11
+    except Exception:  # noqa: BLE001, S110 - the original exception matters more
+        pass
 
 
 def _warn_hook(what: str, exc: BaseException) -> None:

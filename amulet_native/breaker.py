@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextvars
 import enum
 import functools
-import inspect
 import threading
 import time
 import weakref
@@ -25,6 +24,7 @@ from ._resilience_args import (
     _bad,
     _count,
     _exc_predicate,
+    _is_async,
     _is_cancellation,
     _rate,
     _seconds,
@@ -225,7 +225,10 @@ class CircuitBreaker:
 
     def metrics(self) -> BreakerMetrics:
         st, calls, fails, slow, np_, tc, tf, tr, _ = self._native.metrics(self._now_ns())
-        enough = calls >= self.config.minimum_calls or st == CircuitState.HALF_OPEN and calls > 0
+        c = self.config
+        # the core caps minimum_calls at a count window's size: so do the rates
+        minimum = min(c.minimum_calls, c.window) if c.window_type == "count" else c.minimum_calls
+        enough = calls >= minimum or st == CircuitState.HALF_OPEN and calls > 0
         return BreakerMetrics(
             self.name,
             CircuitState(st),
@@ -314,20 +317,36 @@ class CircuitBreaker:
             raise self._reject()
         return ticket, (now if now is not None else time.monotonic_ns())
 
+    def _classify(self, exc: BaseException) -> bool | None:
+        """True = a failure, False = a success, None = no outcome (cancelled,
+        ignored, or a record/ignore predicate that raised: warned, and the
+        permit handed back, so a buggy predicate never leaks a trial permit
+        nor replaces the call's own exception)."""
+        if _is_cancellation(exc):
+            return None
+        try:
+            if self._ignore(exc):
+                return None
+            return bool(self._record(exc))
+        except Exception as pred_exc:  # noqa: BLE001 - a predicate never breaks the breaker
+            _warn_hook(f"breaker {self.name!r} record/ignore predicate", pred_exc)
+            return None
+
     def _finish(self, ticket: int, start_ns: int, exc: BaseException | None) -> None:
         now = self._now_ns()
         end = now if now is not None else time.monotonic_ns()
-        if exc is not None and (_is_cancellation(exc) or self._ignore(exc)):
+        failed = False if exc is None else self._classify(exc)
+        if failed is None:
             self._native.release(ticket)
             return
-        failed = exc is not None and self._record(exc)
         self._on_transition(self._native.record(ticket, failed, end - start_ns, now))
 
     def _native_error(self, ticket: int, exc: BaseException, duration_ns: int) -> None:
-        if _is_cancellation(exc) or self._ignore(exc):
+        failed = self._classify(exc)
+        if failed is None:
             self._native.release(ticket)
         else:
-            self._on_transition(self._native.record(ticket, self._record(exc), duration_ns, None))
+            self._on_transition(self._native.record(ticket, failed, duration_ns, None))
         raise exc
 
     def call(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
@@ -352,7 +371,7 @@ class CircuitBreaker:
         return result
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)

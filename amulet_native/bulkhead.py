@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
@@ -17,6 +16,7 @@ from ._resilience_args import (
     R,
     _bad,
     _count,
+    _is_async,
     _seconds,
 )
 from .errors import (
@@ -76,11 +76,7 @@ class Bulkhead:
 
     def release(self) -> None:
         self._slots.release()
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        self._pass_on()
 
     async def aacquire(self) -> None:
         if self._slots.try_acquire():
@@ -113,11 +109,33 @@ class Bulkhead:
                 return
 
     def _pass_on(self) -> None:
+        """Wake the first async waiter still waiting.  A release may come from
+        a sync caller in another thread (or another loop): a future is only
+        ever resolved in its own loop's thread, else the loop is never woken
+        (and asyncio forbids it)."""
         while self._waiters:
             f = self._waiters.popleft()
+            loop = f.get_loop()
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                try:
+                    loop.call_soon_threadsafe(self._wake, f)
+                except RuntimeError:  # that loop is closed: try the next waiter
+                    continue
+                return
             if not f.done():
                 f.set_result(None)
                 return
+
+    def _wake(self, f: asyncio.Future[None]) -> None:
+        # in f's loop: a waiter that gave up meanwhile passes the wake-up on
+        if f.done():
+            self._pass_on()
+        else:
+            f.set_result(None)
 
     def __enter__(self) -> Self:
         self.acquire()
@@ -134,7 +152,7 @@ class Bulkhead:
         self.release()
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
@@ -172,6 +190,7 @@ class timeout:
         self._handle: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[Any] | None = None
         self._fired = False
+        self._cancelling = 0
 
     async def __aenter__(self) -> Self:
         task = asyncio.current_task()
@@ -179,6 +198,8 @@ class timeout:
             raise RuntimeError("timeout() must be used inside a task")
         self._task = task
         self._fired = False
+        # cancellations already requested: any beyond ours is someone else's
+        self._cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
         self._handle = asyncio.get_running_loop().call_later(self.seconds, self._fire)
         return self
 
@@ -194,8 +215,12 @@ class timeout:
             self._handle.cancel()
         if self._fired and isinstance(exc, asyncio.CancelledError):
             task = self._task
-            if task is not None and hasattr(task, "uncancel"):
-                task.uncancel()
+            if (
+                task is not None
+                and hasattr(task, "uncancel")
+                and task.uncancel() > self._cancelling
+            ):
+                return  # also cancelled from outside: that cancellation wins
             raise OperationTimeoutError(
                 f"{self.operation or 'operation'} took longer than {self.seconds}s",
                 seconds=self.seconds,
@@ -205,7 +230,7 @@ class timeout:
     def __call__(
         self, fn: Callable[P, Coroutine[Any, Any, R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
-        if not inspect.iscoroutinefunction(fn):
+        if not _is_async(fn):
             raise _bad(
                 "resilience.invalid_target", "fn", "timeout() decorates async functions only"
             )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from ._resilience_args import (
     R,
     _add_note,
     _bad,
+    _is_async,
     _is_cancellation,
     _seconds,
     log,
@@ -106,17 +106,19 @@ class error_context:
             raise _bad("resilience.invalid_name", "operation", "operation must be a non-empty str")
         self.operation = operation
         self.context = context
-        self._tokens: list[contextvars.Token[tuple[tuple[str, Mapping[str, Any]], ...]]] = []
 
+    # No token kept on the instance: one error_context object may be entered
+    # by several tasks or threads at once, each in its own context; leaving
+    # pops this context's innermost frame.
     def __enter__(self) -> Self:
-        self._tokens.append(_ctx_stack.set((*_ctx_stack.get(), (self.operation, self.context))))
+        _ctx_stack.set((*_ctx_stack.get(), (self.operation, self.context)))
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         stack = _ctx_stack.get()
-        _ctx_stack.reset(self._tokens.pop())
+        _ctx_stack.set(stack[:-1])
         if exc is None or _is_cancellation(exc):
             return
         self._attach(exc, stack)
@@ -157,7 +159,7 @@ class error_context:
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
         op, ctx = self.operation, self.context
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)

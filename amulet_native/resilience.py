@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import math
 import random
 import threading
@@ -64,6 +63,7 @@ from ._resilience_args import (
     _bad,
     _count,
     _exc_predicate,
+    _is_async,
     _is_cancellation,
     _seconds,
     _warn_hook,
@@ -604,6 +604,9 @@ class _Policy:
         after = _retry_after(exc) if exc is not None else None
         if after is not None:
             wait = max(wait, after)
+            if exc is not None and after > threading.TIMEOUT_MAX:
+                # no sleep can honour it (time.sleep would raise OverflowError)
+                return None, self.give_up(st, exc, "gave_up", f"retry_after={after:g}s")
         if self.timeout is not None:
             remaining = st.start + self.timeout - self.clock()
             if remaining <= 0 or (after is not None and after >= remaining):
@@ -760,7 +763,7 @@ def retry(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         policy = _Policy(*policy_args, name or _qualname(fn), clock, sleep, asleep)
         stats = _name_stats(policy.name)
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
@@ -836,7 +839,7 @@ def retry_on_failure(
 class Attempt:
     """One attempt of ``retrying``: a context manager that records its outcome."""
 
-    def __init__(self, owner: retrying, number: int) -> None:
+    def __init__(self, owner: _Run, number: int) -> None:
         self._owner = owner
         self.number = number
 
@@ -894,67 +897,78 @@ class retrying:
             sleep,
             asleep,
         )
-        self._state = self._policy.start()
-        self._pending: tuple[float | None, BaseException | None] | None = None
-        self._done = False
-        self._started = False
+        self._state = self._policy.start()  # the latest loop's (statistics)
 
     @property
     def statistics(self) -> RetryStatistics:
         return self._state.statistics
 
-    def _begin(self) -> None:
-        if not self._started:
-            self._started = True
-            _bump(self._policy.name, "python_calls")
-            if self._policy.budget is not None:
-                self._policy.budget.deposit()
-
-    def _exit(self, exc: BaseException | None) -> bool:
-        st = self._state
-        if exc is None:
-            self._policy._finish(st, "success")
-            self._done = True
-            return False
-        st.last_exception = exc
-        wait, _err = self._policy.next_wait(st, exc)
-        if wait is None:
-            self._done = True
-            return False  # propagate (the note is already on it)
-        self._pending = (wait, None)
-        return True
-
-    def _next_attempt(self) -> Attempt | None:
-        if self._done:
-            return None
-        self._begin()
-        self._state.attempt += 1
-        return Attempt(self, self._state.attempt)
+    def _run(self) -> _Run:
+        # every loop over this object is a new call: its own state, clock
+        # start and attempts (the object may be reused, even concurrently)
+        run = _Run(self._policy)
+        self._state = run.state
+        return run
 
     def __iter__(self) -> Iterator[Attempt]:
+        run = self._run()
         while True:
-            if self._pending is not None:
-                wait = self._pending[0] or 0.0
-                self._pending = None
+            if run.pending is not None:
+                wait = run.pending
+                run.pending = None
                 if wait > 0:
                     self._policy.sleep(wait)
-            a = self._next_attempt()
+            a = run.next_attempt()
             if a is None:
                 return
             yield a
-            if self._pending is None and not self._done:
-                self._done = True  # the body left the `with` by break/return
+            if run.pending is None and not run.done:
+                run.done = True  # the body left the `with` by break/return
 
     async def __aiter__(self) -> AsyncIterator[Attempt]:
+        run = self._run()
         while True:
-            if self._pending is not None:
-                wait = self._pending[0] or 0.0
-                self._pending = None
+            if run.pending is not None:
+                wait = run.pending
+                run.pending = None
                 if wait > 0:
                     await self._policy.asleep(wait)
-            a = self._next_attempt()
+            a = run.next_attempt()
             if a is None:
                 return
             yield a
-            if self._pending is None and not self._done:
-                self._done = True
+            if run.pending is None and not run.done:
+                run.done = True
+
+
+class _Run:
+    """One loop over a ``retrying``: the state of that call only."""
+
+    def __init__(self, policy: _Policy) -> None:
+        self.policy = policy
+        self.state = policy.start()
+        self.pending: float | None = None
+        self.done = False
+        _bump(policy.name, "python_calls")
+        if policy.budget is not None:
+            policy.budget.deposit()
+
+    def _exit(self, exc: BaseException | None) -> bool:
+        st = self.state
+        if exc is None:
+            self.policy._finish(st, "success")
+            self.done = True
+            return False
+        st.last_exception = exc
+        wait, _err = self.policy.next_wait(st, exc)
+        if wait is None:
+            self.done = True
+            return False  # propagate (the note is already on it)
+        self.pending = wait
+        return True
+
+    def next_attempt(self) -> Attempt | None:
+        if self.done:
+            return None
+        self.state.attempt += 1
+        return Attempt(self, self.state.attempt)

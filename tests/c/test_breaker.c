@@ -41,6 +41,30 @@ call(an_breaker *b, int64_t now, an_brk_outcome o, int64_t dur)
     return r != AN_BRK_NONE ? r : t;
 }
 
+/* AN_BRK_NOW: an outcome recorded without a time (the binding's closed path)
+ * that opens the circuit opens it now, not at time 0 (review-17). */
+static void
+test_record_now_sentinel(void)
+{
+    current = "record AN_BRK_NOW";
+    an_breaker *b;
+    an_breaker_config c = config();
+    c.minimum_calls = 2;
+    c.wait_open_ns = 3600 * S;
+    CHECK_ST(an_breaker_create(&b, &c, NULL), AN_OK);
+    int t;
+    int64_t k = an_breaker_acquire(b, 0, &t);
+    CHECK(an_breaker_record(b, k, AN_BRK_FAILURE, 0, AN_BRK_NOW) == AN_BRK_NONE);
+    k = an_breaker_acquire(b, 0, &t);
+    CHECK(an_breaker_record(b, k, AN_BRK_SUCCESS, 0, AN_BRK_NOW) ==
+          AN_BRK_TRANSITION(AN_BRK_CLOSED, AN_BRK_OPEN));
+    an_breaker_metrics m;
+    an_breaker_get_metrics(b, 0, &m);
+    CHECK(m.opened_at_ns > 0);
+    CHECK(an_breaker_retry_after_ns(b, m.opened_at_ns) == 3600 * S);
+    an_breaker_destroy(b);
+}
+
 static void
 test_config(void)
 {
@@ -343,6 +367,7 @@ int
 main(void)
 {
     test_config();
+    test_record_now_sentinel();
     test_count_window();
     test_slow_and_time_window();
     test_half_open_race();

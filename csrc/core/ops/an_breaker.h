@@ -42,6 +42,11 @@ typedef enum an_brk_state {
 #define AN_BRK_NONE (-1)
 #define AN_BRK_TRANSITION(from, to) ((int)(((from) << 4) | (to)))
 
+/* now_ns value meaning "read CLOCK_MONOTONIC if a transition needs the time":
+ * lets a caller that skips the clock on the closed path (no slow calls, count
+ * window) record an outcome without opening the circuit "at time 0". */
+#define AN_BRK_NOW INT64_MIN
+
 /* Upper bounds checked by an_breaker_create (explicit limits). */
 #define AN_BRK_MAX_WINDOW 100000      /* outcomes, or seconds */
 #define AN_BRK_MAX_HALF_OPEN 10000
@@ -90,7 +95,8 @@ int64_t an_breaker_acquire(an_breaker *b, int64_t now_ns, int *transition);
  * >= slow_ns).  The outcome enters the window (or the half-open trial) only
  * when the breaker is still in the state period the ticket was issued in: a
  * call admitted before a transition never counts after it.  Returns
- * AN_BRK_NONE or the transition it caused. */
+ * AN_BRK_NONE or the transition it caused.  now_ns may be AN_BRK_NOW when the
+ * breaker has neither slow calls nor a time window. */
 int an_breaker_record(an_breaker *b, int64_t ticket, an_brk_outcome outcome, int64_t duration_ns,
                       int64_t now_ns);
 

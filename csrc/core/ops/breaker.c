@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../sync/an_wait.h"
 #include "an_breaker.h"
 
 #define NS_PER_S 1000000000LL
@@ -119,6 +120,24 @@ an_breaker_state(const an_breaker *b)
 
 /* ---- the window ------------------------------------------------------------ */
 
+/* The second of now_ns, rounded down (C division truncates towards zero, so
+ * an injected clock below 0 would make -0.5 s and 0.5 s one second), and the
+ * bucket of a second (a non-negative remainder, whatever the sign). */
+static int64_t
+sec_of(int64_t now_ns)
+{
+    int64_t s = now_ns / NS_PER_S;
+    return (now_ns % NS_PER_S < 0) ? s - 1 : s;
+}
+
+static tbucket *
+bucket_of(an_breaker *b, int64_t sec)
+{
+    int64_t w = (int64_t)b->cfg.window;
+    int64_t i = sec % w;
+    return &b->buckets[i < 0 ? i + w : i];
+}
+
 /* Time window, mu held: drop the buckets that left the window at sec. */
 static void
 roll_locked(an_breaker *b, int64_t sec)
@@ -130,7 +149,7 @@ roll_locked(an_breaker *b, int64_t sec)
     if (n > (int64_t)w)
         n = w;
     for (int64_t k = 1; k <= n; k++) {
-        tbucket *t = &b->buckets[(uint64_t)(sec - n + k) % w];
+        tbucket *t = bucket_of(b, sec - n + k);
         b->t_calls -= t->calls;
         b->t_failures -= t->failures;
         b->t_slow -= t->slow;
@@ -186,6 +205,8 @@ transition_locked(an_breaker *b, uint64_t expect, an_brk_state to, int64_t now_n
     if (expect == UINT64_MAX && from == to)
         return AN_BRK_NONE;
     uint64_t epoch = (w >> 2) + 1;
+    if (now_ns == AN_BRK_NOW)
+        now_ns = an_monotonic_ns();
     if (to == AN_BRK_OPEN || to == AN_BRK_FORCED_OPEN)
         atomic_store_explicit(&b->opened_at_ns, now_ns, memory_order_relaxed);
     if (to == AN_BRK_CLOSED)
@@ -336,9 +357,9 @@ an_breaker_record(an_breaker *b, int64_t ticket, an_brk_outcome outcome, int64_t
     uint64_t calls, failures, slows;
     if (b->cfg.time_window) {
         pthread_mutex_lock(&b->mu);
-        int64_t sec = now_ns / NS_PER_S;
+        int64_t sec = sec_of(now_ns);
         roll_locked(b, sec);
-        tbucket *t = &b->buckets[(uint64_t)b->head_sec % b->cfg.window];
+        tbucket *t = bucket_of(b, b->head_sec);
         t->calls++;
         t->failures += (uint64_t)fail;
         t->slow += (uint64_t)slow;
@@ -401,7 +422,7 @@ an_breaker_get_metrics(an_breaker *b, int64_t now_ns, an_breaker_metrics *out)
         out->slow = r & 0xffffu;
     } else if (b->cfg.time_window) {
         pthread_mutex_lock(&b->mu);
-        roll_locked(b, now_ns / NS_PER_S);
+        roll_locked(b, sec_of(now_ns));
         out->calls = b->t_calls;
         out->failures = b->t_failures;
         out->slow = b->t_slow;

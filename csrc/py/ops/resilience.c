@@ -438,7 +438,9 @@ breakercall_vectorcall(WrapObject *self, PyObject *const *args, size_t nargsf, P
     PyObject *r = PyObject_Vectorcall(self->fn, args, nargsf, kwnames);
     int64_t end = need_time ? an_monotonic_ns() : 0;
     if (r != NULL) {
-        tr = an_breaker_record(b, ticket, AN_BRK_SUCCESS, end - start, end);
+        /* without the clock read, a transition this success causes (the
+         * last half-open trial, or minimum_calls reached) reads it itself */
+        tr = an_breaker_record(b, ticket, AN_BRK_SUCCESS, end - start, need_time ? end : AN_BRK_NOW);
         if (tr != AN_BRK_NONE && notify(self->on_transition, tr) < 0)
             Py_CLEAR(r);
         return r;
