@@ -125,6 +125,11 @@ class ImageUpload:
     (non-file parts) are Starlette's own knobs, set tight; the whole form is
     capped at ``max_bytes`` plus the fields' allowance, so no spooled file
     grows past it.
+
+    ``strict`` is :func:`amulet_native.decode`'s damage policy: the default
+    (``None``) accepts what loses no pixels (junk between JPEG markers, a bad
+    EXIF block) as browsers do and refuses data loss with 422; ``True``
+    refuses any damage.
     """
 
     def __init__(
@@ -140,7 +145,7 @@ class ImageUpload:
         max_fields: int = 8,
         max_part_size: int = 64 << 10,
         on_type_mismatch: str = "report",
-        strict: bool = True,
+        strict: bool | None = None,
     ) -> None:
         if on_type_mismatch not in ("report", "reject"):
             raise ValidationError("on_type_mismatch must be 'report' or 'reject'",
