@@ -273,6 +273,16 @@ def _record_key(kind: str, name: str, values: Sequence[str]) -> str:
 # ---- the registry ------------------------------------------------------------------
 
 
+# The sample names a family exposes (as in prometheus_client): two families may
+# not share any, else the exposition holds a second HELP/TYPE for one name.
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("", "_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("", "_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+}
+
+
 class CollectorRegistry:
     """Metrics and collectors to expose.  ``register`` refuses a name twice."""
 
@@ -284,7 +294,7 @@ class CollectorRegistry:
     def register(self, collector: Any) -> None:
         names: list[str] = []
         if isinstance(collector, _MetricBase):
-            names = [collector._name]
+            names = [collector._name + sfx for sfx in _SUFFIXES[collector._kind]]
         with self._lock:
             for n in names:
                 if n in self._names:
