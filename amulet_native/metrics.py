@@ -416,7 +416,7 @@ class _MetricBase:
         if unit and not _LABEL_NAME.fullmatch(unit):
             raise ValidationError(f"invalid unit {unit!r}", field="unit")
         if self._kind == "counter" and full.endswith("_total"):
-            full = full[: -len("_total")]
+            full = _check_name(full[: -len("_total")])
         if unit and not full.endswith("_" + unit):
             full = f"{full}_{unit}"
         if not isinstance(max_series, int) or max_series < 1:
@@ -508,6 +508,10 @@ class _MetricBase:
         child = self._children.get(key)
         if child is not None:
             return child
+        if all(v == OVERFLOW_VALUE for v in vals):
+            # the overflow series' own label set: one series, never two
+            with self._lock:
+                return self._overflow_child()
         with self._lock:
             child = self._children.get(key)
             if child is not None:
