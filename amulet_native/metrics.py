@@ -727,9 +727,14 @@ class Summary(_MetricBase, _core.SummaryCore):
         *,
         max_series: int = 1000,
     ) -> None:
-        qs = tuple(float(q) for q in quantiles)
+        try:
+            qs = tuple(float(q) for q in quantiles)
+        except (TypeError, ValueError):
+            raise ValidationError("quantiles must be numbers", field="quantiles") from None
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValidationError("quantiles must be within [0, 1]", field="quantiles")
+        if len(set(qs)) != len(qs):
+            raise ValidationError(f"duplicate quantiles in {qs!r}", field="quantiles")
         self._qs = qs
         self._qtext = tuple(_float(q) for q in qs)
         super().__init__(name, documentation, labelnames, namespace, subsystem, unit, registry,
@@ -743,7 +748,9 @@ class Summary(_MetricBase, _core.SummaryCore):
         return _Timer(self.observe)
 
     def quantile(self, q: float) -> float:
-        """The q-quantile of this series (NaN when empty)."""
+        """The q-quantile of this series (NaN when empty); q within [0, 1]."""
+        if not 0.0 <= q <= 1.0:
+            raise ValidationError(f"quantile {q!r} is not within [0, 1]", field="q")
         return self._quantiles([q])[0]
 
 
