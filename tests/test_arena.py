@@ -198,3 +198,18 @@ def test_closed_arena_refuses() -> None:
     a.close()
     with pytest.raises(ArenaError):
         a.record("x")
+
+
+def test_stale_temporary_file_of_a_crashed_creator_with_our_pid_does_not_block_creation(
+    tmp_path: Path,
+) -> None:
+    # review-11: a creator killed between creating "<path>.tmp.<pid>" and
+    # unlinking it left a file that made every later creator with the same pid
+    # (pid 1 in a container, pid reuse) fail with io.error forever.
+    p = tmp_path / "stale.arena"
+    for suffix in (f".tmp.{os.getpid()}", f".tmp.{os.getpid()}.0", f".tmp.{os.getpid()}.1"):
+        (tmp_path / (p.name + suffix)).write_bytes(b"half-written")
+    a = Arena(p, **SMALL)
+    a.add_f64(a.record("k"), 0, 1.0)
+    assert a.read(a.find("k") or 0, 1) == [1.0]
+    a.close()

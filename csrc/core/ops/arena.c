@@ -445,13 +445,22 @@ an_arena_open(an_arena **out, const char *path, const an_arena_config *cfg, an_e
     if (a->fd < 0 && errno == ENOENT) {
         /* Build the file under a private name, then link it into place: a
          * concurrent creator either wins the link or opens the winner's file. */
+        /* The private name carries our pid and a per-process counter, so no
+         * live process or thread can own it: a file already there is the
+         * leftover of a creator killed mid-way that had our pid (pid reuse,
+         * pid 1 in a container), and is removed instead of blocking us. */
+        static uint32_t tmp_seq;
         char tmp[4096];
-        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= sizeof(tmp)) {
+        unsigned seq = __atomic_fetch_add(&tmp_seq, 1u, __ATOMIC_RELAXED);
+        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%u", path, (int)getpid(), seq) >=
+            sizeof(tmp)) {
             an_error_set(err, AN_ERR_INVALID_ARG, "arena path too long");
             arena_unmap(a);
             return err->status;
         }
         int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+            fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {
             s = io_error(err, "create", tmp);
             arena_unmap(a);
