@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import gzip
 import inspect
@@ -1575,18 +1576,23 @@ class PerformanceMonitor:
 
     def get_stats(self, name: str) -> dict[str, float]:
         """count, errors, mean, p50, p95, p99, max, rate for one operation."""
-        d = self.duration.labels(name)
-        count, total = d._get()
-        p50, p95, p99 = d._quantiles((0.5, 0.95, 0.99))
+        # Read-only: an operation never recorded reads as zeros and creates no
+        # series (a health check asking for any name must not grow the families).
+        name = _check_value(name)
+        d = self.duration._children.get(name)
+        e = self.errors._children.get(name)
+        mx = self.max._children.get(name)
+        count, total = d._get() if d is not None else (0.0, 0.0)
+        p50, p95, p99 = d._quantiles((0.5, 0.95, 0.99)) if d is not None else (0.0, 0.0, 0.0)
         elapsed = max(self._clock() - self._start, 1e-9)
         return {
             "count": count,
-            "errors": self.errors.labels(name)._value(),
+            "errors": e._value() if e is not None else 0.0,
             "mean": total / count if count else 0.0,
             "p50": p50 if count else 0.0,
             "p95": p95 if count else 0.0,
             "p99": p99 if count else 0.0,
-            "max": self.max.labels(name)._value(),
+            "max": mx._value() if mx is not None else 0.0,
             "rate": count / elapsed,
         }
 
@@ -1622,18 +1628,24 @@ class timed_operation:
         _check_value(name)
         self.name = name
         self._monitor = monitor
-        self._t0: list[float] = []
+        # Start times per thread and per asyncio task (a context variable), so
+        # one instance shared by interleaved tasks times each of them.
+        self._t0: contextvars.ContextVar[tuple[float, ...]] = contextvars.ContextVar(
+            f"timed_operation_{name}", default=()
+        )
 
     def _mon(self) -> PerformanceMonitor:
         return self._monitor if self._monitor is not None else performance_monitor()
 
     def __enter__(self) -> Self:
-        self._t0.append(time.perf_counter())
+        self._t0.set((*self._t0.get(), time.perf_counter()))
         return self
 
     def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._mon().record(self.name, time.perf_counter() - self._t0.pop(), typ is not None)
+        *rest, t0 = self._t0.get()
+        self._t0.set(tuple(rest))
+        self._mon().record(self.name, time.perf_counter() - t0, typ is not None)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -1644,6 +1656,41 @@ class timed_operation:
 
     def __call__(self, fn: F) -> F:
         name = self.name
+        if inspect.isgeneratorfunction(fn):
+            # timed from the first next() to exhaustion, an error or close()
+
+            @functools.wraps(fn)
+            def gwrapper(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                err = True
+                try:
+                    r = yield from fn(*args, **kwargs)
+                    err = False
+                    return r
+                except GeneratorExit:
+                    err = False
+                    raise
+                finally:
+                    self._mon().record(name, time.perf_counter() - t0, err)
+
+            return cast(F, gwrapper)
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def agwrapper(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                err = True
+                try:
+                    async for item in fn(*args, **kwargs):
+                        yield item
+                    err = False
+                except GeneratorExit:
+                    err = False
+                    raise
+                finally:
+                    self._mon().record(name, time.perf_counter() - t0, err)
+
+            return cast(F, agwrapper)
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -1722,7 +1769,16 @@ class AlertRule:
         if self.threshold_warning is None and self.threshold_critical is None:
             raise ValidationError("an alert rule needs a warning or a critical threshold",
                                   field="threshold_warning")
-        if self.for_seconds < 0:
+        for f in ("threshold_warning", "threshold_critical"):
+            t = getattr(self, f)
+            if t is not None and (not isinstance(t, (int, float)) or math.isnan(t)):
+                raise ValidationError(f"{f} must be a number, not {t!r}", field=f)
+        w, c = self.threshold_warning, self.threshold_critical
+        if w is not None and c is not None and (w < c if self.below else w > c):
+            raise ValidationError(
+                f"critical threshold {c!r} is less severe than warning {w!r}"
+                f" ({'below' if self.below else 'above'} rule)", field="threshold_critical")
+        if not isinstance(self.for_seconds, (int, float)) or not self.for_seconds >= 0:
             raise ValidationError("for_seconds must be >= 0", field="for_seconds")
         if not self.name:
             self.name = self.metric if isinstance(self.metric, str) else getattr(

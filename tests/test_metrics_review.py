@@ -3,21 +3,27 @@ defect that was found and fixed."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import shutil
 import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
 from amulet_native import ValidationError
 from amulet_native.metrics import (
+    AlertRule,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    PerformanceMonitor,
     Summary,
     generate_latest,
+    timed_operation,
 )
 
 
@@ -25,7 +31,8 @@ def _promtool_ok(text: bytes) -> None:
     exe = shutil.which("promtool")
     if exe is None:
         pytest.skip("promtool not installed")
-    r = subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, timeout=30)
+    r = subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, timeout=30,
+                       check=False)
     assert b"error" not in (r.stdout + r.stderr).lower(), (r.stdout + r.stderr).decode()
 
 
@@ -64,8 +71,8 @@ def test_user_label_value_equal_to_overflow_marker_does_not_duplicate_a_series()
     g.labels("d").set(4)
     text = generate_latest(r, openmetrics=True).decode()
     lines = [ln for ln in text.splitlines() if ln.startswith("g{")]
-    assert len(lines) == len(set(ln.rsplit(" ", 1)[0] for ln in lines)), text
-    list(om_parse(text))
+    assert len(lines) == len({ln.rsplit(" ", 1)[0] for ln in lines}), text
+    list(om_parse(text))  # type: ignore[no-untyped-call]
     _promtool_ok(generate_latest(r))
 
 
@@ -87,7 +94,7 @@ def test_counter_inc_by_infinity_raises() -> None:
     c = Counter("c", "", registry=None)
     with pytest.raises(ValidationError):
         c.inc(math.inf)
-    assert c._value() == 0.0  # type: ignore[attr-defined]
+    assert c._value() == 0.0
 
 
 @pytest.mark.parametrize("kind", [Histogram, Summary])
@@ -99,3 +106,91 @@ def test_observe_nan_raises_and_does_not_poison_sum(kind: type) -> None:
         m.observe(math.nan)
     assert r.get_sample_value("m_count") == 1.0
     assert r.get_sample_value("m_sum") == 1.0
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"threshold_warning": math.nan},
+        {"threshold_critical": math.nan},
+        {"threshold_warning": 1.0, "for_seconds": math.nan},
+        {"threshold_warning": 10.0, "threshold_critical": 5.0},
+        {"threshold_warning": 5.0, "threshold_critical": 10.0, "below": True},
+    ],
+)
+def test_alert_rule_refuses_nan_and_inverted_thresholds(kw: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        AlertRule(lambda: 1.0, **kw)  # type: ignore[arg-type]
+
+
+def test_get_stats_of_an_unknown_operation_creates_no_series() -> None:
+    r = CollectorRegistry()
+    mon = PerformanceMonitor(r)
+    before = generate_latest(r)
+    st = mon.get_stats("never-recorded")
+    assert st["count"] == 0 and st["p99"] == 0.0 and st["max"] == 0.0
+    assert generate_latest(r) == before
+    assert mon.operations() == []
+
+
+def test_timed_operation_times_the_whole_iteration_of_a_generator() -> None:
+    mon = PerformanceMonitor(CollectorRegistry())
+
+    @timed_operation("gen", mon)
+    def gen() -> Iterator[int]:
+        yield 1
+        time.sleep(0.05)
+        raise RuntimeError("late")
+
+    it = gen()
+    assert mon.get_stats("gen")["count"] == 0  # not finished yet
+    assert next(it) == 1
+    with pytest.raises(RuntimeError):
+        next(it)
+    st = mon.get_stats("gen")
+    assert st["count"] == 1 and st["errors"] == 1 and st["max"] >= 0.05
+
+
+def test_timed_operation_times_the_whole_iteration_of_an_async_generator() -> None:
+    mon = PerformanceMonitor(CollectorRegistry())
+
+    @timed_operation("agen", mon)
+    async def agen() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(0.05)
+        yield 2
+
+    async def main() -> list[int]:
+        return [x async for x in agen()]
+
+    assert asyncio.run(main()) == [1, 2]
+    st = mon.get_stats("agen")
+    assert st["count"] == 1 and st["errors"] == 0 and st["max"] >= 0.05
+
+
+def test_one_timed_operation_instance_used_by_interleaved_tasks_times_each_task() -> None:
+    seen: list[tuple[float, bool]] = []
+
+    class Mon(PerformanceMonitor):
+        def record(self, name: str, seconds: float, error: bool = False) -> None:
+            seen.append((seconds, error))
+
+    op = timed_operation("shared", Mon(CollectorRegistry()))
+
+    async def first() -> None:  # enters first, leaves first (with an error)
+        async with op:
+            await asyncio.sleep(0.3)
+            raise KeyError("boom")
+
+    async def second() -> None:  # enters while first is inside, leaves last
+        await asyncio.sleep(0.05)
+        async with op:
+            await asyncio.sleep(0.5)
+
+    async def main() -> None:
+        await asyncio.gather(first(), second(), return_exceptions=True)
+
+    asyncio.run(main())
+    assert len(seen) == 2
+    first_secs = next(sec for sec, err in seen if err)
+    assert first_secs >= 0.3  # its own time inside, not measured from second's start
