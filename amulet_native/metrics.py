@@ -465,6 +465,13 @@ class _MetricBase:
         fold, drop, mark_time = self._fold()
         if arena is not None:
             key = _record_key(self._kind, self._name, values)
+            if values and len(key.encode("utf-8")) > _KEY_SIZE:
+                # label values too long for a shared key (single-process mode
+                # takes them): refused like a full arena, into the overflow series
+                from .errors import ArenaFullError
+
+                raise ArenaFullError(f"series key of {len(key.encode('utf-8'))} bytes exceeds "
+                                     f"the arena's {_KEY_SIZE}")
             units = (self._nwords() + 7) // 8
             rec = arena.record(key, units, fold, drop=drop)
             self._attach((arena, rec), self._nwords(), self._bounds(), mark_time)

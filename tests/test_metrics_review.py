@@ -4,11 +4,14 @@ defect that was found and fixed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
@@ -194,3 +197,31 @@ def test_one_timed_operation_instance_used_by_interleaved_tasks_times_each_task(
     assert len(seen) == 2
     first_secs = next(sec for sec, err in seen if err)
     assert first_secs >= 0.3  # its own time inside, not measured from second's start
+
+
+_MP_LONG_LABEL = r"""
+import json, sys
+from amulet_native import metrics as M
+c = M.Counter("c", "h", ["k"])
+c.labels("early" + "e" * 700).inc()  # before multi-worker mode: moved into the arena
+M.multiprocess(sys.argv[1])
+c.labels("x" * 700).inc()
+c.labels("ok").inc()
+print(json.dumps([c.dropped_series, M.REGISTRY.get_sample_value("c_total", {"k": "ok"}),
+                  M.REGISTRY.get_sample_value("c_total", {"k": "__overflow__"})]))
+"""
+
+
+def test_label_value_too_long_for_an_arena_key_goes_to_overflow_in_multiworker_mode(
+    tmp_path: Path,
+) -> None:
+    # Single-process mode accepts label values up to 4096 characters; in
+    # multi-worker mode a label set whose arena key exceeded 512 bytes raised
+    # from labels() (and from multiprocess() for existing children).
+    r = subprocess.run([sys.executable, "-c", _MP_LONG_LABEL, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, check=False, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    dropped, ok, over = json.loads(r.stdout.strip().splitlines()[-1])
+    assert ok == 1.0
+    assert dropped == 2
+    assert over == 1.0  # the long label set after the switch; the early one stays local
