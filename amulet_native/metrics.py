@@ -119,6 +119,10 @@ class Metric:
     "unknown"), ``documentation``, ``unit`` and ``samples``."""
 
     def __init__(self, name: str, documentation: str, typ: str, unit: str = "") -> None:
+        _check_name(name)
+        if typ == "counter" and name.endswith("_total"):
+            # the family name of a counter is without _total (its samples have it)
+            name = _check_name(name[: -len("_total")])
         self.name = name
         self.documentation = documentation
         self.type = typ
@@ -126,6 +130,10 @@ class Metric:
         self.samples: list[Sample] = []
 
     def add_sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        _check_name(name)
+        for k in labels:
+            if not isinstance(k, str) or not _LABEL_NAME.fullmatch(k):
+                raise ValidationError(f"invalid label name {k!r}", field="labels")
         self.samples.append(Sample(name, dict(labels), float(value)))
 
     def __repr__(self) -> str:
