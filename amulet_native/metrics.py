@@ -338,6 +338,19 @@ class CollectorRegistry:
                     fam = _orphan_family(name)
                     if fam is not None:
                         yield fam
+        arena = _arena()
+        if self is REGISTRY and arena is not None:
+            # refusals (no free worker slot, record or data unit): a worker
+            # refused a slot loses its writes, so the count must be visible
+            st = arena.stats()
+            m = Metric("amulet_metrics_arena_refused", "Worker slots and series refused by the "
+                       "full shared metrics arena (their values are not counted).", "counter")
+            m.add_sample("amulet_metrics_arena_refused_total", {}, st["overflow"])
+            yield m
+            m = Metric("amulet_metrics_arena_live_workers", "Worker slots in use in the shared "
+                       "metrics arena.", "gauge")
+            m.add_sample("amulet_metrics_arena_live_workers", {}, st["live_slots"])
+            yield m
         dropped = [(c._name, c._dropped) for c in collectors
                    if isinstance(c, _MetricBase) and c._dropped]
         if dropped:

@@ -246,3 +246,30 @@ def test_custom_collector_metric_is_validated_and_counter_total_suffix_handled()
     _promtool_ok(generate_latest(r))
     fams = list(om_parse(generate_latest(r, openmetrics=True).decode()))  # type: ignore[no-untyped-call]
     assert [(f.name, f.samples[0].value) for f in fams] == [("foo", 1.0)]
+
+
+_MP_NO_SLOT = r"""
+import json, os, sys
+from amulet_native import metrics as M
+M.multiprocess(sys.argv[1], max_workers=1)
+c = M.Counter("c", "h")
+c.inc()
+pid = os.fork()
+if pid == 0:  # no worker slot left: its writes go nowhere
+    c.inc(5)
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps([M.REGISTRY.get_sample_value("c_total"),
+                  M.REGISTRY.get_sample_value("amulet_metrics_arena_refused_total")]))
+"""
+
+
+def test_a_worker_refused_a_slot_is_visible_in_the_exposition(tmp_path: Path) -> None:
+    # The arena counted the refusal in stats()["overflow"], but nothing exposed
+    # it: a worker whose metrics were all silently lost left no trace at all.
+    r = subprocess.run([sys.executable, "-c", _MP_NO_SLOT, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, check=False, cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr
+    total, refused = json.loads(r.stdout.strip().splitlines()[-1])
+    assert total == 1.0
+    assert refused is not None and refused >= 1.0
