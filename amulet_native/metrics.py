@@ -1230,12 +1230,14 @@ def generate_latest(registry: CollectorRegistry | None = None, *, openmetrics: b
 
 
 def _wants_openmetrics(accept: str | None) -> bool:
+    """OpenMetrics when the Accept header ranks it at least as high (q-value)
+    as the text format (text/plain, text/* or */*); a tie goes to OpenMetrics."""
     if not accept:
         return False
+    q_om = q_text = 0.0
     for part in accept.split(","):
         media, _, params = part.strip().partition(";")
-        if media.strip().lower() != "application/openmetrics-text":
-            continue
+        media = media.strip().lower()
         q = 1.0
         for p in params.split(";"):
             k, _, v = p.strip().partition("=")
@@ -1244,9 +1246,13 @@ def _wants_openmetrics(accept: str | None) -> bool:
                     q = float(v)
                 except ValueError:
                     q = 0.0
-        if q > 0:
-            return True
-    return False
+                if not 0.0 <= q <= 1.0:  # NaN, negative, out of range
+                    q = 0.0
+        if media == "application/openmetrics-text":
+            q_om = max(q_om, q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            q_text = max(q_text, q)
+    return q_om > 0.0 and q_om >= q_text
 
 
 def exposition(accept: str | None, registry: CollectorRegistry | None = None) -> tuple[bytes, str]:

@@ -26,6 +26,7 @@ from amulet_native.metrics import (
     Metric,
     PerformanceMonitor,
     Summary,
+    exposition,
     generate_latest,
     timed_operation,
 )
@@ -273,3 +274,24 @@ def test_a_worker_refused_a_slot_is_visible_in_the_exposition(tmp_path: Path) ->
     total, refused = json.loads(r.stdout.strip().splitlines()[-1])
     assert total == 1.0
     assert refused is not None and refused >= 1.0
+
+
+@pytest.mark.parametrize(
+    ("accept", "om"),
+    [
+        ("text/plain;q=1, application/openmetrics-text;q=0.1", False),
+        ("application/openmetrics-text;q=0.5, */*;q=1", False),
+        ("application/openmetrics-text;q=0.5, text/plain;q=0.4", True),
+        ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+         "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", True),
+        ("application/openmetrics-text", True),
+        ("application/openmetrics-text;q=0", False),
+        ("application/openmetrics-text;q=nan", False),
+        ("application/openmetrics-text;q=garbage", False),
+        (";;,,=;q=", False),
+        ("", False),
+    ],
+)
+def test_accept_negotiation_honours_q_values(accept: str, om: bool) -> None:
+    _, ctype = exposition(accept, CollectorRegistry())
+    assert ctype.startswith("application/openmetrics-text") is om
