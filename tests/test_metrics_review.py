@@ -282,8 +282,8 @@ def test_a_worker_refused_a_slot_is_visible_in_the_exposition(tmp_path: Path) ->
         ("text/plain;q=1, application/openmetrics-text;q=0.1", False),
         ("application/openmetrics-text;q=0.5, */*;q=1", False),
         ("application/openmetrics-text;q=0.5, text/plain;q=0.4", True),
-        ("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
-         "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2", True),
+        (("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;"
+          "version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"), True),
         ("application/openmetrics-text", True),
         ("application/openmetrics-text;q=0", False),
         ("application/openmetrics-text;q=nan", False),
