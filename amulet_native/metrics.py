@@ -584,6 +584,11 @@ class _MetricBase:
     def remove(self, *values: Any) -> None:
         """Forget one label set (its values are lost; in multi-worker mode the
         shared record stays, as records are never freed)."""
+        if not self._labelnames or len(values) != len(self._labelnames):
+            raise ValidationError(
+                f"{len(values)} label values for {len(self._labelnames)} label names",
+                field="labels",
+            )
         vals = tuple(_check_value(v) for v in values)
         with self._lock:
             self._children.pop(vals[0] if len(vals) == 1 else vals, None)

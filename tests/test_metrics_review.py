@@ -295,3 +295,15 @@ def test_a_worker_refused_a_slot_is_visible_in_the_exposition(tmp_path: Path) ->
 def test_accept_negotiation_honours_q_values(accept: str, om: bool) -> None:
     _, ctype = exposition(accept, CollectorRegistry())
     assert ctype.startswith("application/openmetrics-text") is om
+
+
+def test_remove_with_the_wrong_number_of_values_raises() -> None:
+    c = Counter("c", "", ["a", "b"], registry=None)
+    c.labels("x", "y").inc()
+    for bad in ((), ("x",), ("x", "y", "z")):
+        with pytest.raises(ValidationError):
+            c.remove(*bad)
+    c.remove("x", "y")
+    assert c._series() == []
+    with pytest.raises(ValidationError):
+        Counter("n", "", registry=None).remove()
