@@ -213,3 +213,43 @@ def test_stale_temporary_file_of_a_crashed_creator_with_our_pid_does_not_block_c
     a.add_f64(a.record("k"), 0, 1.0)
     assert a.read(a.find("k") or 0, 1) == [1.0]
     a.close()
+
+
+_FULL_FS = r"""
+import sys
+from amulet_native import ArenaError, ProcessingError
+from amulet_native._core import Arena
+try:
+    a = Arena(sys.argv[1], max_records=64, max_slots=4, key_size=64, slot_units=4096)
+    r = a.record("k", 1024)
+    for w in range(0, 8192, 8):
+        a.store(r, w, 1)
+    a.close()
+    print("fit")
+except (ArenaError, ProcessingError) as e:
+    print("refused", e.code)
+"""
+
+
+def test_a_full_filesystem_is_an_error_not_a_sigbus(tmp_path: Path) -> None:
+    # review-11: the arena file is sparse; on a full tmpfs (/dev/shm, a small
+    # AMULET_METRICS_DIR mount) the first write to an unbacked page killed the
+    # worker with SIGBUS.  The blocks are now reserved when the file is made and
+    # when a worker claims its slot, so a full filesystem is a typed error.
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (mnt / "filler").write_bytes(b"\0" * 900 * 1024)
+        r = subprocess.run([sys.executable, "-c", _FULL_FS, str(mnt / "a.arena")],
+                           capture_output=True, text=True, timeout=60, check=False,
+                           cwd=Path(__file__).parent.parent)
+        assert r.returncode == 0, (r.returncode, r.stderr)  # -7: SIGBUS
+        assert r.stdout.split() in (["refused", "io.error"], ["fit"])
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -309,11 +309,34 @@ io_error(an_error *err, const char *what, const char *path)
     return err->status;
 }
 
-/* Maps this process's slot region at a fixed or new address. */
+/* Reserves the file's blocks for [off, off + len): on a full filesystem (a
+ * small tmpfs, /dev/shm, a quota) the arena then fails here with an error
+ * instead of killing the process with SIGBUS at its first write to a hole of
+ * the sparse file.  Filesystems without fallocate keep the sparse file. */
+static an_status
+reserve(int fd, uint64_t off, uint64_t len, an_error *err)
+{
+    int r;
+    do
+        r = fallocate(fd, 0, (off_t)off, (off_t)len);
+    while (r != 0 && errno == EINTR);
+    if (r == 0 || errno == EOPNOTSUPP || errno == ENOSYS)
+        return AN_OK;
+    return io_error(err, "reserve space in", "arena");
+}
+
+/* Maps this process's slot region at a fixed or new address (its blocks
+ * reserved first).  On failure the slot is given up and the view, if any,
+ * points nowhere. */
 static an_status
 map_view(an_arena *a, void *at, an_error *err)
 {
     off_t off = (off_t)(a->hdr->data_off + (uint64_t)a->my_slot * a->region);
+    an_status s = reserve(a->fd, (uint64_t)off, a->region, err);
+    if (s != AN_OK) {
+        an_arena_abandon(a);
+        return s;
+    }
     void *p = mmap(at, a->region, PROT_READ | PROT_WRITE, MAP_SHARED | (at ? MAP_FIXED : 0), a->fd,
                    off);
     if (p == MAP_FAILED)
@@ -400,6 +423,10 @@ init_file(int fd, const an_arena_config *cfg, an_error *err)
     layout(&h, cfg);
     if (ftruncate(fd, (off_t)h.file_size) != 0)
         return io_error(err, "ftruncate", "arena");
+    /* header, slot table, directory, journal and the aggregate slot 0 */
+    an_status s = reserve(fd, 0, h.data_off + (uint64_t)h.slot_units * AN_ARENA_UNIT, err);
+    if (s != AN_OK)
+        return s;
     if (pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
         return io_error(err, "write", "arena header");
     return AN_OK;
