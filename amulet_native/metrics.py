@@ -29,6 +29,7 @@ import contextlib
 import contextvars
 import functools
 import gzip
+import hashlib
 import inspect
 import json
 import math
@@ -275,8 +276,19 @@ def _arena() -> _core.Arena | None:
     return _mp_arena
 
 
-def _record_key(kind: str, name: str, values: Sequence[str]) -> str:
-    return json.dumps(["s", name, kind, list(values)], ensure_ascii=False, separators=(",", ":"))
+def _record_key(kind: str, name: str, values: Sequence[str], layout: str = "") -> str:
+    key: list[Any] = ["s", name, kind, list(values)]
+    if layout:
+        key.append(layout)
+    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+
+
+def _layout_of(bounds: Sequence[float]) -> str:
+    """A short tag of a histogram's bucket bounds: part of its series keys, so
+    that workers (or an earlier run, the arena file persists) with other
+    buckets never share a record whose words mean other buckets."""
+    text = json.dumps([float(b) for b in bounds], separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 # ---- the registry ------------------------------------------------------------------
@@ -326,9 +338,11 @@ class CollectorRegistry:
         with self._lock:
             collectors = list(self._collectors)
         local = set()
+        taken: set[str] = set()  # sample names exposed so far
         for c in collectors:
             if isinstance(c, _MetricBase):
                 local.add(c._name)
+                taken.update(c._name + sfx for sfx in _SUFFIXES[c._kind])
                 yield _FastFamily.of(c)
             else:
                 yield from c.collect()
@@ -336,8 +350,16 @@ class CollectorRegistry:
             for name in _view.names():
                 if name not in local:
                     fam = _orphan_family(name)
-                    if fam is not None:
-                        yield fam
+                    if fam is None or fam.kind not in _SUFFIXES:
+                        continue
+                    # another worker's family whose sample names clash with one
+                    # exposed already (Gauge y_total here, Counter y there): skipped,
+                    # a second HELP/TYPE for one name would fail the whole scrape
+                    names = {name + sfx for sfx in _SUFFIXES[fam.kind]}
+                    if names & taken:
+                        continue
+                    taken |= names
+                    yield fam
         arena = _arena()
         if self is REGISTRY and arena is not None:
             # refusals (no free worker slot, record or data unit): a worker
@@ -481,11 +503,14 @@ class _MetricBase:
     def _bounds(self) -> Sequence[float] | None:
         return None
 
+    def _layout(self) -> str:
+        return ""
+
     def _attach_cell(self, values: tuple[str, ...]) -> None:
         arena = _arena()
         fold, drop, mark_time = self._fold()
         if arena is not None:
-            key = _record_key(self._kind, self._name, values)
+            key = _record_key(self._kind, self._name, values, self._layout())
             if values and len(key.encode("utf-8")) > _KEY_SIZE:
                 # label values too long for a shared key (single-process mode
                 # takes them): refused like a full arena, into the overflow series
@@ -734,6 +759,9 @@ class Histogram(_MetricBase, _core.HistogramCore):
     def _bounds(self) -> Sequence[float]:
         return self._upper[:-1]
 
+    def _layout(self) -> str:
+        return _layout_of(self._upper[:-1])
+
     def time(self) -> _Timer:
         """Context manager and decorator observing the duration in seconds."""
         return _Timer(self.observe)
@@ -906,12 +934,14 @@ class _FastFamily:
     arena_prefixes: list[str] | None = None
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
+    layout: str = ""  # a histogram's bucket tag (_layout_of): only its own records are read
 
     @staticmethod
     def of(m: _MetricBase) -> _FastFamily:
         fam = _FastFamily(m._name, m._kind, m._documentation, m._unit, m._labelnames, [])
         if isinstance(m, Histogram):
             fam.le = m._le
+            fam.layout = m._layout()
         if isinstance(m, Summary):
             fam.qs, fam.qtext = m._qs, m._qtext
         arena = _arena()
@@ -942,7 +972,7 @@ class _FastFamily:
         if self.arena_ids is not None:
             arena = _arena()
             assert arena is not None
-            series = {rid: values for rid, _k, values in _view._by_name.get(self.name, [])}
+            series = {rid: values for rid, _k, values, _l in _view._by_name.get(self.name, [])}
             for rid in self.arena_ids:
                 vals = arena.read(rid, 2 if self.kind == "gauge" else 1)
                 values = series[rid]
@@ -996,7 +1026,7 @@ class _ArenaView:
 
     def reset(self) -> None:
         self._seen: dict[int, Any] = {}
-        self._by_name: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        self._by_name: dict[str, list[tuple[int, str, tuple[str, ...], str]]] = {}
         self._lbl: dict[tuple[int, tuple[str, ...]], str] = {}
         self._prefix_cache: dict[tuple[Any, ...], tuple[Any, list[int], list[str]]] = {}
         self._known = -1
@@ -1025,7 +1055,8 @@ class _ArenaView:
                     continue
                 if parsed[0] == "s":
                     _, name, kind, values = parsed[:4]
-                    self._by_name.setdefault(name, []).append((rid, kind, tuple(values)))
+                    layout = parsed[4] if len(parsed) > 4 else ""
+                    self._by_name.setdefault(name, []).append((rid, kind, tuple(values), layout))
                 elif parsed[0] == "f":
                     self._meta.setdefault(parsed[1], parsed)
 
@@ -1039,7 +1070,7 @@ class _ArenaView:
             return hit[1], hit[2]
         name = fam.name + ("_total" if fam.kind == "counter" else "")
         ids, prefixes = [], []
-        for rid, kind, values in series:
+        for rid, kind, values, _layout in series:
             if kind == fam.kind:
                 ids.append(rid)
                 prefixes.append(f"{name}{_braces(_label_text(fam.labelnames, values))} ")
@@ -1064,8 +1095,8 @@ class _ArenaView:
         nwords = {"counter": 1, "gauge": 2, "histogram": len(fam.le) + 2}.get(
             fam.kind, int(_core.SKETCH_WORDS)
         )
-        for rid, kind, values in self._by_name.get(fam.name, ()):
-            if kind != fam.kind:
+        for rid, kind, values, layout in self._by_name.get(fam.name, ()):
+            if kind != fam.kind or layout != fam.layout:
                 continue
             vals = arena.read(rid, nwords)
             if fam.kind == "histogram":
@@ -1113,6 +1144,7 @@ def _orphan_family(name: str) -> _FastFamily | None:
     fam = _FastFamily(name, kind, doc, unit, tuple(labelnames), [])
     if kind == "histogram" and extra:
         fam.le = tuple(_float(float(x)) for x in [*extra[0], INF])
+        fam.layout = _layout_of(extra[0])
     if kind == "summary" and extra:
         fam.qs = tuple(float(q) for q in extra[0])
         fam.qtext = tuple(_float(q) for q in fam.qs)

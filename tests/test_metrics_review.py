@@ -307,3 +307,50 @@ def test_remove_with_the_wrong_number_of_values_raises() -> None:
     assert c._series() == []
     with pytest.raises(ValidationError):
         Counter("n", "", registry=None).remove()
+
+
+_MP_MIXED_WORKERS = r"""
+import json, os, sys
+from amulet_native import metrics as M
+M.multiprocess(sys.argv[1])
+
+def worker(f):  # a worker of another release: its own families, then it exits
+    pid = os.fork()
+    if pid == 0:
+        f()
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+worker(lambda: M.Histogram("lat", "d", buckets=[1]).observe(3))
+worker(lambda: M.Histogram("lat", "d", buckets=[1, 2]).observe(3))
+worker(lambda: M.Histogram("own", "d", buckets=[1]).observe(3))
+worker(lambda: M.Gauge("y_total", "d").set(3))
+worker(lambda: M.Counter("y", "d").inc(3))
+own = M.Histogram("own", "d", buckets=[1, 2, 4])
+own.observe(3)
+sys.stdout.write(M.generate_latest().decode())
+"""
+
+
+def test_workers_with_other_buckets_or_clashing_names_keep_the_exposition_valid(
+    tmp_path: Path,
+) -> None:
+    # Histograms with other buckets (another release, or the persisted arena of
+    # an earlier run) shared one record: words of one layout were read as
+    # buckets of another (count 5, sum 3 after two observations of 3).  Another
+    # worker's Gauge y_total next to a Counter y gave a second HELP/TYPE.
+    from prometheus_client.parser import text_string_to_metric_families as parse
+
+    r = subprocess.run([sys.executable, "-c", _MP_MIXED_WORKERS, str(tmp_path)],
+                       capture_output=True, timeout=120, check=False,
+                       cwd=Path(__file__).parent.parent)
+    assert r.returncode == 0, r.stderr.decode()
+    _promtool_ok(r.stdout, lint=False)
+    fams = {f.name: f for f in parse(r.stdout.decode())}
+    for name in ("lat", "own"):
+        samples = {(s.name, s.labels.get("le")): s.value for s in fams[name].samples}
+        count, total = samples[(name + "_count", None)], samples[(name + "_sum", None)]
+        assert samples[(name + "_bucket", "+Inf")] == count
+        assert total == 3.0 * count  # every observation was 3
+    own = {(s.name, s.labels.get("le")): s.value for s in fams["own"].samples}
+    assert own[("own_bucket", "4.0")] == 1.0 and own[("own_count", None)] == 1.0
