@@ -1233,12 +1233,23 @@ _OM_TYPES = {"counter", "gauge", "histogram", "summary", "info", "stateset", "ga
 
 def _write_generic(out: list[str], m: Any, om: bool) -> None:
     name, typ = m.name, getattr(m, "type", "unknown")
+    head = name
     if typ == "untyped":
         typ = "unknown" if om else "untyped"
     if om and typ not in _OM_TYPES:
         typ = "unknown"
+    if not om:  # OpenMetrics-only types in the text format (prometheus_client's mapping)
+        if typ == "counter":
+            head = name + "_total"
+        elif typ == "info":
+            head, typ = name + "_info", "gauge"
+        elif typ == "stateset":
+            typ = "gauge"
+        elif typ == "gaugehistogram":
+            typ = "histogram"
+        elif typ not in ("gauge", "histogram", "summary", "untyped"):
+            typ = "untyped"
     doc = _escape_help(m.documentation, om)
-    head = name + "_total" if typ == "counter" and not om else name
     out.append(f"# HELP {head} {doc}\n# TYPE {head} {typ}\n")
     unit = str(getattr(m, "unit", None) or "")
     if om and unit:

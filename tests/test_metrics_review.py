@@ -354,3 +354,30 @@ def test_workers_with_other_buckets_or_clashing_names_keep_the_exposition_valid(
         assert total == 3.0 * count  # every observation was 3
     own = {(s.name, s.labels.get("le")): s.value for s in fams["own"].samples}
     assert own[("own_bucket", "4.0")] == 1.0 and own[("own_count", None)] == 1.0
+
+
+def test_openmetrics_only_types_of_a_collector_are_mapped_in_the_text_format() -> None:
+    # "# TYPE build info" is not the 0.0.4 text format: promtool refused the
+    # whole exposition.  Mapped as prometheus_client does (info -> gauge named
+    # _info, stateset -> gauge, gaugehistogram -> histogram, unknown -> untyped).
+    class Custom:
+        def collect(self) -> Iterator[Metric]:
+            m = Metric("build", "d", "info")
+            m.add_sample("build_info", {"v": "1"}, 1.0)
+            yield m
+            m = Metric("st", "d", "stateset")
+            m.add_sample("st", {"st": "a"}, 1.0)
+            yield m
+            m = Metric("u", "d", "unknown")
+            m.add_sample("u", {}, 1.0)
+            yield m
+            m = Metric("gh", "d", "gaugehistogram")
+            m.add_sample("gh_bucket", {"le": "+Inf"}, 1.0)
+            m.add_sample("gh_gcount", {}, 1.0)
+            m.add_sample("gh_gsum", {}, 1.0)
+            yield m
+
+    r = CollectorRegistry()
+    r.register(Custom())
+    _promtool_ok(generate_latest(r), lint=False)
+    list(om_parse(generate_latest(r, openmetrics=True).decode()))  # type: ignore[no-untyped-call]
