@@ -1312,11 +1312,29 @@ def exposition(accept: str | None, registry: CollectorRegistry | None = None) ->
     )
 
 
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    """gzip listed in Accept-Encoding with a q-value above 0 ("gzip;q=0" refuses it)."""
+    for part in (accept_encoding or "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        q = 1.0
+        for p in params.split(";"):
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        return 0.0 < q <= 1.0
+    return False
+
+
 def _http_response(accept: str | None, accept_encoding: str | None,
                    registry: CollectorRegistry | None) -> tuple[bytes, list[tuple[str, str]]]:
     body, ctype = exposition(accept, registry)
     headers = [("Content-Type", ctype)]
-    if accept_encoding and "gzip" in accept_encoding.lower():
+    if _accepts_gzip(accept_encoding):
         body = gzip.compress(body, compresslevel=1)
         headers.append(("Content-Encoding", "gzip"))
     headers.append(("Content-Length", str(len(body))))

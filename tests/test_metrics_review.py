@@ -26,6 +26,7 @@ from amulet_native.metrics import (
     Metric,
     PerformanceMonitor,
     Summary,
+    _http_response,
     exposition,
     generate_latest,
     timed_operation,
@@ -381,3 +382,14 @@ def test_openmetrics_only_types_of_a_collector_are_mapped_in_the_text_format() -
     r.register(Custom())
     _promtool_ok(generate_latest(r), lint=False)
     list(om_parse(generate_latest(r, openmetrics=True).decode()))  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gz"),
+    [("gzip", True), ("GZIP, br", True), ("gzip;q=0", False), ("gzip;q=0.0, identity", False),
+     ("x-gzip-not", False), ("br;q=1, gzip;q=0.5", True), ("", False)],
+)
+def test_gzip_only_when_accepted(accept_encoding: str, gz: bool) -> None:
+    # "gzip;q=0" means gzip is NOT acceptable; it was gzipped anyway
+    _, headers = _http_response(None, accept_encoding, CollectorRegistry())
+    assert (("Content-Encoding", "gzip") in headers) is gz
