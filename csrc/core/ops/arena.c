@@ -325,14 +325,20 @@ reserve(int fd, uint64_t off, uint64_t len, an_error *err)
     return io_error(err, "reserve space in", "arena");
 }
 
-/* Maps this process's slot region at a fixed or new address (its blocks
- * reserved first).  On failure the slot is given up and the view, if any,
- * points nowhere. */
+/* Maps this process's slot region at a fixed or new address, the copies of
+ * the records allocated so far reserved first (a forked child writes through
+ * its parent's record pointers at once; later records are reserved when this
+ * process looks them up).  Only the used part is reserved, so a slot costs the
+ * blocks its records need, as with the sparse file.  On failure the slot is
+ * given up and the view, if any, points nowhere. */
 static an_status
 map_view(an_arena *a, void *at, an_error *err)
 {
     off_t off = (off_t)(a->hdr->data_off + (uint64_t)a->my_slot * a->region);
-    an_status s = reserve(a->fd, (uint64_t)off, a->region, err);
+    uint64_t used = an_aw_load(&a->hdr->units_used);
+    if (used > a->slot_units)
+        used = a->slot_units;
+    an_status s = used ? reserve(a->fd, (uint64_t)off, used * AN_ARENA_UNIT, err) : AN_OK;
     if (s != AN_OK) {
         an_arena_abandon(a);
         return s;
@@ -730,17 +736,32 @@ lookup(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fo
     return AN_ERR_ARENA_FULL;
 }
 
+/* Reserves this process's copy of a found record (see reserve()). */
+static an_status
+reserve_copy(an_arena *a, const an_arena_rec *rec, an_error *err)
+{
+    if (a->my_slot == 0 || a->fd < 0 || rec->fold == AN_FOLD_SHARED)
+        return AN_OK; /* shared records live in slot 0, reserved with the file */
+    uint64_t off = a->hdr->data_off + (uint64_t)a->my_slot * a->region +
+                   (uint64_t)entry_at(a, rec->id)->offset * AN_ARENA_UNIT;
+    an_error local;
+    memset(&local, 0, sizeof(local));
+    return reserve(a->fd, off, (uint64_t)rec->units * AN_ARENA_UNIT, err ? err : &local);
+}
+
 an_status
 an_arena_record(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fold,
                 an_arena_rec *rec, an_error *err)
 {
-    return lookup(a, key, key_len, units, fold, 1, rec, err);
+    an_status s = lookup(a, key, key_len, units, fold, 1, rec, err);
+    return s == AN_OK ? reserve_copy(a, rec, err) : s;
 }
 
 an_status
 an_arena_find(an_arena *a, const void *key, size_t key_len, an_arena_rec *rec)
 {
-    return lookup(a, key, key_len, 0, 0, 0, rec, NULL);
+    an_status s = lookup(a, key, key_len, 0, 0, 0, rec, NULL);
+    return s == AN_OK ? reserve_copy(a, rec, NULL) : s;
 }
 
 uint64_t *
