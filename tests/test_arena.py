@@ -253,3 +253,49 @@ def test_a_full_filesystem_is_an_error_not_a_sigbus(tmp_path: Path) -> None:
         assert r.stdout.split() in (["refused", "io.error"], ["fit"])
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_read_does_not_wait_forever_for_a_stopped_folder(tmp_path: Path) -> None:
+    # review-11: a reader waited without bound while the fold lease holder was
+    # alive: a worker stopped mid-fold (SIGSTOP, a debugger, a frozen cgroup)
+    # hung every scrape -- with the GIL held in render_arena, the whole worker.
+    import threading
+
+    from amulet_native import AmuletError
+
+    p = tmp_path / "stop.arena"
+    cfg = {"max_records": 4096, "max_slots": 8, "key_size": 64, "slot_units": 8192}
+    a = Arena(p, **cfg)
+    ids = [a.record(f"k{i}", 1, "add") for i in range(2000)]
+    pid = os.fork()
+    if pid == 0:  # folds forged dead slots without end
+        b = Arena(p, **cfg)
+        while True:
+            b._forge_slot(999_999, 12_345)
+            b.reclaim()
+    try:
+        for trial in range(60):
+            time.sleep(0.002 * (trial % 7 + 1))
+            os.kill(pid, signal.SIGSTOP)
+            outcome: list[str] = []
+
+            def read(outcome: list[str] = outcome) -> None:
+                try:
+                    a.read(ids[0], 1)
+                    outcome.append("ok")
+                except AmuletError as e:
+                    outcome.append(e.code)
+
+            t = threading.Thread(target=read, daemon=True)
+            t.start()
+            t.join(30)
+            hung = not outcome
+            os.kill(pid, signal.SIGCONT)
+            assert not hung, "read still waiting for a stopped folder after 30 s"
+            assert outcome[0] in ("ok", "lock.timeout"), outcome
+            if outcome[0] == "lock.timeout":
+                break  # caught the folder mid-fold: the reader gave up, as it should
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        a.close()

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ARENA_MAGIC "ANARENA\0"
@@ -823,6 +824,16 @@ combine(uint32_t op, double *acc, const uint64_t *src, uint32_t nwords)
 
 /* ---- folding dead slots ------------------------------------------------- */
 
+#define READ_WAIT_S 2.0 /* longest a reader waits for a live folder */
+
+static double
+monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void
 fold_record(an_arena *a, uint32_t i, uint32_t slot)
 {
@@ -966,14 +977,26 @@ an_arena_read(an_arena *a, uint32_t id, double *out, uint32_t nwords)
     if (nwords > n)
         nwords = n;
     uint32_t op = e->fold & AN_FOLD_OP_MASK;
+    double waited_since = 0.0;
     for (unsigned attempt = 0;; attempt++) {
         uint64_t seq = an_aw_load(&a->hdr->fold_seq);
         if (seq & 1u) {
             uint64_t holder = an_aw_load(&a->hdr->fold_lease);
-            if (holder != 0 && !ident_alive(a, holder) && take_lease(a))
+            if (holder != 0 && !ident_alive(a, holder) && take_lease(a)) {
                 drop_lease(a);
-            else
+            } else {
+                /* A live folder that does not finish (stopped by SIGSTOP, a
+                 * debugger, a frozen cgroup) must not hang every reader: a
+                 * fold takes milliseconds, so after READ_WAIT_S give up. */
                 sched_yield();
+                if ((attempt & 255u) == 0) {
+                    double now = monotonic_s();
+                    if (waited_since == 0.0)
+                        waited_since = now;
+                    else if (now - waited_since > READ_WAIT_S)
+                        return AN_ERR_LOCK_TIMEOUT;
+                }
+            }
             continue;
         }
         memset(out, 0, nwords * sizeof(double));
