@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import gzip
+import hashlib
 import inspect
 import json
 import math
@@ -118,6 +120,10 @@ class Metric:
     "unknown"), ``documentation``, ``unit`` and ``samples``."""
 
     def __init__(self, name: str, documentation: str, typ: str, unit: str = "") -> None:
+        _check_name(name)
+        if typ == "counter" and name.endswith("_total"):
+            # the family name of a counter is without _total (its samples have it)
+            name = _check_name(name[: -len("_total")])
         self.name = name
         self.documentation = documentation
         self.type = typ
@@ -125,6 +131,10 @@ class Metric:
         self.samples: list[Sample] = []
 
     def add_sample(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        _check_name(name)
+        for k in labels:
+            if not isinstance(k, str) or not _LABEL_NAME.fullmatch(k):
+                raise ValidationError(f"invalid label name {k!r}", field="labels")
         self.samples.append(Sample(name, dict(labels), float(value)))
 
     def __repr__(self) -> str:
@@ -266,11 +276,32 @@ def _arena() -> _core.Arena | None:
     return _mp_arena
 
 
-def _record_key(kind: str, name: str, values: Sequence[str]) -> str:
-    return json.dumps(["s", name, kind, list(values)], ensure_ascii=False, separators=(",", ":"))
+def _record_key(kind: str, name: str, values: Sequence[str], layout: str = "") -> str:
+    key: list[Any] = ["s", name, kind, list(values)]
+    if layout:
+        key.append(layout)
+    return json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+
+
+def _layout_of(bounds: Sequence[float]) -> str:
+    """A short tag of a histogram's bucket bounds: part of its series keys, so
+    that workers (or an earlier run, the arena file persists) with other
+    buckets never share a record whose words mean other buckets."""
+    text = json.dumps([float(b) for b in bounds], separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 # ---- the registry ------------------------------------------------------------------
+
+
+# The sample names a family exposes (as in prometheus_client): two families may
+# not share any, else the exposition holds a second HELP/TYPE for one name.
+_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "counter": ("", "_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("", "_bucket", "_count", "_sum", "_created"),
+    "summary": ("", "_count", "_sum", "_created"),
+}
 
 
 class CollectorRegistry:
@@ -284,7 +315,7 @@ class CollectorRegistry:
     def register(self, collector: Any) -> None:
         names: list[str] = []
         if isinstance(collector, _MetricBase):
-            names = [collector._name]
+            names = [collector._name + sfx for sfx in _SUFFIXES[collector._kind]]
         with self._lock:
             for n in names:
                 if n in self._names:
@@ -307,9 +338,11 @@ class CollectorRegistry:
         with self._lock:
             collectors = list(self._collectors)
         local = set()
+        taken: set[str] = set()  # sample names exposed so far
         for c in collectors:
             if isinstance(c, _MetricBase):
                 local.add(c._name)
+                taken.update(c._name + sfx for sfx in _SUFFIXES[c._kind])
                 yield _FastFamily.of(c)
             else:
                 yield from c.collect()
@@ -317,8 +350,29 @@ class CollectorRegistry:
             for name in _view.names():
                 if name not in local:
                     fam = _orphan_family(name)
-                    if fam is not None:
-                        yield fam
+                    if fam is None or fam.kind not in _SUFFIXES:
+                        continue
+                    # another worker's family whose sample names clash with one
+                    # exposed already (Gauge y_total here, Counter y there): skipped,
+                    # a second HELP/TYPE for one name would fail the whole scrape
+                    names = {name + sfx for sfx in _SUFFIXES[fam.kind]}
+                    if names & taken:
+                        continue
+                    taken |= names
+                    yield fam
+        arena = _arena()
+        if self is REGISTRY and arena is not None:
+            # refusals (no free worker slot, record or data unit): a worker
+            # refused a slot loses its writes, so the count must be visible
+            st = arena.stats()
+            m = Metric("amulet_metrics_arena_refused", "Worker slots and series refused by the "
+                       "full shared metrics arena (their values are not counted).", "counter")
+            m.add_sample("amulet_metrics_arena_refused_total", {}, st["overflow"])
+            yield m
+            m = Metric("amulet_metrics_arena_live_workers", "Worker slots in use in the shared "
+                       "metrics arena.", "gauge")
+            m.add_sample("amulet_metrics_arena_live_workers", {}, st["live_slots"])
+            yield m
         dropped = [(c._name, c._dropped) for c in collectors
                    if isinstance(c, _MetricBase) and c._dropped]
         if dropped:
@@ -406,7 +460,7 @@ class _MetricBase:
         if unit and not _LABEL_NAME.fullmatch(unit):
             raise ValidationError(f"invalid unit {unit!r}", field="unit")
         if self._kind == "counter" and full.endswith("_total"):
-            full = full[: -len("_total")]
+            full = _check_name(full[: -len("_total")])
         if unit and not full.endswith("_" + unit):
             full = f"{full}_{unit}"
         if not isinstance(max_series, int) or max_series < 1:
@@ -449,11 +503,21 @@ class _MetricBase:
     def _bounds(self) -> Sequence[float] | None:
         return None
 
+    def _layout(self) -> str:
+        return ""
+
     def _attach_cell(self, values: tuple[str, ...]) -> None:
         arena = _arena()
         fold, drop, mark_time = self._fold()
         if arena is not None:
-            key = _record_key(self._kind, self._name, values)
+            key = _record_key(self._kind, self._name, values, self._layout())
+            if values and len(key.encode("utf-8")) > _KEY_SIZE:
+                # label values too long for a shared key (single-process mode
+                # takes them): refused like a full arena, into the overflow series
+                from .errors import ArenaFullError
+
+                raise ArenaFullError(f"series key of {len(key.encode('utf-8'))} bytes exceeds "
+                                     f"the arena's {_KEY_SIZE}")
             units = (self._nwords() + 7) // 8
             rec = arena.record(key, units, fold, drop=drop)
             self._attach((arena, rec), self._nwords(), self._bounds(), mark_time)
@@ -498,6 +562,10 @@ class _MetricBase:
         child = self._children.get(key)
         if child is not None:
             return child
+        if all(v == OVERFLOW_VALUE for v in vals):
+            # the overflow series' own label set: one series, never two
+            with self._lock:
+                return self._overflow_child()
         with self._lock:
             child = self._children.get(key)
             if child is not None:
@@ -541,6 +609,11 @@ class _MetricBase:
     def remove(self, *values: Any) -> None:
         """Forget one label set (its values are lost; in multi-worker mode the
         shared record stays, as records are never freed)."""
+        if not self._labelnames or len(values) != len(self._labelnames):
+            raise ValidationError(
+                f"{len(values)} label values for {len(self._labelnames)} label names",
+                field="labels",
+            )
         vals = tuple(_check_value(v) for v in values)
         with self._lock:
             self._children.pop(vals[0] if len(vals) == 1 else vals, None)
@@ -686,6 +759,9 @@ class Histogram(_MetricBase, _core.HistogramCore):
     def _bounds(self) -> Sequence[float]:
         return self._upper[:-1]
 
+    def _layout(self) -> str:
+        return _layout_of(self._upper[:-1])
+
     def time(self) -> _Timer:
         """Context manager and decorator observing the duration in seconds."""
         return _Timer(self.observe)
@@ -713,9 +789,14 @@ class Summary(_MetricBase, _core.SummaryCore):
         *,
         max_series: int = 1000,
     ) -> None:
-        qs = tuple(float(q) for q in quantiles)
+        try:
+            qs = tuple(float(q) for q in quantiles)
+        except (TypeError, ValueError):
+            raise ValidationError("quantiles must be numbers", field="quantiles") from None
         if any(not 0.0 <= q <= 1.0 for q in qs):
             raise ValidationError("quantiles must be within [0, 1]", field="quantiles")
+        if len(set(qs)) != len(qs):
+            raise ValidationError(f"duplicate quantiles in {qs!r}", field="quantiles")
         self._qs = qs
         self._qtext = tuple(_float(q) for q in qs)
         super().__init__(name, documentation, labelnames, namespace, subsystem, unit, registry,
@@ -729,7 +810,9 @@ class Summary(_MetricBase, _core.SummaryCore):
         return _Timer(self.observe)
 
     def quantile(self, q: float) -> float:
-        """The q-quantile of this series (NaN when empty)."""
+        """The q-quantile of this series (NaN when empty); q within [0, 1]."""
+        if not 0.0 <= q <= 1.0:
+            raise ValidationError(f"quantile {q!r} is not within [0, 1]", field="q")
         return self._quantiles([q])[0]
 
 
@@ -851,12 +934,14 @@ class _FastFamily:
     arena_prefixes: list[str] | None = None
     qs: tuple[float, ...] = ()
     qtext: tuple[str, ...] = ()
+    layout: str = ""  # a histogram's bucket tag (_layout_of): only its own records are read
 
     @staticmethod
     def of(m: _MetricBase) -> _FastFamily:
         fam = _FastFamily(m._name, m._kind, m._documentation, m._unit, m._labelnames, [])
         if isinstance(m, Histogram):
             fam.le = m._le
+            fam.layout = m._layout()
         if isinstance(m, Summary):
             fam.qs, fam.qtext = m._qs, m._qtext
         arena = _arena()
@@ -887,7 +972,7 @@ class _FastFamily:
         if self.arena_ids is not None:
             arena = _arena()
             assert arena is not None
-            series = {rid: values for rid, _k, values in _view._by_name.get(self.name, [])}
+            series = {rid: values for rid, _k, values, _l in _view._by_name.get(self.name, [])}
             for rid in self.arena_ids:
                 vals = arena.read(rid, 2 if self.kind == "gauge" else 1)
                 values = series[rid]
@@ -941,7 +1026,7 @@ class _ArenaView:
 
     def reset(self) -> None:
         self._seen: dict[int, Any] = {}
-        self._by_name: dict[str, list[tuple[int, str, tuple[str, ...]]]] = {}
+        self._by_name: dict[str, list[tuple[int, str, tuple[str, ...], str]]] = {}
         self._lbl: dict[tuple[int, tuple[str, ...]], str] = {}
         self._prefix_cache: dict[tuple[Any, ...], tuple[Any, list[int], list[str]]] = {}
         self._known = -1
@@ -970,7 +1055,8 @@ class _ArenaView:
                     continue
                 if parsed[0] == "s":
                     _, name, kind, values = parsed[:4]
-                    self._by_name.setdefault(name, []).append((rid, kind, tuple(values)))
+                    layout = parsed[4] if len(parsed) > 4 else ""
+                    self._by_name.setdefault(name, []).append((rid, kind, tuple(values), layout))
                 elif parsed[0] == "f":
                     self._meta.setdefault(parsed[1], parsed)
 
@@ -984,7 +1070,7 @@ class _ArenaView:
             return hit[1], hit[2]
         name = fam.name + ("_total" if fam.kind == "counter" else "")
         ids, prefixes = [], []
-        for rid, kind, values in series:
+        for rid, kind, values, _layout in series:
             if kind == fam.kind:
                 ids.append(rid)
                 prefixes.append(f"{name}{_braces(_label_text(fam.labelnames, values))} ")
@@ -1009,8 +1095,8 @@ class _ArenaView:
         nwords = {"counter": 1, "gauge": 2, "histogram": len(fam.le) + 2}.get(
             fam.kind, int(_core.SKETCH_WORDS)
         )
-        for rid, kind, values in self._by_name.get(fam.name, ()):
-            if kind != fam.kind:
+        for rid, kind, values, layout in self._by_name.get(fam.name, ()):
+            if kind != fam.kind or layout != fam.layout:
                 continue
             vals = arena.read(rid, nwords)
             if fam.kind == "histogram":
@@ -1058,6 +1144,7 @@ def _orphan_family(name: str) -> _FastFamily | None:
     fam = _FastFamily(name, kind, doc, unit, tuple(labelnames), [])
     if kind == "histogram" and extra:
         fam.le = tuple(_float(float(x)) for x in [*extra[0], INF])
+        fam.layout = _layout_of(extra[0])
     if kind == "summary" and extra:
         fam.qs = tuple(float(q) for q in extra[0])
         fam.qtext = tuple(_float(q) for q in fam.qs)
@@ -1146,12 +1233,23 @@ _OM_TYPES = {"counter", "gauge", "histogram", "summary", "info", "stateset", "ga
 
 def _write_generic(out: list[str], m: Any, om: bool) -> None:
     name, typ = m.name, getattr(m, "type", "unknown")
+    head = name
     if typ == "untyped":
         typ = "unknown" if om else "untyped"
     if om and typ not in _OM_TYPES:
         typ = "unknown"
+    if not om:  # OpenMetrics-only types in the text format (prometheus_client's mapping)
+        if typ == "counter":
+            head = name + "_total"
+        elif typ == "info":
+            head, typ = name + "_info", "gauge"
+        elif typ == "stateset":
+            typ = "gauge"
+        elif typ == "gaugehistogram":
+            typ = "histogram"
+        elif typ not in ("gauge", "histogram", "summary", "untyped"):
+            typ = "untyped"
     doc = _escape_help(m.documentation, om)
-    head = name + "_total" if typ == "counter" and not om else name
     out.append(f"# HELP {head} {doc}\n# TYPE {head} {typ}\n")
     unit = str(getattr(m, "unit", None) or "")
     if om and unit:
@@ -1180,12 +1278,14 @@ def generate_latest(registry: CollectorRegistry | None = None, *, openmetrics: b
 
 
 def _wants_openmetrics(accept: str | None) -> bool:
+    """OpenMetrics when the Accept header ranks it at least as high (q-value)
+    as the text format (text/plain, text/* or */*); a tie goes to OpenMetrics."""
     if not accept:
         return False
+    q_om = q_text = 0.0
     for part in accept.split(","):
         media, _, params = part.strip().partition(";")
-        if media.strip().lower() != "application/openmetrics-text":
-            continue
+        media = media.strip().lower()
         q = 1.0
         for p in params.split(";"):
             k, _, v = p.strip().partition("=")
@@ -1194,9 +1294,13 @@ def _wants_openmetrics(accept: str | None) -> bool:
                     q = float(v)
                 except ValueError:
                     q = 0.0
-        if q > 0:
-            return True
-    return False
+                if not 0.0 <= q <= 1.0:  # NaN, negative, out of range
+                    q = 0.0
+        if media == "application/openmetrics-text":
+            q_om = max(q_om, q)
+        elif media in ("text/plain", "text/*", "*/*"):
+            q_text = max(q_text, q)
+    return q_om > 0.0 and q_om >= q_text
 
 
 def exposition(accept: str | None, registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
@@ -1208,11 +1312,29 @@ def exposition(accept: str | None, registry: CollectorRegistry | None = None) ->
     )
 
 
+def _accepts_gzip(accept_encoding: str | None) -> bool:
+    """gzip listed in Accept-Encoding with a q-value above 0 ("gzip;q=0" refuses it)."""
+    for part in (accept_encoding or "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() not in ("gzip", "x-gzip"):
+            continue
+        q = 1.0
+        for p in params.split(";"):
+            k, _, v = p.strip().partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        return 0.0 < q <= 1.0
+    return False
+
+
 def _http_response(accept: str | None, accept_encoding: str | None,
                    registry: CollectorRegistry | None) -> tuple[bytes, list[tuple[str, str]]]:
     body, ctype = exposition(accept, registry)
     headers = [("Content-Type", ctype)]
-    if accept_encoding and "gzip" in accept_encoding.lower():
+    if _accepts_gzip(accept_encoding):
         body = gzip.compress(body, compresslevel=1)
         headers.append(("Content-Encoding", "gzip"))
     headers.append(("Content-Length", str(len(body))))
@@ -1554,18 +1676,23 @@ class PerformanceMonitor:
 
     def get_stats(self, name: str) -> dict[str, float]:
         """count, errors, mean, p50, p95, p99, max, rate for one operation."""
-        d = self.duration.labels(name)
-        count, total = d._get()
-        p50, p95, p99 = d._quantiles((0.5, 0.95, 0.99))
+        # Read-only: an operation never recorded reads as zeros and creates no
+        # series (a health check asking for any name must not grow the families).
+        name = _check_value(name)
+        d = self.duration._children.get(name)
+        e = self.errors._children.get(name)
+        mx = self.max._children.get(name)
+        count, total = d._get() if d is not None else (0.0, 0.0)
+        p50, p95, p99 = d._quantiles((0.5, 0.95, 0.99)) if d is not None else (0.0, 0.0, 0.0)
         elapsed = max(self._clock() - self._start, 1e-9)
         return {
             "count": count,
-            "errors": self.errors.labels(name)._value(),
+            "errors": e._value() if e is not None else 0.0,
             "mean": total / count if count else 0.0,
             "p50": p50 if count else 0.0,
             "p95": p95 if count else 0.0,
             "p99": p99 if count else 0.0,
-            "max": self.max.labels(name)._value(),
+            "max": mx._value() if mx is not None else 0.0,
             "rate": count / elapsed,
         }
 
@@ -1601,18 +1728,24 @@ class timed_operation:
         _check_value(name)
         self.name = name
         self._monitor = monitor
-        self._t0: list[float] = []
+        # Start times per thread and per asyncio task (a context variable), so
+        # one instance shared by interleaved tasks times each of them.
+        self._t0: contextvars.ContextVar[tuple[float, ...]] = contextvars.ContextVar(
+            f"timed_operation_{name}", default=()
+        )
 
     def _mon(self) -> PerformanceMonitor:
         return self._monitor if self._monitor is not None else performance_monitor()
 
     def __enter__(self) -> Self:
-        self._t0.append(time.perf_counter())
+        self._t0.set((*self._t0.get(), time.perf_counter()))
         return self
 
     def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._mon().record(self.name, time.perf_counter() - self._t0.pop(), typ is not None)
+        *rest, t0 = self._t0.get()
+        self._t0.set(tuple(rest))
+        self._mon().record(self.name, time.perf_counter() - t0, typ is not None)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -1623,6 +1756,41 @@ class timed_operation:
 
     def __call__(self, fn: F) -> F:
         name = self.name
+        if inspect.isgeneratorfunction(fn):
+            # timed from the first next() to exhaustion, an error or close()
+
+            @functools.wraps(fn)
+            def gwrapper(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                err = True
+                try:
+                    r = yield from fn(*args, **kwargs)
+                    err = False
+                    return r
+                except GeneratorExit:
+                    err = False
+                    raise
+                finally:
+                    self._mon().record(name, time.perf_counter() - t0, err)
+
+            return cast(F, gwrapper)
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def agwrapper(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.perf_counter()
+                err = True
+                try:
+                    async for item in fn(*args, **kwargs):
+                        yield item
+                    err = False
+                except GeneratorExit:
+                    err = False
+                    raise
+                finally:
+                    self._mon().record(name, time.perf_counter() - t0, err)
+
+            return cast(F, agwrapper)
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -1701,7 +1869,16 @@ class AlertRule:
         if self.threshold_warning is None and self.threshold_critical is None:
             raise ValidationError("an alert rule needs a warning or a critical threshold",
                                   field="threshold_warning")
-        if self.for_seconds < 0:
+        for f in ("threshold_warning", "threshold_critical"):
+            t = getattr(self, f)
+            if t is not None and (not isinstance(t, (int, float)) or math.isnan(t)):
+                raise ValidationError(f"{f} must be a number, not {t!r}", field=f)
+        w, c = self.threshold_warning, self.threshold_critical
+        if w is not None and c is not None and (w < c if self.below else w > c):
+            raise ValidationError(
+                f"critical threshold {c!r} is less severe than warning {w!r}"
+                f" ({'below' if self.below else 'above'} rule)", field="threshold_critical")
+        if not isinstance(self.for_seconds, (int, float)) or not self.for_seconds >= 0:
             raise ValidationError("for_seconds must be >= 0", field="for_seconds")
         if not self.name:
             self.name = self.metric if isinstance(self.metric, str) else getattr(

@@ -198,3 +198,104 @@ def test_closed_arena_refuses() -> None:
     a.close()
     with pytest.raises(ArenaError):
         a.record("x")
+
+
+def test_stale_temporary_file_of_a_crashed_creator_with_our_pid_does_not_block_creation(
+    tmp_path: Path,
+) -> None:
+    # review-11: a creator killed between creating "<path>.tmp.<pid>" and
+    # unlinking it left a file that made every later creator with the same pid
+    # (pid 1 in a container, pid reuse) fail with io.error forever.
+    p = tmp_path / "stale.arena"
+    for suffix in (f".tmp.{os.getpid()}", f".tmp.{os.getpid()}.0", f".tmp.{os.getpid()}.1"):
+        (tmp_path / (p.name + suffix)).write_bytes(b"half-written")
+    a = Arena(p, **SMALL)
+    a.add_f64(a.record("k"), 0, 1.0)
+    assert a.read(a.find("k") or 0, 1) == [1.0]
+    a.close()
+
+
+_FULL_FS = r"""
+import sys
+from amulet_native import ArenaError, ProcessingError
+from amulet_native._core import Arena
+try:
+    a = Arena(sys.argv[1], max_records=64, max_slots=4, key_size=64, slot_units=4096)
+    r = a.record("k", 1024)
+    for w in range(0, 8192, 8):
+        a.store(r, w, 1)
+    a.close()
+    print("fit")
+except (ArenaError, ProcessingError) as e:
+    print("refused", e.code)
+"""
+
+
+def test_a_full_filesystem_is_an_error_not_a_sigbus(tmp_path: Path) -> None:
+    # review-11: the arena file is sparse; on a full tmpfs (/dev/shm, a small
+    # AMULET_METRICS_DIR mount) the first write to an unbacked page killed the
+    # worker with SIGBUS.  The blocks are now reserved when the file is made and
+    # when a worker claims its slot, so a full filesystem is a typed error.
+    import subprocess
+    import sys
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                      capture_output=True, check=False).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        (mnt / "filler").write_bytes(b"\0" * 900 * 1024)
+        r = subprocess.run([sys.executable, "-c", _FULL_FS, str(mnt / "a.arena")],
+                           capture_output=True, text=True, timeout=60, check=False,
+                           cwd=Path(__file__).parent.parent)
+        assert r.returncode == 0, (r.returncode, r.stderr)  # -7: SIGBUS
+        assert r.stdout.split() in (["refused", "io.error"], ["fit"])
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_read_does_not_wait_forever_for_a_stopped_folder(tmp_path: Path) -> None:
+    # review-11: a reader waited without bound while the fold lease holder was
+    # alive: a worker stopped mid-fold (SIGSTOP, a debugger, a frozen cgroup)
+    # hung every scrape -- with the GIL held in render_arena, the whole worker.
+    import threading
+
+    from amulet_native import AmuletError
+
+    p = tmp_path / "stop.arena"
+    cfg = {"max_records": 4096, "max_slots": 8, "key_size": 64, "slot_units": 8192}
+    a = Arena(p, **cfg)
+    ids = [a.record(f"k{i}", 1, "add") for i in range(2000)]
+    pid = os.fork()
+    if pid == 0:  # folds forged dead slots without end
+        b = Arena(p, **cfg)
+        while True:
+            b._forge_slot(999_999, 12_345)
+            b.reclaim()
+    try:
+        for trial in range(60):
+            time.sleep(0.002 * (trial % 7 + 1))
+            os.kill(pid, signal.SIGSTOP)
+            outcome: list[str] = []
+
+            def read(outcome: list[str] = outcome) -> None:
+                try:
+                    a.read(ids[0], 1)
+                    outcome.append("ok")
+                except AmuletError as e:
+                    outcome.append(e.code)
+
+            t = threading.Thread(target=read, daemon=True)
+            t.start()
+            t.join(30)
+            hung = not outcome
+            os.kill(pid, signal.SIGCONT)
+            assert not hung, "read still waiting for a stopped folder after 30 s"
+            assert outcome[0] in ("ok", "lock.timeout"), outcome
+            if outcome[0] == "lock.timeout":
+                break  # caught the folder mid-fold: the reader gave up, as it should
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        a.close()

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define ARENA_MAGIC "ANARENA\0"
@@ -309,11 +310,40 @@ io_error(an_error *err, const char *what, const char *path)
     return err->status;
 }
 
-/* Maps this process's slot region at a fixed or new address. */
+/* Reserves the file's blocks for [off, off + len): on a full filesystem (a
+ * small tmpfs, /dev/shm, a quota) the arena then fails here with an error
+ * instead of killing the process with SIGBUS at its first write to a hole of
+ * the sparse file.  Filesystems without fallocate keep the sparse file. */
+static an_status
+reserve(int fd, uint64_t off, uint64_t len, an_error *err)
+{
+    int r;
+    do
+        r = fallocate(fd, 0, (off_t)off, (off_t)len);
+    while (r != 0 && errno == EINTR);
+    if (r == 0 || errno == EOPNOTSUPP || errno == ENOSYS)
+        return AN_OK;
+    return io_error(err, "reserve space in", "arena");
+}
+
+/* Maps this process's slot region at a fixed or new address, the copies of
+ * the records allocated so far reserved first (a forked child writes through
+ * its parent's record pointers at once; later records are reserved when this
+ * process looks them up).  Only the used part is reserved, so a slot costs the
+ * blocks its records need, as with the sparse file.  On failure the slot is
+ * given up and the view, if any, points nowhere. */
 static an_status
 map_view(an_arena *a, void *at, an_error *err)
 {
     off_t off = (off_t)(a->hdr->data_off + (uint64_t)a->my_slot * a->region);
+    uint64_t used = an_aw_load(&a->hdr->units_used);
+    if (used > a->slot_units)
+        used = a->slot_units;
+    an_status s = used ? reserve(a->fd, (uint64_t)off, used * AN_ARENA_UNIT, err) : AN_OK;
+    if (s != AN_OK) {
+        an_arena_abandon(a);
+        return s;
+    }
     void *p = mmap(at, a->region, PROT_READ | PROT_WRITE, MAP_SHARED | (at ? MAP_FIXED : 0), a->fd,
                    off);
     if (p == MAP_FAILED)
@@ -400,6 +430,10 @@ init_file(int fd, const an_arena_config *cfg, an_error *err)
     layout(&h, cfg);
     if (ftruncate(fd, (off_t)h.file_size) != 0)
         return io_error(err, "ftruncate", "arena");
+    /* header, slot table, directory, journal and the aggregate slot 0 */
+    an_status s = reserve(fd, 0, h.data_off + (uint64_t)h.slot_units * AN_ARENA_UNIT, err);
+    if (s != AN_OK)
+        return s;
     if (pwrite(fd, &h, sizeof(h), 0) != (ssize_t)sizeof(h))
         return io_error(err, "write", "arena header");
     return AN_OK;
@@ -445,13 +479,22 @@ an_arena_open(an_arena **out, const char *path, const an_arena_config *cfg, an_e
     if (a->fd < 0 && errno == ENOENT) {
         /* Build the file under a private name, then link it into place: a
          * concurrent creator either wins the link or opens the winner's file. */
+        /* The private name carries our pid and a per-process counter, so no
+         * live process or thread can own it: a file already there is the
+         * leftover of a creator killed mid-way that had our pid (pid reuse,
+         * pid 1 in a container), and is removed instead of blocking us. */
+        static uint32_t tmp_seq;
         char tmp[4096];
-        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid()) >= sizeof(tmp)) {
+        unsigned seq = __atomic_fetch_add(&tmp_seq, 1u, __ATOMIC_RELAXED);
+        if ((size_t)snprintf(tmp, sizeof(tmp), "%s.tmp.%d.%u", path, (int)getpid(), seq) >=
+            sizeof(tmp)) {
             an_error_set(err, AN_ERR_INVALID_ARG, "arena path too long");
             arena_unmap(a);
             return err->status;
         }
         int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0 && errno == EEXIST && unlink(tmp) == 0)
+            fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0) {
             s = io_error(err, "create", tmp);
             arena_unmap(a);
@@ -694,17 +737,32 @@ lookup(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fo
     return AN_ERR_ARENA_FULL;
 }
 
+/* Reserves this process's copy of a found record (see reserve()). */
+static an_status
+reserve_copy(an_arena *a, const an_arena_rec *rec, an_error *err)
+{
+    if (a->my_slot == 0 || a->fd < 0 || rec->fold == AN_FOLD_SHARED)
+        return AN_OK; /* shared records live in slot 0, reserved with the file */
+    uint64_t off = a->hdr->data_off + (uint64_t)a->my_slot * a->region +
+                   (uint64_t)entry_at(a, rec->id)->offset * AN_ARENA_UNIT;
+    an_error local;
+    memset(&local, 0, sizeof(local));
+    return reserve(a->fd, off, (uint64_t)rec->units * AN_ARENA_UNIT, err ? err : &local);
+}
+
 an_status
 an_arena_record(an_arena *a, const void *key, size_t key_len, uint32_t units, uint32_t fold,
                 an_arena_rec *rec, an_error *err)
 {
-    return lookup(a, key, key_len, units, fold, 1, rec, err);
+    an_status s = lookup(a, key, key_len, units, fold, 1, rec, err);
+    return s == AN_OK ? reserve_copy(a, rec, err) : s;
 }
 
 an_status
 an_arena_find(an_arena *a, const void *key, size_t key_len, an_arena_rec *rec)
 {
-    return lookup(a, key, key_len, 0, 0, 0, rec, NULL);
+    an_status s = lookup(a, key, key_len, 0, 0, 0, rec, NULL);
+    return s == AN_OK ? reserve_copy(a, rec, NULL) : s;
 }
 
 uint64_t *
@@ -765,6 +823,16 @@ combine(uint32_t op, double *acc, const uint64_t *src, uint32_t nwords)
 }
 
 /* ---- folding dead slots ------------------------------------------------- */
+
+#define READ_WAIT_S 2.0 /* longest a reader waits for a live folder */
+
+static double
+monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static void
 fold_record(an_arena *a, uint32_t i, uint32_t slot)
@@ -909,14 +977,26 @@ an_arena_read(an_arena *a, uint32_t id, double *out, uint32_t nwords)
     if (nwords > n)
         nwords = n;
     uint32_t op = e->fold & AN_FOLD_OP_MASK;
+    double waited_since = 0.0;
     for (unsigned attempt = 0;; attempt++) {
         uint64_t seq = an_aw_load(&a->hdr->fold_seq);
         if (seq & 1u) {
             uint64_t holder = an_aw_load(&a->hdr->fold_lease);
-            if (holder != 0 && !ident_alive(a, holder) && take_lease(a))
+            if (holder != 0 && !ident_alive(a, holder) && take_lease(a)) {
                 drop_lease(a);
-            else
+            } else {
+                /* A live folder that does not finish (stopped by SIGSTOP, a
+                 * debugger, a frozen cgroup) must not hang every reader: a
+                 * fold takes milliseconds, so after READ_WAIT_S give up. */
                 sched_yield();
+                if ((attempt & 255u) == 0) {
+                    double now = monotonic_s();
+                    if (waited_since == 0.0)
+                        waited_since = now;
+                    else if (now - waited_since > READ_WAIT_S)
+                        return AN_ERR_LOCK_TIMEOUT;
+                }
+            }
             continue;
         }
         memset(out, 0, nwords * sizeof(double));

@@ -56,6 +56,14 @@ no_cell(metricobject *self)
     return an_raise_ctx(st, AN_ERR_INVALID_ARG, NULL, "metric is not initialised");
 }
 
+/* NaN has no bucket and would make _sum NaN for good: refused. */
+static PyObject *
+observed_nan(metricobject *self)
+{
+    return an_raise_ctx(metric_state((PyObject *)self), AN_ERR_INVALID_ARG, NULL,
+                        "cannot observe NaN");
+}
+
 static int
 get_amount(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, double dflt, double *out)
 {
@@ -344,9 +352,9 @@ counter_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObjec
         return NULL;
     if (self->cell == NULL)
         return no_cell(self);
-    if (!(v >= 0.0))
+    if (!(v >= 0.0 && v < INFINITY)) /* NaN and +Inf would poison the counter for good */
         return an_raise_ctx(metric_state((PyObject *)self), AN_ERR_INVALID_ARG, NULL,
-                            "counters can only be incremented by non-negative amounts");
+                            "counters can only be incremented by finite non-negative amounts");
     an_aw_add_f64(self->cell, v);
     Py_RETURN_NONE;
 }
@@ -437,6 +445,8 @@ histogram_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, P
     }
     if (self->cell == NULL)
         return no_cell(self);
+    if (v != v)
+        return observed_nan(self);
     an_hist_observe(self->cell, self->bounds, (size_t)self->nbounds, v);
     Py_RETURN_NONE;
 }
@@ -453,6 +463,8 @@ summary_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyO
         return NULL;
     if (self->cell == NULL)
         return no_cell(self);
+    if (v != v)
+        return observed_nan(self);
     an_sketch_add(self->cell, v);
     Py_RETURN_NONE;
 }
