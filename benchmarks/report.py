@@ -992,6 +992,15 @@ def summaries(groups: Groups, parts: list[tuple[Section, list[str]]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def _domain_summary() -> list[str]:
+    """The per-domain suites' summary (benchmarks/results/SUMMARY.md, written
+    with those suites' own runners), kept at the top of RESULTS.md."""
+    path = Path(__file__).with_name("results") / "SUMMARY.md"
+    if not path.exists():
+        return []
+    return [*path.read_text().rstrip("\n").split("\n"), ""]
+
+
 def preamble(machine: dict[str, Any], stamps: list[str]) -> list[str]:
     """RESULTS.md down to the first results section: provenance, machine,
     versions and method."""
@@ -1005,6 +1014,7 @@ def preamble(machine: dict[str, Any], stamps: list[str]) -> list[str]:
             "Do not edit by hand; re-run `make bench`."
         ),
         "",
+        *_domain_summary(),
         "## Machine",
         "",
         (f"- CPU: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores (shared VM, noisy)"),
