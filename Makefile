@@ -107,7 +107,7 @@ ASAN_DIR := build/asan
 LIBASAN  := $(shell gcc -print-file-name=libasan.so)
 sanitize: build
 	rm -rf $(ASAN_DIR) && mkdir -p $(ASAN_DIR)
-	cp -r amulet_native csrc tests setup.py pyproject.toml $(ASAN_DIR)/
+	cp -r amulet_native csrc tests python setup.py pyproject.toml $(ASAN_DIR)/
 	rm -rf $(ASAN_DIR)/amulet_native/*.so $(ASAN_DIR)/tests/fuzz/corpus* $(ASAN_DIR)/tests/fuzz/out*
 	cd $(ASAN_DIR) && AMULET_NATIVE_SANITIZE=1 ../../$(VPY) setup.py -q build_ext --inplace 2>&1 | grep -iE "warning|error" || true
 	cd $(ASAN_DIR) && LD_PRELOAD=$(LIBASAN) PYTHONMALLOC=malloc \
