@@ -336,6 +336,10 @@ class _Deadlines:
                        if self.pending else None)
 
 
+#: CR, LF or NUL in a response header name or value (header injection).
+_BAD_HEADER = re.compile(rb"[\r\n\0]")
+
+
 class _Exchange:
     """One request's response side: adds our headers to the app's response
     start, remembers the status, and swallows the app's messages once the
@@ -354,9 +358,19 @@ class _Exchange:
         if self.suppress:
             return
         if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), *self.extra]
+            for name, value in headers:
+                if _BAD_HEADER.search(name) or _BAD_HEADER.search(value):
+                    # uvicorn marks the response started before it refuses
+                    # one: after that nobody can answer the client at all.
+                    raise RuntimeError(f"invalid response header {name!r}")
+            message["headers"] = headers
+            # Started only once the server took it: a start it refused (an
+            # invalid header) sent nothing, so a problem+json 500 can follow.
+            await self.send(message)
             self.started = True
             self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *self.extra]
+            return
         await self.send(message)
 
     async def respond(

@@ -1,0 +1,49 @@
+"""Adversarial review of the FastAPI integration (issue 13) against a real
+uvicorn server serving tests/review13_apps.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+pytest.importorskip("httpx")
+import httpx
+from http_server import UvicornServer
+
+from amulet_native.integrations._problem import PROBLEM_JSON
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[UvicornServer]:
+    with UvicornServer("review13_apps:make_app") as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server: UvicornServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as c:
+        yield c
+
+
+def test_send_refused_by_server_answers_problem(client: httpx.Client) -> None:
+    """The app's response start is refused by the server (a header value with
+    CRLF): nothing went out, so the client gets a problem+json 500, not a
+    dropped connection."""
+    r = client.get("/bad-header")
+    assert r.status_code == 500
+    assert r.headers["content-type"] == PROBLEM_JSON
+    assert r.json()["status"] == 500
+    assert "x-request-id" in r.headers
+
+
+def test_rate_key_failure_answers_problem(client: httpx.Client) -> None:
+    """A rate_key callable that raises is a 500 problem+json (not Starlette's
+    text/plain page)."""
+    r = client.get("/any", headers={"x-break-key": "1"})
+    assert r.status_code == 500
+    assert r.headers["content-type"] == PROBLEM_JSON
+    assert r.json()["code"]
+    assert client.get("/any").status_code == 200
