@@ -628,9 +628,13 @@ class AmuletMiddleware:
             return
         limiter = self.limiter
         if limiter is not None:
-            key = self.rate_key(scope)
-            # A local store decides in one native call: no coroutine for it.
-            decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
+            try:
+                key = self.rate_key(scope)
+                # A local store decides in one native call: no coroutine for it.
+                decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
+            except Exception as exc:  # a failing key function or store: still problem+json
+                await self._answer_exception(scope, exc, exchange)
+                return
             extra.extend([(k.lower().encode(), v.encode())
                           for k, v in self._rl_headers(decision).items()])
             if not decision.allowed:
