@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from amulet_native.integrations.fastapi import install
+from amulet_native.integrations.fastapi import DecodedImage, ImageUpload, install
+
+UPLOAD = ImageUpload(max_bytes=4096, cache=False)
 
 
 def _key(conn: HTTPConnection) -> str:
@@ -20,7 +25,20 @@ def _key(conn: HTTPConnection) -> str:
 def make_app() -> FastAPI:
     app = FastAPI()
     install(app, rate_limit="1000/minute", rate_key=_key, metrics=True,
-            max_body=1 << 20)
+            max_body=1 << 20, deadline=1.0, max_in_flight=8)
+
+    @app.post("/upload")
+    async def upload(img: Annotated[DecodedImage, Depends(UPLOAD)]) -> dict[str, Any]:
+        return {"shape": list(img.array.shape), "filename": img.filename}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first"
+            await asyncio.sleep(5)
+            yield b"never"
+
+        return StreamingResponse(chunks())
 
     @app.get("/bad-header")
     async def bad_header() -> Response:

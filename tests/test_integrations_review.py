@@ -47,3 +47,32 @@ def test_rate_key_failure_answers_problem(client: httpx.Client) -> None:
     assert r.headers["content-type"] == PROBLEM_JSON
     assert r.json()["code"]
     assert client.get("/any").status_code == 200
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    ("../../etc/passwd.png", "passwd.png"),
+    ("C:\\Users\\x\\..\\a.png", "a.png"),
+    ("a\x00b\x1f.png", "ab.png"),
+    ("..", None),
+    ("dir/", None),
+])
+def test_upload_filename_is_a_bare_name(client: httpx.Client, sent: str, kept: str | None) -> None:
+    """A part's filename reaches the endpoint without directories or control
+    characters (it is a client-chosen string endpoints tend to join to paths)."""
+    body = (b'--x\r\nContent-Disposition: form-data; name="file"; filename="'
+            + sent.encode("latin-1") + b'"\r\nContent-Type: image/png\r\n\r\n' + _png()
+            + b"\r\n--x--\r\n")
+    r = client.post("/upload", content=body,
+                    headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 200, r.text
+    assert r.json()["filename"] == kept

@@ -632,7 +632,7 @@ class AmuletMiddleware:
                 key = self.rate_key(scope)
                 # A local store decides in one native call: no coroutine for it.
                 decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
-            except Exception as exc:  # a failing key function or store: still problem+json
+            except Exception as exc:  # noqa: BLE001 - a failing key function or store: problem+json
                 await self._answer_exception(scope, exc, exchange)
                 return
             extra.extend([(k.lower().encode(), v.encode())
