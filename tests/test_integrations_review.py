@@ -4,6 +4,7 @@ uvicorn server serving tests/review13_apps.py."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,23 @@ def test_upload_filename_is_a_bare_name(client: httpx.Client, sent: str, kept: s
                     headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 200, r.text
     assert r.json()["filename"] == kept
+
+
+def test_cached_model_two_loaders_two_models() -> None:
+    """Two different loaders whose qualified names are the same (two lambdas,
+    or closures from one factory) get their own models, not the first one's."""
+    pytest.importorskip("streamlit")
+    from amulet_native.integrations import streamlit as an_st
+
+    def factory(name: str) -> Any:
+        def load() -> Any:
+            return lambda: name
+        return load
+
+    a = an_st.cached_model(lambda: (lambda: "a"))
+    b = an_st.cached_model(lambda: (lambda: "b"))
+    assert (a.run(), b.run()) == ("a", "b")
+    c = an_st.cached_model(factory("c"))
+    d = an_st.cached_model(factory("d"))
+    assert (c.run(), d.run()) == ("c", "d")
+    assert an_st.cached_model(factory("c")) is c  # same loader again: the same model
