@@ -97,3 +97,19 @@ def test_cached_model_two_loaders_two_models() -> None:
     d = an_st.cached_model(factory("d"))
     assert (c.run(), d.run()) == ("c", "d")
     assert an_st.cached_model(factory("c")) is c  # same loader again: the same model
+
+
+def test_metrics_method_label_is_bounded() -> None:
+    """uvicorn's h11 protocol accepts any method token: made-up methods are
+    one "OTHER" label, not a new time series each."""
+    import socket
+
+    with UvicornServer("review13_apps:make_app", extra_args=("--http", "h11")) as srv:
+        for i in range(3):
+            with socket.create_connection(("127.0.0.1", srv.port)) as s:
+                s.sendall(f"FOO{i} /any HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                          .encode())
+                assert s.recv(100).startswith(b"HTTP/1.1 405")
+        text = httpx.get(srv.url + "/metrics", timeout=10.0).text
+    assert "FOO" not in text
+    assert 'http_requests_total{method="OTHER",route="/any",status="405"} 3.0' in text

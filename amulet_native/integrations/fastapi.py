@@ -192,7 +192,7 @@ class _HttpMetrics:
     def observe(self, scope: Scope, status: int, seconds: float, body_bytes: int) -> None:
         """One finished request: the label children are looked up once per
         (method, route template, status) and kept."""
-        method = scope["method"]
+        method = _method_label(scope)
         route = _route_template(scope)
         key = (method, route, status)
         children = self._children.get(key)
@@ -233,6 +233,17 @@ def _metrics_or_none(metrics: Any) -> _HttpMetrics | None:
     except ImportError:  # pragma: no cover - only without amulet_native.metrics
         _log.warning("amulet_native.metrics is not available: HTTP metrics are off")
         return None
+
+
+#: Methods that get their own metric label; any other token (h11 accepts
+#: them all) is "OTHER", so clients cannot grow the label set without bound.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
+                      "TRACE", "CONNECT"))
+
+
+def _method_label(scope: Scope) -> str:
+    method: str = scope["method"]
+    return method if method in _METHODS else "OTHER"
 
 
 def _route_template(scope: Scope) -> str:
@@ -658,7 +669,7 @@ class AmuletMiddleware:
         m = self.metrics
         start = 0.0
         if m is not None:
-            m.in_flight_child(scope["method"]).inc()
+            m.in_flight_child(_method_label(scope)).inc()
             start = time.perf_counter()
         deadlines = self._deadlines
         task = asyncio.current_task() if deadlines is not None else None
@@ -759,7 +770,7 @@ class AmuletMiddleware:
                             detail=detail, extra=extra)
         await exchange.problem(status, body, headers)
         if self.metrics is not None:
-            self.metrics.requests.labels(scope["method"], "<refused>", str(status)).inc()
+            self.metrics.requests.labels(_method_label(scope), "<refused>", str(status)).inc()
 
     def _count_error(self, code: str) -> None:
         if self.metrics is not None:
