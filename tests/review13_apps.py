@@ -48,4 +48,20 @@ def make_app() -> FastAPI:
     async def any_route() -> dict[str, int]:
         return {"pid": os.getpid()}
 
+    from amulet_native import metrics
+
+    broken = {"on": False}
+
+    def probe_value() -> float:
+        if broken["on"]:
+            raise RuntimeError("collector failed")
+        return 1.0
+
+    metrics.Gauge("review13_probe", "a gauge whose callback can fail").set_function(probe_value)
+
+    @app.post("/break-metrics")
+    async def break_metrics() -> dict[str, bool]:
+        broken["on"] = True
+        return {"on": True}
+
     return app

@@ -113,3 +113,16 @@ def test_metrics_method_label_is_bounded() -> None:
         text = httpx.get(srv.url + "/metrics", timeout=10.0).text
     assert "FOO" not in text
     assert 'http_requests_total{method="OTHER",route="/any",status="405"} 3.0' in text
+
+
+def test_ops_endpoint_failure_answers_problem() -> None:
+    """A metric callback that raises during a scrape: /metrics answers a
+    problem+json 500 (not Starlette's text/plain page), and the server lives on."""
+    with UvicornServer("review13_apps:make_app") as srv, \
+            httpx.Client(base_url=srv.url, timeout=10.0) as c:
+        assert c.get("/metrics").status_code == 200
+        c.post("/break-metrics")
+        r = c.get("/metrics")
+        assert r.status_code == 500
+        assert r.headers["content-type"] == PROBLEM_JSON
+        assert c.get("/livez").status_code == 200

@@ -621,7 +621,11 @@ class AmuletMiddleware:
         if path in self.exempt:
             op = self.ops.get(path)
             if op is not None and scope["method"] in ("GET", "HEAD"):
-                status, body, ctype = await op(scope)
+                try:
+                    status, body, ctype = await op(scope)
+                except Exception as exc:  # noqa: BLE001 - a failing collector or check
+                    await self._answer_exception(scope, exc, exchange)
+                    return
                 if scope["method"] == "HEAD":
                     extra.append((b"content-length", str(len(body)).encode()))
                     await exchange.respond(status, b"", ctype, length=False)
