@@ -369,13 +369,13 @@ class _Exchange:
         if self.suppress:
             return
         if message["type"] == "http.response.start":
-            headers = [*message.get("headers", ()), *self.extra]
-            for name, value in headers:
+            headers = message.get("headers", ())
+            for name, value in headers:  # the app's; ours are checked when made
                 if _BAD_HEADER.search(name) or _BAD_HEADER.search(value):
                     # uvicorn marks the response started before it refuses
                     # one: after that nobody can answer the client at all.
                     raise RuntimeError(f"invalid response header {name!r}")
-            message["headers"] = headers
+            message["headers"] = [*headers, *self.extra]
             # Started only once the server took it: a start it refused (an
             # invalid header) sent nothing, so a problem+json 500 can follow.
             await self.send(message)
