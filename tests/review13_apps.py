@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
-from starlette.requests import HTTPConnection
+from starlette.requests import ClientDisconnect, HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 
 from amulet_native.integrations.fastapi import DecodedImage, ImageUpload, install
@@ -47,6 +47,17 @@ def make_app() -> FastAPI:
     @app.api_route("/any", methods=["GET", "POST"])
     async def any_route() -> dict[str, int]:
         return {"pid": os.getpid()}
+
+    @app.post("/stubborn")
+    async def stubborn(request: Request) -> dict[str, int]:
+        """Reads the body, and on the cut (a disconnect) keeps working."""
+        n = 0
+        try:
+            async for chunk in request.stream():
+                n += len(chunk)
+        except ClientDisconnect:
+            await asyncio.sleep(5)
+        return {"n": n}
 
     from amulet_native import metrics
 

@@ -126,3 +126,15 @@ def test_ops_endpoint_failure_answers_problem() -> None:
         assert r.status_code == 500
         assert r.headers["content-type"] == PROBLEM_JSON
         assert c.get("/livez").status_code == 200
+
+
+def test_body_over_cap_then_deadline_is_413(client: httpx.Client) -> None:
+    """The body went over the cap (the app saw a disconnect) and the app kept
+    working until the deadline: the answer is the 413 the cut was for."""
+    def chunks() -> Iterator[bytes]:
+        for _ in range(17):
+            yield b"a" * (64 << 10)
+
+    r = client.post("/stubborn", content=chunks())
+    assert r.status_code == 413, r.text
+    assert r.json()["code"] == "input.too_large"

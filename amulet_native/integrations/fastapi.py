@@ -696,6 +696,9 @@ class AmuletMiddleware:
                     finally:
                         deadlines.remove(task)
         except _Deadline:
+            if counter is not None and counter.over:  # cut first: that is the answer
+                await self._answer_too_large(scope, counter, exchange)
+                return
             self._count_error("deadline.exceeded")
             if not exchange.started:
                 await exchange.problem(504, problem_body(
