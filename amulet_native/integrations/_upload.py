@@ -56,11 +56,23 @@ class DecodedImage:
     content_type: str | None = None
     """The declared media type (header or multipart part), if any."""
     filename: str | None = None
+    """The multipart part's file name as a bare name: no directories (``/``
+    or ``\\``), no control characters (NUL, CR, LF); None when nothing is left."""
     type_mismatch: bool = False
     """True when the declared image type differs from the detected format."""
 
 
 _MULTIPART_OVERHEAD = 16 << 10
+_CONTROL = dict.fromkeys(range(32)) | {127: None}
+
+
+def _bare_filename(name: str | None) -> str | None:
+    """The client's file name without directories or control characters
+    (endpoints tend to join it to a path or log it)."""
+    if not name:
+        return None
+    bare = name.replace("\\", "/").rpartition("/")[2].translate(_CONTROL).strip()
+    return bare if bare not in ("", ".", "..") else None
 
 
 def _multipart_error(text: str, upload: ImageUpload) -> ValidationError:
@@ -254,6 +266,6 @@ class ImageUpload:
                 )
             body = await aread_limited(upload, self.max_bytes)
             ctype = (upload.content_type or "").partition(";")[0].strip().lower() or None
-            return body, ctype, upload.filename
+            return body, ctype, _bare_filename(upload.filename)
         finally:
             await form.close()

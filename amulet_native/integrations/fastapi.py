@@ -192,7 +192,7 @@ class _HttpMetrics:
     def observe(self, scope: Scope, status: int, seconds: float, body_bytes: int) -> None:
         """One finished request: the label children are looked up once per
         (method, route template, status) and kept."""
-        method = scope["method"]
+        method = _method_label(scope)
         route = _route_template(scope)
         key = (method, route, status)
         children = self._children.get(key)
@@ -233,6 +233,17 @@ def _metrics_or_none(metrics: Any) -> _HttpMetrics | None:
     except ImportError:  # pragma: no cover - only without amulet_native.metrics
         _log.warning("amulet_native.metrics is not available: HTTP metrics are off")
         return None
+
+
+#: Methods that get their own metric label; any other token (h11 accepts
+#: them all) is "OTHER", so clients cannot grow the label set without bound.
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS",
+                      "TRACE", "CONNECT"))
+
+
+def _method_label(scope: Scope) -> str:
+    method: str = scope["method"]
+    return method if method in _METHODS else "OTHER"
 
 
 def _route_template(scope: Scope) -> str:
@@ -336,6 +347,10 @@ class _Deadlines:
                        if self.pending else None)
 
 
+#: CR, LF or NUL in a response header name or value (header injection).
+_BAD_HEADER = re.compile(rb"[\r\n\0]")
+
+
 class _Exchange:
     """One request's response side: adds our headers to the app's response
     start, remembers the status, and swallows the app's messages once the
@@ -354,9 +369,19 @@ class _Exchange:
         if self.suppress:
             return
         if message["type"] == "http.response.start":
+            headers = message.get("headers", ())
+            for name, value in headers:  # the app's; ours are checked when made
+                if _BAD_HEADER.search(name) or _BAD_HEADER.search(value):
+                    # uvicorn marks the response started before it refuses
+                    # one: after that nobody can answer the client at all.
+                    raise RuntimeError(f"invalid response header {name!r}")
+            message["headers"] = [*headers, *self.extra]
+            # Started only once the server took it: a start it refused (an
+            # invalid header) sent nothing, so a problem+json 500 can follow.
+            await self.send(message)
             self.started = True
             self.status = message["status"]
-            message["headers"] = [*message.get("headers", ()), *self.extra]
+            return
         await self.send(message)
 
     async def respond(
@@ -596,7 +621,11 @@ class AmuletMiddleware:
         if path in self.exempt:
             op = self.ops.get(path)
             if op is not None and scope["method"] in ("GET", "HEAD"):
-                status, body, ctype = await op(scope)
+                try:
+                    status, body, ctype = await op(scope)
+                except Exception as exc:  # noqa: BLE001 - a failing collector or check
+                    await self._answer_exception(scope, exc, exchange)
+                    return
                 if scope["method"] == "HEAD":
                     extra.append((b"content-length", str(len(body)).encode()))
                     await exchange.respond(status, b"", ctype, length=False)
@@ -614,9 +643,13 @@ class AmuletMiddleware:
             return
         limiter = self.limiter
         if limiter is not None:
-            key = self.rate_key(scope)
-            # A local store decides in one native call: no coroutine for it.
-            decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
+            try:
+                key = self.rate_key(scope)
+                # A local store decides in one native call: no coroutine for it.
+                decision = await limiter.acheck(key) if self._rl_async else limiter.check(key)
+            except Exception as exc:  # noqa: BLE001 - a failing key function or store: problem+json
+                await self._answer_exception(scope, exc, exchange)
+                return
             extra.extend([(k.lower().encode(), v.encode())
                           for k, v in self._rl_headers(decision).items()])
             if not decision.allowed:
@@ -640,7 +673,7 @@ class AmuletMiddleware:
         m = self.metrics
         start = 0.0
         if m is not None:
-            m.in_flight_child(scope["method"]).inc()
+            m.in_flight_child(_method_label(scope)).inc()
             start = time.perf_counter()
         deadlines = self._deadlines
         task = asyncio.current_task() if deadlines is not None else None
@@ -663,6 +696,9 @@ class AmuletMiddleware:
                     finally:
                         deadlines.remove(task)
         except _Deadline:
+            if counter is not None and counter.over:  # cut first: that is the answer
+                await self._answer_too_large(scope, counter, exchange)
+                return
             self._count_error("deadline.exceeded")
             if not exchange.started:
                 await exchange.problem(504, problem_body(
@@ -741,7 +777,7 @@ class AmuletMiddleware:
                             detail=detail, extra=extra)
         await exchange.problem(status, body, headers)
         if self.metrics is not None:
-            self.metrics.requests.labels(scope["method"], "<refused>", str(status)).inc()
+            self.metrics.requests.labels(_method_label(scope), "<refused>", str(status)).inc()
 
     def _count_error(self, code: str) -> None:
         if self.metrics is not None:

@@ -211,12 +211,33 @@ def _shared_model(key: str, pool_size: int, timeout: float, _loader: Callable[[]
     return PooledModel(_loader, pool_size, timeout)
 
 
+_PLAIN = (str, bytes, int, float, bool, type(None))
+
+
+def _loader_key(loader: Callable[[], Any]) -> str:
+    """Stable across reruns (the script's functions are new objects each
+    run), yet distinct for different loaders that share a qualified name:
+    two lambdas (their source line) or closures of one factory (their plain
+    captured values)."""
+    key = f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"
+    code = getattr(loader, "__code__", None)
+    if code is not None:
+        key += f"@{code.co_filename}:{code.co_firstlineno}"
+    for cell in getattr(loader, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        key += f"|{value!r}" if isinstance(value, _PLAIN) else "|?"
+    return key
+
+
 def cached_model(
     loader: Callable[[], T], *, pool_size: int = 1, timeout: float = 30.0
 ) -> PooledModel[T]:
     """The process-wide :class:`PooledModel` for ``loader`` (keyed by its
     qualified name), thread-safe across sessions."""
-    key = f"{getattr(loader, '__module__', '?')}.{getattr(loader, '__qualname__', repr(loader))}"
+    key = _loader_key(loader)
     with _model_lock:
         return _shared_model(key, pool_size, timeout, loader)  # type: ignore[no-any-return]
 
