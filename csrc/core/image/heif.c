@@ -91,7 +91,9 @@ map_error(struct heif_error e, an_format fmt, an_error *err)
         return AN_OK;
     switch (e.code) {
     case heif_error_Memory_allocation_error:
-        st = AN_ERR_NOMEM;
+        /* A size over libheif's security limits is a lie in the file (the
+         * declared sizes were checked against ours), not a failed malloc. */
+        st = e.subcode == heif_suberror_Security_limit_exceeded ? AN_ERR_CORRUPT : AN_ERR_NOMEM;
         break;
     case heif_error_Unsupported_filetype:
     case heif_error_Unsupported_feature:

@@ -1,0 +1,61 @@
+"""Adversarial review of issue 15's decoders (review-15b): hostile input that
+must end in a typed AmuletError with nothing written to stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import amulet_native as an
+
+HEIF_READY = an.features()["formats"]["heic"]
+
+
+def _mutate_hvcc() -> subprocess.CompletedProcess[str]:
+    """A 9x7 HEIC whose hvcC (and the SPS in it) has each byte of the hvcC's SPS is set to 0x00, 0x10 and 0xff in turn: every
+    decode either succeeds or raises a typed decode.*/limits.* error."""
+    pytest.importorskip("pillow_heif")
+    script = textwrap.dedent(
+        """
+        import io
+        import numpy as np
+        import pillow_heif
+        from PIL import Image
+        import amulet_native as an
+
+        pillow_heif.register_heif_opener()
+        rng = np.random.default_rng(1)
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (9, 7, 3), dtype=np.uint8)).save(buf, "HEIF")
+        data = buf.getvalue()
+        at = data.find(b"hvcC")
+        assert at > 0
+        refused = 0
+        for off in range(at, min(len(data), at + 160)):
+            for v in (0x00, 0x10, 0xFF):
+                d = bytearray(data)
+                d[off] = v
+                try:
+                    an.decode(bytes(d))
+                except an.AmuletError as e:
+                    assert e.code.startswith(("decode.", "limits.")), e.code
+                    refused += 1
+        print("refused", refused)
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+@pytest.mark.skipif(not HEIF_READY, reason="libheif without an HEVC decoder")
+def test_heic_bad_sps_is_a_typed_decode_error() -> None:
+    """An SPS declaring 268435520x64 hit libheif's security limit, reported
+    as heif_error_Memory_allocation_error: it surfaced as MemoryLimitError
+    memory.alloc (a caller would retry with more memory)."""
+    proc = _mutate_hvcc()
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "refused" in proc.stdout
