@@ -59,3 +59,14 @@ def test_heic_bad_sps_is_a_typed_decode_error() -> None:
     proc = _mutate_hvcc()
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "refused" in proc.stdout
+
+
+@pytest.mark.skipif(not HEIF_READY, reason="libheif without an HEVC decoder")
+def test_heic_bad_sps_prints_nothing() -> None:
+    """libde265 fprintf's 'SPS error: ...' to stderr for an SPS whose picture
+    size is not a multiple of the minimum coding block, a transform block
+    larger than a coding block or over 32/the CTB, or a bit depth outside
+    8..16 (a service's logs filled by hostile uploads)."""
+    proc = _mutate_hvcc()
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stderr == ""
