@@ -3,11 +3,15 @@ must end in a typed AmuletError with nothing written to stderr."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import textwrap
+import warnings
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import amulet_native as an
 
@@ -70,3 +74,27 @@ def test_heic_bad_sps_prints_nothing() -> None:
     proc = _mutate_hvcc()
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr == ""
+
+
+def test_gif_cut_short_is_refused_by_strict_true() -> None:
+    """strict=True refuses every problem, even one that loses no pixels of the
+    requested frame (as a PNG without IEND); a GIF cut in the middle of its
+    second frame decoded frame 0 without a word."""
+    rng = np.random.default_rng(0)
+    frames = [
+        Image.fromarray(rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)).convert("P")
+        for _ in range(3)
+    ]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
+    data = buf.getvalue()
+    cut = data[: len(data) * 2 // 3]
+    assert an.decode(data, strict=True).shape == (20, 16, 3)
+    with pytest.raises(an.DecodeError) as info:
+        an.decode(cut, strict=True)
+    assert info.value.code == "decode.truncated"
+    with pytest.raises(an.DecodeError):
+        an.decode(data[:-1], strict=True)  # no trailer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert an.decode(cut, frame=0).shape == (20, 16, 3)  # the default accepts it
