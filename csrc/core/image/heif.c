@@ -234,7 +234,11 @@ static int
 hvcc_has_bad_sps(const uint8_t *d, size_t len)
 {
     for (size_t at = 4; at + 4 <= len; at++) {
-        if (memcmp(d + at, "hvcC", 4) != 0)
+        const uint8_t *h = memchr(d + at, 'h', len - 3 - at);
+        if (h == NULL)
+            break;
+        at = (size_t)(h - d);
+        if (memcmp(h, "hvcC", 4) != 0)
             continue;
         size_t box = ((size_t)d[at - 4] << 24) | ((size_t)d[at - 3] << 16) |
                      ((size_t)d[at - 2] << 8) | d[at - 1];
