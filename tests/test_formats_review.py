@@ -142,3 +142,19 @@ def test_avif_alpha_damage_prints_nothing() -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stderr == ""
+
+
+def test_webp_whole_riff_missing_its_image_is_corrupt_not_truncated() -> None:
+    """A VP8X that clears the animation flag of an animated WebP leaves a whole
+    RIFF without a still image: libwebp says 'not enough data', and the file
+    was called decode.truncated (a streaming client would wait for more)."""
+    rng = np.random.default_rng(0)
+    frames = [Image.fromarray(rng.integers(0, 255, (8, 6, 4), dtype=np.uint8)) for _ in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"VP8X"
+    data[20] &= ~0x02 & 0xFF
+    with pytest.raises(an.DecodeError) as info:
+        an.decode(bytes(data))
+    assert info.value.code == "decode.corrupt"
