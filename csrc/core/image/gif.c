@@ -238,6 +238,11 @@ an_gif_open(an_gif **out, const uint8_t *data, size_t len, const an_decode_opts 
                      truncated ? " before it is cut short" : "");
         return err->status;
     }
+    if (truncated && opts->strict && opts->pedantic) {
+        /* The frame is whole, the file is not (strict=True: any problem). */
+        an_error_set(err, AN_ERR_TRUNCATED, "GIF ends before its trailer");
+        return err->status;
+    }
     an_gif *g = an_calloc(opts->alloc, 1, sizeof(*g));
     if (g == NULL) {
         an_error_set(err, an_nomem(opts->alloc), "cannot allocate the GIF decoder");

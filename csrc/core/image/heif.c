@@ -91,7 +91,9 @@ map_error(struct heif_error e, an_format fmt, an_error *err)
         return AN_OK;
     switch (e.code) {
     case heif_error_Memory_allocation_error:
-        st = AN_ERR_NOMEM;
+        /* A size over libheif's security limits is a lie in the file (the
+         * declared sizes were checked against ours), not a failed malloc. */
+        st = e.subcode == heif_suberror_Security_limit_exceeded ? AN_ERR_CORRUPT : AN_ERR_NOMEM;
         break;
     case heif_error_Unsupported_filetype:
     case heif_error_Unsupported_feature:
@@ -111,6 +113,154 @@ map_error(struct heif_error e, an_format fmt, an_error *err)
     }
     an_error_set(err, st, "%s: %s", an_format_name(fmt), e.message ? e.message : "libheif error");
     return st;
+}
+
+/* libde265 fprintf's "SPS error: ..." to stderr (and fails) for five SPS
+ * sanity checks.  We make the same checks on every SPS in an hvcC box of the
+ * file first and call the file corrupt, so nothing is printed.  A parse that
+ * runs out of bits or meets absurd values gives up (returns 0): libde265
+ * then decides. */
+typedef struct {
+    const uint8_t *p;
+    size_t len, bit; /* RBSP bytes (emulation prevention removed) */
+} sps_bits;
+
+static int
+sps_u(sps_bits *b, unsigned n, uint32_t *v)
+{
+    uint32_t r = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (b->bit >= b->len * 8)
+            return 0;
+        r = (r << 1) | ((b->p[b->bit >> 3] >> (7 - (b->bit & 7))) & 1u);
+        b->bit++;
+    }
+    *v = r;
+    return 1;
+}
+
+static int
+sps_ue(sps_bits *b, uint32_t *v)
+{
+    unsigned zeros = 0;
+    uint32_t bit = 0;
+    for (;;) {
+        if (!sps_u(b, 1, &bit))
+            return 0;
+        if (bit)
+            break;
+        if (++zeros > 20)
+            return 0;
+    }
+    uint32_t rest = 0;
+    if (!sps_u(b, zeros, &rest))
+        return 0;
+    *v = ((1u << zeros) - 1u) + rest;
+    return 1;
+}
+
+static int
+sps_skip(sps_bits *b, size_t n)
+{
+    if (b->bit + n > b->len * 8)
+        return 0;
+    b->bit += n;
+    return 1;
+}
+
+/* 1 when the SPS NAL unit (header included) fails one of libde265's checks. */
+static int
+sps_is_bad(const uint8_t *nal, size_t n)
+{
+    uint8_t rbsp[256];
+    size_t len = 0, zeros = 0;
+    for (size_t i = 2; i < n && len < sizeof(rbsp); i++) {
+        if (zeros >= 2 && nal[i] == 3) {
+            zeros = 0;
+            continue;
+        }
+        zeros = nal[i] == 0 ? zeros + 1 : 0;
+        rbsp[len++] = nal[i];
+    }
+    sps_bits b = {rbsp, len, 0};
+    uint32_t v, max_sub, chroma, w, h, depth_y, depth_c, min_cb, diff_cb, min_tb, diff_tb;
+    if (!sps_u(&b, 4, &v) || !sps_u(&b, 3, &max_sub) || !sps_u(&b, 1, &v))
+        return 0;
+    /* profile_tier_level(1, max_sub) */
+    uint32_t prof[8] = {0}, lev[8] = {0};
+    if (!sps_skip(&b, 96))
+        return 0;
+    for (uint32_t i = 0; i < max_sub; i++)
+        if (!sps_u(&b, 1, &prof[i]) || !sps_u(&b, 1, &lev[i]))
+            return 0;
+    if (max_sub > 0 && !sps_skip(&b, 2 * (8 - (size_t)max_sub)))
+        return 0;
+    for (uint32_t i = 0; i < max_sub; i++)
+        if ((prof[i] && !sps_skip(&b, 88)) || (lev[i] && !sps_skip(&b, 8)))
+            return 0;
+    if (!sps_ue(&b, &v) || !sps_ue(&b, &chroma))
+        return 0;
+    if (chroma == 3 && !sps_u(&b, 1, &v))
+        return 0;
+    if (!sps_ue(&b, &w) || !sps_ue(&b, &h) || !sps_u(&b, 1, &v))
+        return 0;
+    if (v)
+        for (int i = 0; i < 4; i++)
+            if (!sps_ue(&b, &v))
+                return 0;
+    if (!sps_ue(&b, &depth_y) || !sps_ue(&b, &depth_c) || !sps_ue(&b, &v) ||
+        !sps_u(&b, 1, &v))
+        return 0;
+    for (uint32_t i = v ? 0 : max_sub; i <= max_sub; i++)
+        for (int k = 0; k < 3; k++)
+            if (!sps_ue(&b, &v))
+                return 0;
+    if (!sps_ue(&b, &min_cb) || !sps_ue(&b, &diff_cb) || !sps_ue(&b, &min_tb) ||
+        !sps_ue(&b, &diff_tb))
+        return 0;
+    if (min_cb > 3 || diff_cb > 3 || min_tb > 3 || diff_tb > 3)
+        return 1; /* past the 64-pixel CTB and 32-pixel TB of HEVC */
+    const uint32_t log2_cb = min_cb + 3, log2_ctb = log2_cb + diff_cb;
+    const uint32_t log2_tb = min_tb + 2, log2_tb_max = log2_tb + diff_tb;
+    if (w % (1u << log2_cb) != 0 || h % (1u << log2_cb) != 0)
+        return 1;
+    if (log2_tb > log2_cb || log2_tb_max > (log2_ctb < 5 ? log2_ctb : 5))
+        return 1;
+    return depth_y > 8 || depth_c > 8;
+}
+
+/* 1 when an hvcC box of the file carries an SPS that libde265 would print about. */
+static int
+hvcc_has_bad_sps(const uint8_t *d, size_t len)
+{
+    for (size_t at = 4; at + 4 <= len; at++) {
+        const uint8_t *h = memchr(d + at, 'h', len - 3 - at);
+        if (h == NULL)
+            break;
+        at = (size_t)(h - d);
+        if (memcmp(h, "hvcC", 4) != 0)
+            continue;
+        size_t box = ((size_t)d[at - 4] << 24) | ((size_t)d[at - 3] << 16) |
+                     ((size_t)d[at - 2] << 8) | d[at - 1];
+        if (box < 8 + 23 || box - 4 > len - at)
+            continue;
+        const uint8_t *p = d + at + 4 + 22, *end = d + at - 4 + box;
+        unsigned arrays = *p++;
+        for (unsigned a = 0; a < arrays && p + 3 <= end; a++) {
+            unsigned type = p[0] & 0x3f, count = ((unsigned)p[1] << 8) | p[2];
+            p += 3;
+            for (unsigned k = 0; k < count && p + 2 <= end; k++) {
+                size_t n = ((size_t)p[0] << 8) | p[1];
+                p += 2;
+                if (n > (size_t)(end - p))
+                    break;
+                if (type == 33 && n > 2 && sps_is_bad(p, n))
+                    return 1;
+                p += n;
+            }
+        }
+    }
+    return 0;
 }
 
 /* Opens the container and the primary image handle (no decoding). */
@@ -236,6 +386,11 @@ an_heif_open(an_heif **out, const uint8_t *data, size_t len, const an_decode_opt
     h->bits = heif_image_handle_get_luma_bits_per_pixel(h->handle);
     if (h->bits <= 0)
         h->bits = 8;
+    if (info->format == AN_FMT_HEIC && hvcc_has_bad_sps(data, len)) {
+        an_error_set(err, AN_ERR_CORRUPT, "HEIC: the HEVC sequence parameter set is invalid");
+        an_heif_close(h);
+        return err->status;
+    }
     *out = h;
     return AN_OK;
 }

@@ -243,6 +243,12 @@ decode_still(an_webp *w, WEBP_CSP_MODE csp, uint8_t *buf, size_t stride, an_erro
     if (w->opts.strict) {
         VP8StatusCode s = WebPDecode(w->data, w->len, &config);
         WebPFreeDecBuffer(&config.output);
+        /* "Not enough data" with every byte of the RIFF here: the container
+         * lacks its image (a VP8X lying about animation), nothing to wait for. */
+        if (s == VP8_STATUS_NOT_ENOUGH_DATA && w->len >= (uint64_t)le32(w->data + 4) + 8) {
+            an_error_set(err, AN_ERR_CORRUPT, "WebP container holds no complete image");
+            return err->status;
+        }
         return map_status(s, "data", err);
     }
     /* Tolerant: the incremental decoder keeps the rows decoded before the
