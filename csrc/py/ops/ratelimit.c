@@ -956,24 +956,13 @@ static PyType_Spec shared_spec = {
 
 /* ---- registration -------------------------------------------------------------- */
 
-static int
-add_type(PyObject *m, PyType_Spec *spec, const char *name)
-{
-    PyObject *t = PyType_FromModuleAndSpec(m, spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, name, t);
-    Py_DECREF(t);
-    return r;
-}
-
 int
 an_ratelimit_exec(PyObject *m, an_state *st)
 {
     (void)st;
-    if (add_type(m, &decision_spec, "Decision") < 0 || add_type(m, &store_spec, "GcraStore") < 0 ||
-        add_type(m, &limiter_spec, "GcraLimiter") < 0 ||
-        add_type(m, &shared_spec, "GcraSharedLimiter") < 0)
+    if (an_add_type(m, &decision_spec, "Decision") < 0 || an_add_type(m, &store_spec, "GcraStore") < 0 ||
+        an_add_type(m, &limiter_spec, "GcraLimiter") < 0 ||
+        an_add_type(m, &shared_spec, "GcraSharedLimiter") < 0)
         return -1;
     return 0;
 }
