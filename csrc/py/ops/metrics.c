@@ -342,16 +342,30 @@ metric_reset(metricobject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The amount of inc/dec (1 when not given) of a metric with a cell; -1 with
+ * the error set. */
+static int
+step_amount(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            double *v)
+{
+    *v = 1.0;
+    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, v) < 0)
+        return -1;
+    if (self->cell == NULL) {
+        no_cell(self);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- counter --------------------------------------------------------------- */
 
 static PyObject *
 counter_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     if (!(v >= 0.0 && v < INFINITY)) /* NaN and +Inf would poison the counter for good */
         return an_raise_ctx(metric_state((PyObject *)self), AN_ERR_INVALID_ARG, NULL,
                             "counters can only be incremented by finite non-negative amounts");
@@ -370,11 +384,9 @@ gauge_mark(const metricobject *self)
 static PyObject *
 gauge_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     an_gauge_add(self->cell, v, gauge_mark(self));
     Py_RETURN_NONE;
 }
@@ -382,11 +394,9 @@ gauge_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
 static PyObject *
 gauge_dec(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     an_gauge_add(self->cell, -v, gauge_mark(self));
     Py_RETURN_NONE;
 }
