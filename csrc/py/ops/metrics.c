@@ -666,6 +666,36 @@ format_go_float(double v, char *out, size_t cap)
     return n;
 }
 
+/* Appends "<prefix><value>\n" to the growing *buf (capacity *cap, *len
+ * used), leaving room for extra more bytes; -1 when out of memory (the error
+ * set) or the value cannot be formatted. */
+static int
+render_line(char **buf, size_t *cap, size_t *len, const char *prefix, size_t plen, double v,
+            size_t extra)
+{
+    size_t need = *len + plen + extra + 80;
+    if (need > *cap) {
+        size_t c = *cap;
+        while (c < need)
+            c *= 2;
+        char *nb = (char *)PyMem_Realloc(*buf, c);
+        if (nb == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *buf = nb;
+        *cap = c;
+    }
+    memcpy(*buf + *len, prefix, plen);
+    *len += plen;
+    int w = format_go_float(v, *buf + *len, 64);
+    if (w < 0)
+        return -1;
+    *len += (size_t)w;
+    (*buf)[(*len)++] = '\n';
+    return 0;
+}
+
 /* render_cells(children, prefixes, word, extras=None) -> str: for each child
  * (a metric with a cell), prefix + its word as a Prometheus float + "\n",
  * then extras[i] when given (e.g. the OpenMetrics _created line). */
@@ -710,24 +740,9 @@ py_render_cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         if (extras != NULL && (e = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(extras, i), &elen)) == NULL)
             goto done;
-        size_t need = len + (size_t)plen + (size_t)elen + 80;
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            char *nb = (char *)PyMem_Realloc(buf, cap);
-            if (nb == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, p, (size_t)plen);
-        len += (size_t)plen;
-        int w = format_go_float(an_aw_load_f64(&m->cell[word]), buf + len, 64);
-        if (w < 0)
+        if (render_line(&buf, &cap, &len, p, (size_t)plen, an_aw_load_f64(&m->cell[word]),
+                        (size_t)elen) < 0)
             goto done;
-        len += (size_t)w;
-        buf[len++] = '\n';
         if (e != NULL) {
             memcpy(buf + len, e, (size_t)elen);
             len += (size_t)elen;
@@ -780,24 +795,8 @@ py_render_arena(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(prefixes, i), &plen);
         if (p == NULL)
             goto done;
-        size_t need = len + (size_t)plen + 80;
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            char *nb = (char *)PyMem_Realloc(buf, cap);
-            if (nb == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, p, (size_t)plen);
-        len += (size_t)plen;
-        int w = format_go_float(vals[word], buf + len, 64);
-        if (w < 0)
+        if (render_line(&buf, &cap, &len, p, (size_t)plen, vals[word], 0) < 0)
             goto done;
-        len += (size_t)w;
-        buf[len++] = '\n';
     }
     result = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
 done:
