@@ -441,22 +441,39 @@ gauge_set_max(metricobject *self, PyObject *arg)
 
 /* ---- histogram -------------------------------------------------------------- */
 
+/* The amount of observe (required, not NaN) of a metric with a cell; a lone
+ * float is the fast path.  -1 with the error set. */
+static int
+observed_amount(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                double *v)
+{
+    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
+        *v = PyFloat_AS_DOUBLE(args[0]);
+    } else {
+        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1) {
+            PyErr_Format(PyExc_TypeError, "observe(amount)");
+            return -1;
+        }
+        if (get_amount(args, nargs, kwnames, 0.0, v) < 0)
+            return -1;
+    }
+    if (self->cell == NULL) {
+        no_cell(self);
+        return -1;
+    }
+    if (*v != *v) {
+        observed_nan(self);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 histogram_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     double v;
-    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
-        v = PyFloat_AS_DOUBLE(args[0]);
-    } else {
-        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1)
-            return PyErr_Format(PyExc_TypeError, "observe(amount)");
-        if (get_amount(args, nargs, kwnames, 0.0, &v) < 0)
-            return NULL;
-    }
-    if (self->cell == NULL)
-        return no_cell(self);
-    if (v != v)
-        return observed_nan(self);
+    if (observed_amount(self, args, nargs, kwnames, &v) < 0)
+        return NULL;
     an_hist_observe(self->cell, self->bounds, (size_t)self->nbounds, v);
     Py_RETURN_NONE;
 }
@@ -467,14 +484,8 @@ static PyObject *
 summary_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     double v;
-    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1)
-        return PyErr_Format(PyExc_TypeError, "observe(amount)");
-    if (get_amount(args, nargs, kwnames, 0.0, &v) < 0)
+    if (observed_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
-    if (v != v)
-        return observed_nan(self);
     an_sketch_add(self->cell, v);
     Py_RETURN_NONE;
 }
