@@ -856,18 +856,16 @@ class _Timer:
         return cast(F, wrapper)
 
 
-class _ExceptionCounter:
-    def __init__(self, counter: Counter, exc: Any) -> None:
-        self._counter = counter
-        self._exc = exc
+class _ContextDecorator:
+    """A context manager that also decorates: each call of the decorated sync or
+    async function runs inside ``with self``."""
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if typ is not None and issubclass(typ, self._exc):
-            self._counter.inc()
+        return None
 
     def __call__(self, fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
@@ -887,7 +885,18 @@ class _ExceptionCounter:
         return cast(F, wrapper)
 
 
-class _InProgress:
+class _ExceptionCounter(_ContextDecorator):
+    def __init__(self, counter: Counter, exc: Any) -> None:
+        self._counter = counter
+        self._exc = exc
+
+    def __exit__(self, typ: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if typ is not None and issubclass(typ, self._exc):
+            self._counter.inc()
+
+
+class _InProgress(_ContextDecorator):
     def __init__(self, gauge: Gauge) -> None:
         self._gauge = gauge
 
@@ -896,23 +905,6 @@ class _InProgress:
 
     def __exit__(self, *exc: object) -> None:
         self._gauge.dec()
-
-    def __call__(self, fn: F) -> F:
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                with self:
-                    return await fn(*args, **kwargs)
-
-            return cast(F, awrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self:
-                return fn(*args, **kwargs)
-
-        return cast(F, wrapper)
 
 
 # ---- reading families for exposition ----------------------------------------------

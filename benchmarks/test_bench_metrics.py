@@ -42,84 +42,56 @@ R = range(OPS)
 # ---- the operations -------------------------------------------------------------------
 
 
+def _client_ops(mod: Any) -> dict[str, Callable[[], None]]:
+    """The hot-path operations on a prometheus_client-shaped module: ours
+    (amulet_native.metrics) or prometheus_client itself."""
+    reg = mod.CollectorRegistry()
+    c = mod.Counter("b_c", "c", registry=reg)
+    h = mod.Histogram("b_h", "h", registry=reg)
+    lc = mod.Counter("b_lc", "lc", ["route", "code"], registry=reg)
+    g = mod.Gauge("b_g", "g", registry=reg)
+    s = mod.Summary("b_s", "s", registry=reg)
+    lc.labels("/predict", "200").inc()
+
+    def inc() -> None:
+        f = c.inc
+        for _ in R:
+            f()
+
+    def observe() -> None:
+        f = h.observe
+        for _ in R:
+            f(0.3)
+
+    def labels_inc() -> None:
+        lab = lc.labels
+        for _ in R:
+            lab("/predict", "200").inc()
+
+    def gauge_set() -> None:
+        f = g.set
+        for _ in R:
+            f(3.0)
+
+    def summary_observe() -> None:
+        f = s.observe
+        for _ in R:
+            f(0.3)
+
+    return {"counter.inc": inc, "histogram.observe": observe, "labels().inc": labels_inc,
+            "gauge.set": gauge_set, "summary.observe": summary_observe}
+
+
 def _ours() -> dict[str, Callable[[], None]]:
     from amulet_native import metrics
 
-    reg = metrics.CollectorRegistry()
-    c = metrics.Counter("b_c", "c", registry=reg)
-    h = metrics.Histogram("b_h", "h", registry=reg)
-    lc = metrics.Counter("b_lc", "lc", ["route", "code"], registry=reg)
-    g = metrics.Gauge("b_g", "g", registry=reg)
-    s = metrics.Summary("b_s", "s", registry=reg)
-    lc.labels("/predict", "200").inc()
-
-    def inc() -> None:
-        f = c.inc
-        for _ in R:
-            f()
-
-    def observe() -> None:
-        f = h.observe
-        for _ in R:
-            f(0.3)
-
-    def labels_inc() -> None:
-        lab = lc.labels
-        for _ in R:
-            lab("/predict", "200").inc()
-
-    def gauge_set() -> None:
-        f = g.set
-        for _ in R:
-            f(3.0)
-
-    def summary_observe() -> None:
-        f = s.observe
-        for _ in R:
-            f(0.3)
-
-    return {"counter.inc": inc, "histogram.observe": observe, "labels().inc": labels_inc,
-            "gauge.set": gauge_set, "summary.observe": summary_observe}
+    return _client_ops(metrics)
 
 
 def _prom() -> dict[str, Callable[[], None]]:
-    import prometheus_client as pc
+    import prometheus_client
 
-    reg = pc.CollectorRegistry()
-    c = pc.Counter("b_c", "c", registry=reg)
-    h = pc.Histogram("b_h", "h", registry=reg)
-    lc = pc.Counter("b_lc", "lc", ["route", "code"], registry=reg)
-    g = pc.Gauge("b_g", "g", registry=reg)
-    s = pc.Summary("b_s", "s", registry=reg)
-    lc.labels("/predict", "200").inc()
-
-    def inc() -> None:
-        f = c.inc
-        for _ in R:
-            f()
-
-    def observe() -> None:
-        f = h.observe
-        for _ in R:
-            f(0.3)
-
-    def labels_inc() -> None:
-        lab = lc.labels
-        for _ in R:
-            lab("/predict", "200").inc()
-
-    def gauge_set() -> None:
-        f = g.set
-        for _ in R:
-            f(3.0)
-
-    def summary_observe() -> None:
-        f = s.observe
-        for _ in R:
-            f(0.3)
-
-    return {"counter.inc": inc, "histogram.observe": observe, "labels().inc": labels_inc,
-            "gauge.set": gauge_set, "summary.observe": summary_observe}
+    return _client_ops(prometheus_client)
 
 
 def _otel() -> dict[str, Callable[[], None]]:

@@ -87,6 +87,31 @@ class LockTokenBucket:
             return False
 
 
+def _limits_batch(peer: str, storage: Any) -> Callable[[Any], Any]:
+    """The batch of a ``limits`` strategy peer (named by peer) over storage."""
+    from limits import parse
+    from limits.strategies import (
+        FixedWindowRateLimiter,
+        MovingWindowRateLimiter,
+        SlidingWindowCounterRateLimiter,
+    )
+
+    strategy = {
+        "limits moving window": MovingWindowRateLimiter,
+        "limits sliding window counter": SlidingWindowCounterRateLimiter,
+        "limits fixed window": FixedWindowRateLimiter,
+    }[peer]
+    lim = strategy(storage)
+    item = parse("100/second")
+    hit = lim.hit
+
+    def run_limits(keys: list[str]) -> Any:
+        for k in keys:
+            hit(item, k)
+
+    return run_limits
+
+
 def memory_batch(peer: str) -> Callable[[Any], Any]:
     if peer == AMULET:
         check = RateLimiter("100/second").check
@@ -111,28 +136,9 @@ def memory_batch(peer: str) -> Callable[[Any], Any]:
                 tb(k)
 
         return run_tb
-    from limits import parse
     from limits.storage import MemoryStorage
-    from limits.strategies import (
-        FixedWindowRateLimiter,
-        MovingWindowRateLimiter,
-        SlidingWindowCounterRateLimiter,
-    )
 
-    strategy = {
-        "limits moving window": MovingWindowRateLimiter,
-        "limits sliding window counter": SlidingWindowCounterRateLimiter,
-        "limits fixed window": FixedWindowRateLimiter,
-    }[peer]
-    lim = strategy(MemoryStorage())
-    item = parse("100/second")
-    hit = lim.hit
-
-    def run_limits(keys: list[str]) -> Any:
-        for k in keys:
-            hit(item, k)
-
-    return run_limits
+    return _limits_batch(peer, MemoryStorage())
 
 
 MEM_PEERS = [
@@ -181,27 +187,9 @@ def redis_batch(peer: str, url: str) -> Callable[[Any], Any]:
                 check(k)
 
         return run
-    from limits import parse
     from limits.storage import RedisStorage
-    from limits.strategies import (
-        FixedWindowRateLimiter,
-        MovingWindowRateLimiter,
-        SlidingWindowCounterRateLimiter,
-    )
 
-    strategy = {
-        "limits moving window": MovingWindowRateLimiter,
-        "limits sliding window counter": SlidingWindowCounterRateLimiter,
-        "limits fixed window": FixedWindowRateLimiter,
-    }[peer]
-    lim = strategy(RedisStorage(url))
-    item = parse("100/second")
-
-    def run_limits(keys: list[str]) -> Any:
-        for k in keys:
-            lim.hit(item, k)
-
-    return run_limits
+    return _limits_batch(peer, RedisStorage(url))
 
 
 REDIS_PEERS = [

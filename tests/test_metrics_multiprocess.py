@@ -19,16 +19,20 @@ ROOT = Path(amulet_native.__file__).resolve().parent.parent
 SCENARIO = Path(__file__).with_name("_metrics_mp_scenario.py")
 
 
-@pytest.mark.slow  # about 20 s: 200 forked workers
-def test_workers_killed_and_restarted(tmp_path: Path) -> None:
+def _child(*args: str, timeout: float = 60) -> bytes:
+    """The stdout of ``python *args`` run with this checkout first on the path
+    and no AMULET_METRICS_DIR; it must exit 0."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("AMULET_METRICS_DIR", None)
-    p = subprocess.run(
-        [sys.executable, str(SCENARIO), str(tmp_path), "50", "2000"],
-        capture_output=True, env=env, timeout=240, check=False,
-    )
+    p = subprocess.run([sys.executable, *args], capture_output=True, env=env, timeout=timeout,
+                       check=False)
     assert p.returncode == 0, p.stderr.decode()
-    r = json.loads(p.stdout)
+    return p.stdout
+
+
+@pytest.mark.slow  # about 20 s: 200 forked workers
+def test_workers_killed_and_restarted(tmp_path: Path) -> None:
+    r = json.loads(_child(str(SCENARIO), str(tmp_path), "50", "2000", timeout=240))
     summary = {k: v for k, v in r.items() if not isinstance(v, list)}
     assert r["kills"] == 50, summary
     # no finished increment lost; a kill can land between an increment and its
@@ -69,8 +73,6 @@ def test_gauge_modes_and_environment_switch(tmp_path: Path) -> None:
 
 def test_corrupt_arena_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "metrics.arena").write_bytes(b"not an arena at all" * 100)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("AMULET_METRICS_DIR", None)
     code = (
         "import sys\n"
         "from amulet_native import metrics, ArenaError\n"
@@ -81,10 +83,7 @@ def test_corrupt_arena_file_is_refused(tmp_path: Path) -> None:
         "except ArenaError as e:\n"
         "    print(e.code, metrics.REGISTRY.get_sample_value('kept_total'))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                       env=env, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stdout.decode().split() == ["arena.corrupt", "2.0"]
+    assert _child("-c", code, str(tmp_path)).decode().split() == ["arena.corrupt", "2.0"]
 
 
 @pytest.mark.slow  # a real uvicorn with 2 workers: 20-80 s on a busy machine
@@ -131,8 +130,6 @@ def test_uvicorn_workers_share_one_view(tmp_path: Path) -> None:
 
 
 def test_metrics_created_before_the_switch_move_into_the_arena(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("AMULET_METRICS_DIR", None)
     code = (
         "import os, sys\n"
         "from amulet_native import metrics\n"
@@ -152,7 +149,4 @@ def test_metrics_created_before_the_switch_move_into_the_arena(tmp_path: Path) -
         "print(r.get_sample_value('early_total', {'k': 'a'}),"
         " r.get_sample_value('early_seconds_count'))\n"
     )
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
-                       env=env, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr.decode()
-    assert p.stdout.decode().split() == ["10.0", "2.0"]
+    assert _child("-c", code, str(tmp_path)).decode().split() == ["10.0", "2.0"]

@@ -32,22 +32,14 @@ pytestmark = needs_redis
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("redis"))
-    srv.start()
-    try:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
+    with RedisServer(tmp_path / "redis") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -48,12 +48,8 @@ print(json.dumps(out))
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path / "redis")
-    srv.start()
-    try:
+    with RedisServer(tmp_path / "redis") as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def child(server: RedisServer, prefix: str, action: str = "look") -> dict[str, object]:

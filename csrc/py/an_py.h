@@ -65,6 +65,9 @@ an_state *an_get_state(PyObject *module);
 PyObject *an_raise(an_state *st, const an_error *err);
 /* Raise for status with a formatted message and no extra context. */
 PyObject *an_raise_status(an_state *st, an_status status, const char *fmt, ...);
+/* module.c: create the heap type of spec for module m and add it as m.name;
+ * 0, or -1 with the error set. */
+int an_add_type(PyObject *m, PyType_Spec *spec, const char *name);
 
 /* batch.c */
 PyObject *an_py_decode_many(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

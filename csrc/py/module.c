@@ -48,6 +48,17 @@ py_error_table(PyObject *module, PyObject *unused)
     return list;
 }
 
+int
+an_add_type(PyObject *m, PyType_Spec *spec, const char *name)
+{
+    PyObject *t = PyType_FromModuleAndSpec(m, spec, NULL);
+    if (t == NULL)
+        return -1;
+    int r = PyModule_AddObjectRef(m, name, t);
+    Py_DECREF(t);
+    return r;
+}
+
 static PyMethodDef core_methods[] = {
     {"probe", (PyCFunction)(void (*)(void))an_py_probe, METH_FASTCALL,
      "probe(data) -> tuple: read the image header only."},

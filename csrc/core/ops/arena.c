@@ -458,23 +458,35 @@ map_fd(an_arena *a, an_error *err)
     return attach(a, err);
 }
 
+/* The start of both opens: *cfg (the defaults, in *def, when NULL) checked and
+ * an unmapped arena in *a. */
+static an_status
+arena_begin(const an_arena_config **cfg, an_arena_config *def, an_arena **a, an_error *err)
+{
+    if (*cfg == NULL) {
+        an_arena_config_init(def);
+        *cfg = def;
+    }
+    an_status s = check_config(*cfg, err);
+    if (s != AN_OK)
+        return s;
+    *a = arena_new();
+    if (*a == NULL) {
+        an_error_set(err, AN_ERR_NOMEM, NULL);
+        return AN_ERR_NOMEM;
+    }
+    return AN_OK;
+}
+
 an_status
 an_arena_open(an_arena **out, const char *path, const an_arena_config *cfg, an_error *err)
 {
     an_arena_config def;
+    an_arena *a;
     *out = NULL;
-    if (cfg == NULL) {
-        an_arena_config_init(&def);
-        cfg = &def;
-    }
-    an_status s = check_config(cfg, err);
+    an_status s = arena_begin(&cfg, &def, &a, err);
     if (s != AN_OK)
         return s;
-    an_arena *a = arena_new();
-    if (a == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, NULL);
-        return AN_ERR_NOMEM;
-    }
     a->fd = open(path, O_RDWR | O_CLOEXEC);
     if (a->fd < 0 && errno == ENOENT) {
         /* Build the file under a private name, then link it into place: a
@@ -528,19 +540,11 @@ an_status
 an_arena_open_anonymous(an_arena **out, const an_arena_config *cfg, an_error *err)
 {
     an_arena_config def;
+    an_arena *a;
     *out = NULL;
-    if (cfg == NULL) {
-        an_arena_config_init(&def);
-        cfg = &def;
-    }
-    an_status s = check_config(cfg, err);
+    an_status s = arena_begin(&cfg, &def, &a, err);
     if (s != AN_OK)
         return s;
-    an_arena *a = arena_new();
-    if (a == NULL) {
-        an_error_set(err, AN_ERR_NOMEM, NULL);
-        return AN_ERR_NOMEM;
-    }
     a->fd = memfd_create("amulet_arena", MFD_CLOEXEC);
     if (a->fd < 0) {
         s = io_error(err, "memfd_create", "arena");

@@ -628,19 +628,7 @@ an_cached_exec(PyObject *m, an_state *st)
         return -1;
     int r = PyModule_AddObjectRef(m, "_KWD_MARK", mark);
     Py_DECREF(mark);
-    if (r < 0)
+    if (r < 0 || an_add_type(m, &hashedkey_spec, "_HashedKey") < 0)
         return -1;
-    PyObject *hk = PyType_FromModuleAndSpec(m, &hashedkey_spec, NULL);
-    if (hk == NULL)
-        return -1;
-    r = PyModule_AddObjectRef(m, "_HashedKey", hk);
-    Py_DECREF(hk);
-    if (r < 0)
-        return -1;
-    PyObject *type = PyType_FromModuleAndSpec(m, &cached_spec, NULL);
-    if (type == NULL)
-        return -1;
-    r = PyModule_AddObjectRef(m, "CachedFunction", type);
-    Py_DECREF(type);
-    return r;
+    return an_add_type(m, &cached_spec, "CachedFunction");
 }

@@ -342,16 +342,30 @@ metric_reset(metricobject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The amount of inc/dec (1 when not given) of a metric with a cell; -1 with
+ * the error set. */
+static int
+step_amount(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+            double *v)
+{
+    *v = 1.0;
+    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, v) < 0)
+        return -1;
+    if (self->cell == NULL) {
+        no_cell(self);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- counter --------------------------------------------------------------- */
 
 static PyObject *
 counter_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     if (!(v >= 0.0 && v < INFINITY)) /* NaN and +Inf would poison the counter for good */
         return an_raise_ctx(metric_state((PyObject *)self), AN_ERR_INVALID_ARG, NULL,
                             "counters can only be incremented by finite non-negative amounts");
@@ -370,11 +384,9 @@ gauge_mark(const metricobject *self)
 static PyObject *
 gauge_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     an_gauge_add(self->cell, v, gauge_mark(self));
     Py_RETURN_NONE;
 }
@@ -382,11 +394,9 @@ gauge_inc(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
 static PyObject *
 gauge_dec(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    double v = 1.0;
-    if ((nargs != 0 || kwnames != NULL) && get_amount(args, nargs, kwnames, 1.0, &v) < 0)
+    double v;
+    if (step_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
     an_gauge_add(self->cell, -v, gauge_mark(self));
     Py_RETURN_NONE;
 }
@@ -431,22 +441,39 @@ gauge_set_max(metricobject *self, PyObject *arg)
 
 /* ---- histogram -------------------------------------------------------------- */
 
+/* The amount of observe (required, not NaN) of a metric with a cell; a lone
+ * float is the fast path.  -1 with the error set. */
+static int
+observed_amount(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                double *v)
+{
+    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
+        *v = PyFloat_AS_DOUBLE(args[0]);
+    } else {
+        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1) {
+            PyErr_Format(PyExc_TypeError, "observe(amount)");
+            return -1;
+        }
+        if (get_amount(args, nargs, kwnames, 0.0, v) < 0)
+            return -1;
+    }
+    if (self->cell == NULL) {
+        no_cell(self);
+        return -1;
+    }
+    if (*v != *v) {
+        observed_nan(self);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 histogram_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     double v;
-    if (nargs == 1 && kwnames == NULL && PyFloat_CheckExact(args[0])) {
-        v = PyFloat_AS_DOUBLE(args[0]);
-    } else {
-        if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1)
-            return PyErr_Format(PyExc_TypeError, "observe(amount)");
-        if (get_amount(args, nargs, kwnames, 0.0, &v) < 0)
-            return NULL;
-    }
-    if (self->cell == NULL)
-        return no_cell(self);
-    if (v != v)
-        return observed_nan(self);
+    if (observed_amount(self, args, nargs, kwnames, &v) < 0)
+        return NULL;
     an_hist_observe(self->cell, self->bounds, (size_t)self->nbounds, v);
     Py_RETURN_NONE;
 }
@@ -457,14 +484,8 @@ static PyObject *
 summary_observe(metricobject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     double v;
-    if (nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0) < 1)
-        return PyErr_Format(PyExc_TypeError, "observe(amount)");
-    if (get_amount(args, nargs, kwnames, 0.0, &v) < 0)
+    if (observed_amount(self, args, nargs, kwnames, &v) < 0)
         return NULL;
-    if (self->cell == NULL)
-        return no_cell(self);
-    if (v != v)
-        return observed_nan(self);
     an_sketch_add(self->cell, v);
     Py_RETURN_NONE;
 }
@@ -656,6 +677,36 @@ format_go_float(double v, char *out, size_t cap)
     return n;
 }
 
+/* Appends "<prefix><value>\n" to the growing *buf (capacity *cap, *len
+ * used), leaving room for extra more bytes; -1 when out of memory (the error
+ * set) or the value cannot be formatted. */
+static int
+render_line(char **buf, size_t *cap, size_t *len, const char *prefix, size_t plen, double v,
+            size_t extra)
+{
+    size_t need = *len + plen + extra + 80;
+    if (need > *cap) {
+        size_t c = *cap;
+        while (c < need)
+            c *= 2;
+        char *nb = (char *)PyMem_Realloc(*buf, c);
+        if (nb == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        *buf = nb;
+        *cap = c;
+    }
+    memcpy(*buf + *len, prefix, plen);
+    *len += plen;
+    int w = format_go_float(v, *buf + *len, 64);
+    if (w < 0)
+        return -1;
+    *len += (size_t)w;
+    (*buf)[(*len)++] = '\n';
+    return 0;
+}
+
 /* render_cells(children, prefixes, word, extras=None) -> str: for each child
  * (a metric with a cell), prefix + its word as a Prometheus float + "\n",
  * then extras[i] when given (e.g. the OpenMetrics _created line). */
@@ -700,24 +751,9 @@ py_render_cells(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         if (extras != NULL && (e = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(extras, i), &elen)) == NULL)
             goto done;
-        size_t need = len + (size_t)plen + (size_t)elen + 80;
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            char *nb = (char *)PyMem_Realloc(buf, cap);
-            if (nb == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, p, (size_t)plen);
-        len += (size_t)plen;
-        int w = format_go_float(an_aw_load_f64(&m->cell[word]), buf + len, 64);
-        if (w < 0)
+        if (render_line(&buf, &cap, &len, p, (size_t)plen, an_aw_load_f64(&m->cell[word]),
+                        (size_t)elen) < 0)
             goto done;
-        len += (size_t)w;
-        buf[len++] = '\n';
         if (e != NULL) {
             memcpy(buf + len, e, (size_t)elen);
             len += (size_t)elen;
@@ -770,24 +806,8 @@ py_render_arena(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         const char *p = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(prefixes, i), &plen);
         if (p == NULL)
             goto done;
-        size_t need = len + (size_t)plen + 80;
-        if (need > cap) {
-            while (cap < need)
-                cap *= 2;
-            char *nb = (char *)PyMem_Realloc(buf, cap);
-            if (nb == NULL) {
-                PyErr_NoMemory();
-                goto done;
-            }
-            buf = nb;
-        }
-        memcpy(buf + len, p, (size_t)plen);
-        len += (size_t)plen;
-        int w = format_go_float(vals[word], buf + len, 64);
-        if (w < 0)
+        if (render_line(&buf, &cap, &len, p, (size_t)plen, vals[word], 0) < 0)
             goto done;
-        len += (size_t)w;
-        buf[len++] = '\n';
     }
     result = PyUnicode_DecodeUTF8(buf, (Py_ssize_t)len, "strict");
 done:

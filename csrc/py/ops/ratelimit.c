@@ -356,17 +356,102 @@ static PyType_Spec store_spec = {
 
 /* ---- GcraLimiter ------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    storeobject *store;
-    PyObject *policies;         /* tuple of Policy objects, one per pol[] */
-    PyObject *clock;            /* None: CLOCK_MONOTONIC; else () -> float seconds */
-    PyTypeObject *dtype;        /* Decision */
-    int npol;
-    uint32_t ns;
-    int64_t max_cost;           /* the smallest burst */
+/* What GcraLimiter and GcraSharedLimiter both hold, first in each: the owner
+ * of the TATs (a GcraStore or an Arena, kept until dealloc so a decision in
+ * flight never loses it), the policies, their clock and the Decision type. */
+#define GCRA_LIMITER_HEAD                                                            \
+    PyObject_HEAD                                                                    \
+    PyObject *owner;            /* GcraStore or Arena */                             \
+    PyObject *policies;         /* tuple of Policy objects, one per pol[] */         \
+    PyObject *clock;            /* None: CLOCK_MONOTONIC; else () -> float seconds */ \
+    PyTypeObject *dtype;        /* Decision */                                       \
+    int npol;                                                                        \
+    int64_t max_cost;           /* the smallest burst */                             \
     an_gcra_policy pol[AN_GCRA_MAX_POLICIES];
+
+typedef struct {
+    GCRA_LIMITER_HEAD
+} gcraobject;
+
+typedef struct {
+    GCRA_LIMITER_HEAD
+    uint32_t ns;
 } limiterobject;
+
+#define LIMITER_STORE(self) (((storeobject *)(self)->owner)->store)
+
+/* Fills the common part of a new limiter: takes over dtype's reference, takes
+ * new ones to owner, policies and clock, and parses params, a tuple of
+ * (limit, period_ns, burst), one per policy.  -1 with the error set; the
+ * caller then releases self. */
+static int
+gcra_init(gcraobject *self, PyObject *dtype, PyObject *owner, PyObject *policies,
+          PyObject *clock, PyObject *params)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(params);
+    self->dtype = (PyTypeObject *)dtype;
+    self->owner = Py_NewRef(owner);
+    self->policies = Py_NewRef(policies);
+    self->clock = Py_NewRef(clock);
+    self->npol = (int)n;
+    self->max_cost = INT64_MAX;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long limit, period_ns, burst;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(params, i), "LLL", &limit, &period_ns, &burst))
+            return -1;
+        if (an_gcra_policy_init(&self->pol[i], limit, period_ns, burst) != AN_OK) {
+            raise_status((PyObject *)self, AN_ERR_INVALID_ARG, "policy",
+                         "invalid policy: limit=%lld period_ns=%lld burst=%lld", limit,
+                         period_ns, burst);
+            return -1;
+        }
+        if (burst < self->max_cost)
+            self->max_cost = burst;
+    }
+    return 0;
+}
+
+static int
+gcra_traverse(gcraobject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(self->owner);
+    Py_VISIT(self->policies);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->dtype);
+    return 0;
+}
+
+static int
+gcra_clear(gcraobject *self)
+{
+    Py_CLEAR(self->policies);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->dtype);
+    return 0;
+}
+
+/* The owner stays until dealloc: a decision in flight never loses it. */
+static void
+gcra_dealloc(gcraobject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    gcra_clear(self);
+    Py_CLEAR(self->owner);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+/* The Decision of a limiter's result. */
+static PyObject *
+gcra_decision(gcraobject *self, const an_gcra_result *res)
+{
+    return decision_make(self->dtype, res->allowed, res->remaining,
+                         (double)res->reset_after_ns * 1e-9, (double)res->retry_after_ns * 1e-9,
+                         PyTuple_GET_ITEM(self->policies, res->policy),
+                         self->pol[res->policy].limit);
+}
 
 static PyObject *
 limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -401,62 +486,12 @@ limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(dtype);
         return NULL;
     }
-    self->dtype = (PyTypeObject *)dtype;
-    self->store = (storeobject *)Py_NewRef(store);
-    self->policies = Py_NewRef(policies);
-    self->clock = Py_NewRef(clock);
-    self->npol = (int)n;
-    self->max_cost = INT64_MAX;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long limit, period_ns, burst;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(params, i), "LLL", &limit, &period_ns, &burst))
-            goto error;
-        if (an_gcra_policy_init(&self->pol[i], limit, period_ns, burst) != AN_OK) {
-            raise_status((PyObject *)self, AN_ERR_INVALID_ARG, "policy",
-                         "invalid policy: limit=%lld period_ns=%lld burst=%lld", limit,
-                         period_ns, burst);
-            goto error;
-        }
-        if (burst < self->max_cost)
-            self->max_cost = burst;
+    if (gcra_init((gcraobject *)self, dtype, store, policies, clock, params) < 0) {
+        Py_DECREF(self);
+        return NULL;
     }
-    self->ns = an_gcra_store_namespace(self->store->store);
+    self->ns = an_gcra_store_namespace(LIMITER_STORE(self));
     return (PyObject *)self;
-error:
-    Py_DECREF(self);
-    return NULL;
-}
-
-static int
-limiter_traverse(limiterobject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->store);
-    Py_VISIT(self->policies);
-    Py_VISIT(self->clock);
-    Py_VISIT(self->dtype);
-    return 0;
-}
-
-static int
-limiter_clear(limiterobject *self)
-{
-    Py_CLEAR(self->policies);
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->dtype);
-    return 0;
-}
-
-/* The store stays until dealloc: a decision in flight never loses it. */
-static void
-limiter_dealloc(limiterobject *self)
-{
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    limiter_clear(self);
-    Py_CLEAR(self->store);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
 }
 
 /* The key's bytes (borrowed from key, or from *tmp, which the caller
@@ -520,12 +555,17 @@ clock_now(PyObject *self, PyObject *clock, int64_t *now)
     return 0;
 }
 
-/* (key, cost=1) of check/peek. */
+/* (key, cost=1) of check/peek; a lone positional key is the fast path. */
 static int
 parse_key_cost(PyObject *self, int64_t max_cost, const char *fname, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames, PyObject **key, int64_t *cost)
 {
     PyObject *c = NULL;
+    *cost = 1;
+    if (nargs == 1 && kwnames == NULL) {
+        *key = args[0];
+        return 0;
+    }
     *key = NULL;
     if (nargs > 2) {
         PyErr_Format(PyExc_TypeError, "%s() takes at most 2 positional arguments", fname);
@@ -590,10 +630,8 @@ limiter_decide(limiterobject *self, const char *fname, PyObject *const *args, Py
     const char *data;
     Py_ssize_t len;
     an_gcra_result res;
-    if (nargs == 1 && kwnames == NULL)
-        key = args[0];
-    else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
-                            &cost) < 0)
+    if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
+                       &cost) < 0)
         return NULL;
     PyObject *tmp;
     if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
@@ -602,16 +640,13 @@ limiter_decide(limiterobject *self, const char *fname, PyObject *const *args, Py
         Py_XDECREF(tmp);
         return NULL;
     }
-    an_status s = an_gcra_apply(self->store->store, self->ns, data, (size_t)len, self->pol,
+    an_status s = an_gcra_apply(LIMITER_STORE(self), self->ns, data, (size_t)len, self->pol,
                                 self->npol, cost, now, mode, &res);
     Py_XDECREF(tmp);
     if (s != AN_OK)
         return raise_status((PyObject *)self, s, "key", "rate limit store: %s",
                             an_error_lookup(s)->message);
-    return decision_make(self->dtype, res.allowed, res.remaining,
-                         (double)res.reset_after_ns * 1e-9, (double)res.retry_after_ns * 1e-9,
-                         PyTuple_GET_ITEM(self->policies, res.policy),
-                         self->pol[res.policy].limit);
+    return gcra_decision((gcraobject *)self, &res);
 }
 
 static PyObject *
@@ -634,7 +669,7 @@ limiter_forget(limiterobject *self, PyObject *key)
     PyObject *tmp;
     if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
         return NULL;
-    int found = an_gcra_forget(self->store->store, self->ns, data, (size_t)len);
+    int found = an_gcra_forget(LIMITER_STORE(self), self->ns, data, (size_t)len);
     Py_XDECREF(tmp);
     return PyBool_FromLong(found);
 }
@@ -646,7 +681,7 @@ limiter_purge(limiterobject *self, PyObject *unused)
     int64_t now;
     if (clock_now((PyObject *)self, self->clock, &now) < 0)
         return NULL;
-    return PyLong_FromSize_t(an_gcra_purge(self->store->store, now));
+    return PyLong_FromSize_t(an_gcra_purge(LIMITER_STORE(self), now));
 }
 
 static PyMethodDef limiter_methods[] = {
@@ -662,9 +697,9 @@ static PyMethodDef limiter_methods[] = {
 
 static PyType_Slot limiter_slots[] = {
     {Py_tp_new, limiter_new},
-    {Py_tp_dealloc, limiter_dealloc},
-    {Py_tp_traverse, limiter_traverse},
-    {Py_tp_clear, limiter_clear},
+    {Py_tp_dealloc, gcra_dealloc},
+    {Py_tp_traverse, gcra_traverse},
+    {Py_tp_clear, gcra_clear},
     {Py_tp_methods, limiter_methods},
     {Py_tp_doc, "GcraLimiter(store, policies, params, clock=None): the native decision path."},
     {0, NULL},
@@ -682,14 +717,7 @@ static PyType_Spec limiter_spec = {
 #define SHARED_REC_UNITS 1024u /* the largest arena record: 8192 words */
 
 typedef struct {
-    PyObject_HEAD
-    PyObject *arena;            /* the _core.Arena holding the table (kept alive) */
-    PyObject *policies;
-    PyObject *clock;
-    PyTypeObject *dtype;
-    int npol;
-    int64_t max_cost;
-    an_gcra_policy pol[AN_GCRA_MAX_POLICIES];
+    GCRA_LIMITER_HEAD           /* owner: the _core.Arena holding the table */
     uint64_t seed;
     uint64_t *counters;         /* shared: [seed, evicted_live] */
     uint64_t **recs;            /* nrec record word arrays */
@@ -761,23 +789,8 @@ shared_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(dtype);
         return NULL;
     }
-    self->dtype = (PyTypeObject *)dtype;
-    self->arena = Py_NewRef(arena);
-    self->policies = Py_NewRef(policies);
-    self->clock = Py_NewRef(clock);
-    self->npol = (int)n;
-    self->max_cost = INT64_MAX;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long limit, period_ns, burst;
-        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(params, i), "LLL", &limit, &period_ns, &burst))
-            goto error;
-        if (an_gcra_policy_init(&self->pol[i], limit, period_ns, burst) != AN_OK) {
-            raise_status((PyObject *)self, AN_ERR_INVALID_ARG, "policy", "invalid policy");
-            goto error;
-        }
-        if (burst < self->max_cost)
-            self->max_cost = burst;
-    }
+    if (gcra_init((gcraobject *)self, dtype, arena, policies, clock, params) < 0)
+        goto error;
     pthread_once(&pid_once, pid_init);
     /* the seed and the eviction counter, shared by every table of the arena */
     if (arena_rec(st, a, "gcra:seed", 1, &self->counters) < 0)
@@ -819,36 +832,12 @@ error:
     return NULL;
 }
 
-static int
-shared_traverse(sharedobject *self, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(self->arena);
-    Py_VISIT(self->policies);
-    Py_VISIT(self->clock);
-    Py_VISIT(self->dtype);
-    return 0;
-}
-
-static int
-shared_clear(sharedobject *self)
-{
-    Py_CLEAR(self->policies);
-    Py_CLEAR(self->clock);
-    Py_CLEAR(self->dtype);
-    return 0;
-}
-
 static void
 shared_dealloc(sharedobject *self)
 {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    shared_clear(self);
-    Py_CLEAR(self->arena);
     PyMem_Free(self->recs);
-    tp->tp_free((PyObject *)self);
-    Py_DECREF(tp);
+    self->recs = NULL;
+    gcra_dealloc((gcraobject *)self);
 }
 
 /* The stripe of key, after checking the arena is still open. */
@@ -856,7 +845,7 @@ static uint64_t *
 shared_stripe(sharedobject *self, const char *data, Py_ssize_t len, uint64_t *tag)
 {
     an_state *st = (an_state *)PyType_GetModuleState(Py_TYPE(self));
-    if (an_py_arena(st, self->arena) == NULL)
+    if (an_py_arena(st, self->owner) == NULL)
         return NULL;
     uint64_t h = an_gcra_hash(self->seed, data, (size_t)len);
     size_t idx = (size_t)(h % self->nstripes);
@@ -876,10 +865,8 @@ shared_decide(sharedobject *self, const char *fname, PyObject *const *args, Py_s
     uint64_t tag;
     an_gcra_result res;
     int evicted;
-    if (nargs == 1 && kwnames == NULL)
-        key = args[0];
-    else if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
-                            &cost) < 0)
+    if (parse_key_cost((PyObject *)self, self->max_cost, fname, args, nargs, kwnames, &key,
+                       &cost) < 0)
         return NULL;
     PyObject *tmp;
     if (key_bytes((PyObject *)self, key, &data, &len, &tmp) < 0)
@@ -897,10 +884,7 @@ shared_decide(sharedobject *self, const char *fname, PyObject *const *args, Py_s
                             an_error_lookup(s)->message);
     if (evicted)
         an_aw_add(&self->counters[1], 1);
-    return decision_make(self->dtype, res.allowed, res.remaining,
-                         (double)res.reset_after_ns * 1e-9, (double)res.retry_after_ns * 1e-9,
-                         PyTuple_GET_ITEM(self->policies, res.policy),
-                         self->pol[res.policy].limit);
+    return gcra_decision((gcraobject *)self, &res);
 }
 
 static PyObject *
@@ -955,8 +939,8 @@ static PyMethodDef shared_methods[] = {
 static PyType_Slot shared_slots[] = {
     {Py_tp_new, shared_new},
     {Py_tp_dealloc, shared_dealloc},
-    {Py_tp_traverse, shared_traverse},
-    {Py_tp_clear, shared_clear},
+    {Py_tp_traverse, gcra_traverse},
+    {Py_tp_clear, gcra_clear},
     {Py_tp_methods, shared_methods},
     {Py_tp_doc, "GcraSharedLimiter(arena, name, policies, params, max_keys, clock=None): "
                 "GCRA decisions over TATs in the shared arena."},
@@ -972,24 +956,13 @@ static PyType_Spec shared_spec = {
 
 /* ---- registration -------------------------------------------------------------- */
 
-static int
-add_type(PyObject *m, PyType_Spec *spec, const char *name)
-{
-    PyObject *t = PyType_FromModuleAndSpec(m, spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, name, t);
-    Py_DECREF(t);
-    return r;
-}
-
 int
 an_ratelimit_exec(PyObject *m, an_state *st)
 {
     (void)st;
-    if (add_type(m, &decision_spec, "Decision") < 0 || add_type(m, &store_spec, "GcraStore") < 0 ||
-        add_type(m, &limiter_spec, "GcraLimiter") < 0 ||
-        add_type(m, &shared_spec, "GcraSharedLimiter") < 0)
+    if (an_add_type(m, &decision_spec, "Decision") < 0 || an_add_type(m, &store_spec, "GcraStore") < 0 ||
+        an_add_type(m, &limiter_spec, "GcraLimiter") < 0 ||
+        an_add_type(m, &shared_spec, "GcraSharedLimiter") < 0)
         return -1;
     return 0;
 }

@@ -689,25 +689,14 @@ static PyType_Spec retrycall_spec = {
 
 /* ---- registration -------------------------------------------------------- */
 
-static int
-add_type(PyObject *m, PyType_Spec *spec, const char *name)
-{
-    PyObject *t = PyType_FromModuleAndSpec(m, spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, name, t);
-    Py_DECREF(t);
-    return r;
-}
-
 int
 an_resilience_exec(PyObject *m, an_state *st)
 {
     (void)st;
-    if (add_type(m, &breaker_spec, "Breaker") < 0 ||
-        add_type(m, &breakercall_spec, "BreakerCall") < 0 ||
-        add_type(m, &budget_spec, "RetryBudget") < 0 ||
-        add_type(m, &retrycall_spec, "RetryCall") < 0)
+    if (an_add_type(m, &breaker_spec, "Breaker") < 0 ||
+        an_add_type(m, &breakercall_spec, "BreakerCall") < 0 ||
+        an_add_type(m, &budget_spec, "RetryBudget") < 0 ||
+        an_add_type(m, &retrycall_spec, "RetryCall") < 0)
         return -1;
     return 0;
 }

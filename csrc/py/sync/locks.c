@@ -617,10 +617,5 @@ an_locks_exec(PyObject *m, an_state *st)
     st->lock_hold_type = PyType_FromModuleAndSpec(m, &lockhold_spec, NULL);
     if (st->lock_hold_type == NULL || PyModule_AddObjectRef(m, "LockHold", st->lock_hold_type) < 0)
         return -1;
-    PyObject *t = PyType_FromModuleAndSpec(m, &lockmanager_spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, "LockManager", t);
-    Py_DECREF(t);
-    return r;
+    return an_add_type(m, &lockmanager_spec, "LockManager");
 }

@@ -175,10 +175,5 @@ int
 an_objpool_exec(PyObject *m, an_state *st)
 {
     (void)st;
-    PyObject *t = PyType_FromModuleAndSpec(m, &poolslots_spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, "PoolSlots", t);
-    Py_DECREF(t);
-    return r;
+    return an_add_type(m, &poolslots_spec, "PoolSlots");
 }

@@ -331,17 +331,6 @@ PyType_Spec an_counter_spec = {
 
 /* ---- registration ------------------------------------------------------------ */
 
-static int
-add_type(PyObject *m, PyType_Spec *spec)
-{
-    PyObject *t = PyType_FromModuleAndSpec(m, spec, NULL);
-    if (t == NULL)
-        return -1;
-    int r = PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, t);
-    Py_DECREF(t);
-    return r;
-}
-
 int
 an_sync_exec(PyObject *m, an_state *st)
 {
@@ -353,8 +342,9 @@ an_sync_exec(PyObject *m, an_state *st)
     Py_DECREF(queue);
     if (st->queue_empty == NULL || st->queue_full == NULL)
         return -1;
-    if (add_type(m, &an_counter_spec) < 0 || add_type(m, &an_tsdict_spec) < 0 ||
-        add_type(m, &an_queue_spec) < 0)
+    if (an_add_type(m, &an_counter_spec, "AtomicCounter") < 0 ||
+        an_add_type(m, &an_tsdict_spec, "ThreadSafeDict") < 0 ||
+        an_add_type(m, &an_queue_spec, "ThreadSafeQueue") < 0)
         return -1;
     return 0;
 }
