@@ -254,7 +254,7 @@ test_misuse(void)
 
     /* After a failure every call replays it. */
     CHECK_ST(an_incr_new(&d, &o, &err), AN_OK);
-    CHECK_ST(an_incr_feed(d, (const uint8_t *)"GIF89a0123456789abc", 19, &err),
+    CHECK_ST(an_incr_feed(d, (const uint8_t *)"II*\0" "0123456789abcde", 19, &err), /* TIFF */
              AN_ERR_UNKNOWN_FORMAT);
     CHECK(an_incr_get_state(d) == AN_INCR_FAILED);
     CHECK_ST(an_incr_feed(d, s->data, s->len, &err), AN_ERR_UNKNOWN_FORMAT);
