@@ -538,6 +538,9 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="RSS means nothing under ASan's allocator (quarantine); the store's own "
+                    "byte count is checked by the normal run")
 def test_a_million_distinct_keys_stay_bounded() -> None:
     store = MemoryStore(max_keys=10_000)
     limiter = RateLimiter("5/minute", store=store)

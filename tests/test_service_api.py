@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -360,6 +361,9 @@ def test_bad_setting_stops_start_up_naming_the_variable(tmp_path: Path) -> None:
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'python'}",
             "AMULET_CACHE_DEFAULT_TTL": "soon",
+            # a sanitizer build's preload must reach the child too
+            **{k: v for k, v in os.environ.items()
+               if k in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "PYTHONMALLOC")},
         },
         capture_output=True,
         text=True,
