@@ -634,6 +634,13 @@ class RateLimiter:
                 "value.invalid",
                 "on_store_error",
             )
+        if store is not None and not isinstance(store, (MemoryStore, SharedStore, RedisStore)):
+            raise _bad(
+                "store must be a MemoryStore, SharedStore or RedisStore, "
+                f"got {type(store).__name__}",
+                "value.invalid",
+                "store",
+            )
         if clock is not None and not callable(clock):
             raise _bad("clock must be a callable returning seconds", "value.invalid", "clock")
         self.store = MemoryStore() if store is None else store
@@ -739,12 +746,12 @@ class RateLimiter:
     def _decide(self, key: str | bytes, cost: int, *, hit: bool) -> Decision:
         data = self._validate(key, cost)
         store = self.store
-        if isinstance(store, RedisStore):
-            try:
-                return store.decide(self, data, cost, hit)
-            except NetworkError:
-                return self._fallback(cost)
-        raise NotImplementedError(f"{type(store).__name__} is not supported yet")
+        # The native stores bound check/peek on the instance: only Redis gets here.
+        assert isinstance(store, RedisStore)
+        try:
+            return store.decide(self, data, cost, hit)
+        except NetworkError:
+            return self._fallback(cost)
 
     async def _adecide(self, key: str | bytes, cost: int, *, hit: bool) -> Decision:
         data = self._validate(key, cost)

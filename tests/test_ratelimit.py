@@ -688,3 +688,9 @@ def test_no_leak_on_decisions_and_errors(tmp_path: Path) -> None:
     churn(100_000)
     assert _rss_kib() - before < 4_000
     store.close()
+
+
+def test_an_unknown_store_is_refused_at_construction() -> None:
+    with pytest.raises(ValidationError) as e:
+        RateLimiter("5/second", store=object())  # type: ignore[arg-type]
+    assert e.value.code == "value.invalid"
